@@ -1,0 +1,44 @@
+# redwire — the two commands a newcomer needs are `make demo` and `make test`.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -s -w \
+	-X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(REVISION) \
+	-X github.com/prometheus/common/version.Branch=main
+
+# binary=Debian package, for scripts/install-deps.sh
+TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
+	victoria-metrics=victoria-metrics
+DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
+
+.PHONY: all build test deps demo bench fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/redwire ./cmd/redwire
+
+deps:
+	@scripts/install-deps.sh $(TEST_DEPS)
+
+# go vet, then every test (unit and real-server) with the race detector.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# A throwaway Redis and Prometheus receiver on free loopback ports, redwire
+# between them; Ctrl-C stops everything.
+demo: build
+	@scripts/install-deps.sh $(DEMO_DEPS)
+	@scripts/demo.sh bin/redwire
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.out
+
+# Short fuzz runs of every parser; the corpus lives in testdata/fuzz.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 60s ./sources/redis/
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// Defaults of the agent-wide settings; documented in
+// configs/redwire.example.yml. Settings of one package live with it.
+const (
+	DefaultScrapeInterval = model.Duration(10 * time.Second)
+	DefaultTarget         = "redis://127.0.0.1:6379"
+	DefaultListenAddress  = ":9187"
+	// scrapeTimeoutShare of the interval is the default scrape timeout:
+	// enough for a slow INFO, and a scrape never runs into the next one.
+	scrapeTimeoutShare = 0.8
+)
+
+// Config is the whole agent configuration: the YAML file with the command
+// line applied on top.
+type Config struct {
+	Global      GlobalConfig                 `yaml:"global,omitempty"`
+	Targets     []redis.TargetConfig         `yaml:"targets,omitempty"`
+	RemoteWrite []remotewrite.EndpointConfig `yaml:"remote_write,omitempty"`
+	Buffer      buffer.Config                `yaml:"buffer,omitempty"`
+	Web         WebConfig                    `yaml:"web,omitempty"`
+
+	source []byte // the YAML it came from, to name lines in errors
+}
+
+// GlobalConfig holds settings that apply to every target.
+type GlobalConfig struct {
+	ScrapeInterval model.Duration    `yaml:"scrape_interval,omitempty"`
+	ScrapeTimeout  model.Duration    `yaml:"scrape_timeout,omitempty"`
+	ExternalLabels map[string]string `yaml:"external_labels,omitempty"`
+}
+
+// WebConfig is the agent's own HTTP server.
+type WebConfig struct {
+	ListenAddress string `yaml:"listen_address,omitempty"`
+	// ConfigFile is an exporter-toolkit web config (TLS, basic auth).
+	ConfigFile string `yaml:"config_file,omitempty"`
+}
+
+// LoadFile reads a YAML config. Unknown keys are errors naming the key and
+// its line. Relative paths in the file are resolved against its directory.
+// Defaults are not applied: call Finalize once flags are applied too.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.setDirectory(filepath.Dir(path))
+	cfg.source = data
+	return cfg, nil
+}
+
+// Parse decodes YAML strictly.
+func Parse(data []byte) (*Config, error) {
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.SetStrict(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // empty file = empty config
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	cfg.source = data
+	return cfg, nil
+}
+
+func (c *Config) setDirectory(dir string) {
+	for i := range c.Targets {
+		c.Targets[i].SetDirectory(dir)
+	}
+	for i := range c.RemoteWrite {
+		c.RemoteWrite[i].SetDirectory(dir)
+	}
+	if c.Web.ConfigFile != "" && !filepath.IsAbs(c.Web.ConfigFile) {
+		c.Web.ConfigFile = filepath.Join(dir, c.Web.ConfigFile)
+	}
+	if c.Buffer.Path != "" && !filepath.IsAbs(c.Buffer.Path) {
+		c.Buffer.Path = filepath.Join(dir, c.Buffer.Path)
+	}
+}
+
+// Finalize applies defaults and validates. Errors name the field path and,
+// when the config came from a file, its line.
+func (c *Config) Finalize() error {
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) && c.source != nil {
+			fe.Line = lineOf(c.source, fe.Path)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	g := &c.Global
+	if g.ScrapeInterval == 0 {
+		g.ScrapeInterval = DefaultScrapeInterval
+	}
+	if g.ScrapeTimeout == 0 {
+		g.ScrapeTimeout = model.Duration(float64(g.ScrapeInterval) * scrapeTimeoutShare)
+	}
+	if len(c.Targets) == 0 {
+		c.Targets = []redis.TargetConfig{{Addr: DefaultTarget}}
+	}
+	for i := range c.RemoteWrite {
+		c.RemoteWrite[i].SetDefaults()
+	}
+	c.Buffer.SetDefaults()
+	if c.Web.ListenAddress == "" {
+		c.Web.ListenAddress = DefaultListenAddress
+	}
+}
+
+func (c *Config) validate() error {
+	g := c.Global
+	if g.ScrapeInterval <= 0 {
+		return fieldErr("global.scrape_interval", errors.New("must be positive"))
+	}
+	if g.ScrapeTimeout <= 0 || g.ScrapeTimeout > g.ScrapeInterval {
+		return fieldErr("global.scrape_timeout", fmt.Errorf("%s must be positive and at most scrape_interval (%s)", g.ScrapeTimeout, g.ScrapeInterval))
+	}
+	if err := validateLabels(g.ExternalLabels); err != nil {
+		return fieldErr("global.external_labels", err)
+	}
+	seen := map[string]int{}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		path := fmt.Sprintf("targets[%d]", i)
+		if err := t.Validate(); err != nil {
+			return fieldErr(path, err)
+		}
+		if err := validateLabels(t.Labels); err != nil {
+			return fieldErr(path+".labels", err)
+		}
+		if j, dup := seen[t.Instance()]; dup {
+			return fieldErr(path, fmt.Errorf("instance %q is also targets[%d]: give one a distinct name", t.Instance(), j))
+		}
+		seen[t.Instance()] = i
+	}
+	names := map[string]int{}
+	for i := range c.RemoteWrite {
+		e := &c.RemoteWrite[i]
+		path := fmt.Sprintf("remote_write[%d]", i)
+		if err := e.Validate(); err != nil {
+			return fieldErr(path, err)
+		}
+		if j, dup := names[e.Label()]; dup {
+			return fieldErr(path, fmt.Errorf("endpoint %q is also remote_write[%d]: give one a distinct name", e.Label(), j))
+		}
+		names[e.Label()] = i
+	}
+	if c.Buffer.Path == "" {
+		return fieldErr("buffer.path", errors.New("must not be empty"))
+	}
+	return nil
+}
+
+func validateLabels(ls map[string]string) error {
+	for k := range ls {
+		if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
+			return fmt.Errorf("invalid label name %q", k)
+		}
+	}
+	return nil
+}
+
+// String prints the effective config as YAML with every secret redacted.
+func (c *Config) String() string {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Sprintf("<config: %v>", err)
+	}
+	return string(b)
+}

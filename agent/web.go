@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+)
+
+// webServer serves /metrics, /-/healthy and /-/ready.
+type webServer struct {
+	srv   *http.Server
+	ln    net.Listener
+	ready atomic.Bool
+	done  chan error
+}
+
+// startWeb binds the listen address before returning, so a port clash is an
+// error at start-up rather than a log line later.
+func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webServer, error) {
+	if cfg.ConfigFile != "" {
+		if err := web.Validate(cfg.ConfigFile); err != nil {
+			return nil, fmt.Errorf("web.config_file %s: %w", cfg.ConfigFile, err)
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("web.listen_address %s: %w", cfg.ListenAddress, err)
+	}
+	w := &webServer{ln: ln, done: make(chan error, 1)}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(rw, "redwire is healthy.")
+	})
+	mux.HandleFunc("/-/ready", func(rw http.ResponseWriter, _ *http.Request) {
+		if !w.ready.Load() {
+			http.Error(rw, "redwire is starting.", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "redwire is ready.")
+	})
+	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(rw, r)
+			return
+		}
+		fmt.Fprintln(rw, `<html><head><title>redwire</title></head><body><h1>redwire</h1><p><a href="/metrics">Metrics</a></p></body></html>`)
+	})
+	w.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	addrs, systemd := []string{cfg.ListenAddress}, false
+	flags := &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &systemd, WebConfigFile: &cfg.ConfigFile}
+	go func() { w.done <- web.Serve(ln, w.srv, flags, log) }()
+	return w, nil
+}
+
+func (w *webServer) addr() string { return w.ln.Addr().String() }
+
+func (w *webServer) setReady() { w.ready.Store(true) }
+
+func (w *webServer) stop(ctx context.Context) error {
+	err := w.srv.Shutdown(ctx)
+	if serveErr := <-w.done; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}

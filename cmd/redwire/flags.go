@@ -1,0 +1,153 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/model"
+
+	"github.com/redwire/redwire/agent"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// overrides are the command-line settings that replace config-file values.
+// A flag is applied only when the user gave it, so a file value is never
+// overwritten by a flag's default; defaults live in the packages.
+type overrides struct {
+	fns []func(*agent.Config) error
+}
+
+func (o *overrides) apply(cfg *agent.Config) error {
+	for _, fn := range o.fns {
+		if err := fn(cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// when registers fn to run if the flag was set.
+func (o *overrides) when(set *bool, fn func(*agent.Config) error) {
+	o.fns = append(o.fns, func(c *agent.Config) error {
+		if !*set {
+			return nil
+		}
+		return fn(c)
+	})
+}
+
+func (o *overrides) duration(fc *kingpin.FlagClause, apply func(*agent.Config, model.Duration)) {
+	var set bool
+	d := new(model.Duration)
+	fc.IsSetByUser(&set).SetValue(d)
+	o.when(&set, func(c *agent.Config) error { apply(c, *d); return nil })
+}
+
+func (o *overrides) int(fc *kingpin.FlagClause, apply func(*agent.Config, int)) {
+	var set bool
+	v := fc.IsSetByUser(&set).Int()
+	o.when(&set, func(c *agent.Config) error { apply(c, *v); return nil })
+}
+
+func (o *overrides) string(fc *kingpin.FlagClause, apply func(*agent.Config, string)) {
+	var set bool
+	v := fc.IsSetByUser(&set).String()
+	o.when(&set, func(c *agent.Config) error { apply(c, *v); return nil })
+}
+
+// eachEndpoint applies fn to every remote_write endpoint.
+func eachEndpoint(fn func(*remotewrite.EndpointConfig)) func(*agent.Config) {
+	return func(c *agent.Config) {
+		for i := range c.RemoteWrite {
+			fn(&c.RemoteWrite[i])
+		}
+	}
+}
+
+// addAgentFlags registers every scalar setting as a flag named by its YAML
+// path (buffer.path ↔ --buffer.path); the few long-standing names from
+// Prometheus and redis_exporter habits (--web.listen-address, --redis.addr,
+// --remote-write.url, --scrape.*) are kept as they are.
+func addAgentFlags(app *kingpin.Application) *overrides {
+	o := &overrides{}
+
+	var addrsSet bool
+	addrs := app.Flag("redis.addr", "Redis to poll: redis://[user:pass@]host:port[/db], rediss://… or unix:///path. Repeatable; replaces the config file's targets. Default "+agent.DefaultTarget+".").
+		IsSetByUser(&addrsSet).Strings()
+	o.when(&addrsSet, func(c *agent.Config) error {
+		c.Targets = c.Targets[:0]
+		for _, a := range *addrs {
+			c.Targets = append(c.Targets, redis.TargetConfig{Addr: a})
+		}
+		return nil
+	})
+
+	var rwSet bool
+	rw := app.Flag("remote-write.url", "Remote-write endpoint URL; replaces the config file's remote_write list. None set: buffer-only mode.").
+		IsSetByUser(&rwSet).String()
+	o.when(&rwSet, func(c *agent.Config) error {
+		u, err := url.Parse(*rw)
+		if err != nil {
+			return fmt.Errorf("--remote-write.url: %w", err)
+		}
+		c.RemoteWrite = []remotewrite.EndpointConfig{remotewrite.NewEndpointConfig(u)}
+		return nil
+	})
+	o.duration(app.Flag("remote-write.remote_timeout", "Timeout of one remote-write request (default 30s)."),
+		func(c *agent.Config, d model.Duration) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.RemoteTimeout = d })(c)
+		})
+	o.int(app.Flag("remote-write.queue_config.capacity", "Samples held in memory per endpoint (default 10000)."),
+		func(c *agent.Config, n int) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.Capacity = n })(c)
+		})
+	o.int(app.Flag("remote-write.queue_config.max_samples_per_send", "Most samples in one request (default 2000)."),
+		func(c *agent.Config, n int) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MaxSamplesPerSend = n })(c)
+		})
+	o.duration(app.Flag("remote-write.queue_config.batch_send_deadline", "Longest wait before a partial batch is sent (default 5s)."),
+		func(c *agent.Config, d model.Duration) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.BatchSendDeadline = d })(c)
+		})
+	o.duration(app.Flag("remote-write.queue_config.min_backoff", "First retry delay of a failed send (default 500ms)."),
+		func(c *agent.Config, d model.Duration) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MinBackoff = d })(c)
+		})
+	o.duration(app.Flag("remote-write.queue_config.max_backoff", "Longest retry delay of a failed send (default 30s)."),
+		func(c *agent.Config, d model.Duration) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MaxBackoff = d })(c)
+		})
+
+	o.duration(app.Flag("scrape.interval", "How often each target is polled (global.scrape_interval; default 10s)."),
+		func(c *agent.Config, d model.Duration) { c.Global.ScrapeInterval = d })
+	o.duration(app.Flag("scrape.timeout", "Deadline of one poll (global.scrape_timeout; default 80% of the interval)."),
+		func(c *agent.Config, d model.Duration) { c.Global.ScrapeTimeout = d })
+
+	var extSet bool
+	ext := app.Flag("global.external_labels", "Label added to every sample, as name=value. Repeatable; merged over the config file's.").
+		IsSetByUser(&extSet).Strings()
+	o.when(&extSet, func(c *agent.Config) error {
+		if c.Global.ExternalLabels == nil {
+			c.Global.ExternalLabels = map[string]string{}
+		}
+		for _, kv := range *ext {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("--global.external_labels %q: want name=value", kv)
+			}
+			c.Global.ExternalLabels[k] = v
+		}
+		return nil
+	})
+
+	o.string(app.Flag("buffer.path", "Directory of the local buffer (default ./data)."),
+		func(c *agent.Config, s string) { c.Buffer.Path = s })
+	o.string(app.Flag("web.listen-address", "Address of the HTTP server for /metrics and health (web.listen_address; default :9187)."),
+		func(c *agent.Config, s string) { c.Web.ListenAddress = s })
+	o.string(app.Flag("web.config.file", "exporter-toolkit web config for TLS and basic auth (web.config_file)."),
+		func(c *agent.Config, s string) { c.Web.ConfigFile = s })
+	return o
+}

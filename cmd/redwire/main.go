@@ -1,0 +1,104 @@
+// Command redwire polls Redis and pushes its metrics to a Prometheus
+// remote-write receiver, buffering locally while the link is down.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+
+	"github.com/redwire/redwire/agent"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: testable, and every exit path returns.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if version.Version == "" {
+		version.Version = "dev"
+	}
+	app := kingpin.New("redwire", "Polls Redis and pushes its metrics with Prometheus remote write, buffering locally while the receiver is unreachable.")
+	app.Writers(stdout, stderr)
+	app.Version(version.Print("redwire"))
+	app.HelpFlag.Short('h')
+	app.Terminate(nil)
+
+	configFile := app.Flag("config.file", "YAML config file (optional: flags alone are enough to run).").String()
+	flags := addAgentFlags(app)
+	logCfg := &promslog.Config{Writer: stderr}
+	promslogflag.AddFlags(app, logCfg)
+
+	runCmd := app.Command("run", "Run the agent (the default).").Default()
+	checkCmd := app.Command("check-config", "Validate the config and print it with defaults applied and secrets redacted.")
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "redwire: %v\n", err)
+		return 2
+	}
+	if cmd == "" { // --help or --version was handled
+		return 0
+	}
+
+	cfg, err := loadConfig(*configFile, flags)
+	if err != nil {
+		fmt.Fprintf(stderr, "redwire: invalid config: %v\n", err)
+		return 1
+	}
+	switch cmd {
+	case checkCmd.FullCommand():
+		fmt.Fprint(stdout, cfg.String())
+		return 0
+	case runCmd.FullCommand():
+	}
+
+	log := promslog.New(logCfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("redwire"),
+	)
+	log.Info("starting redwire", "version", version.Info(), "build_context", version.BuildContext())
+	if err := agent.Run(ctx, cfg, agent.Options{Logger: log, Registry: reg, Version: version.Version}); err != nil {
+		log.Error("redwire stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func loadConfig(path string, flags *overrides) (*agent.Config, error) {
+	cfg := &agent.Config{}
+	if path != "" {
+		var err error
+		if cfg, err = agent.LoadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := flags.apply(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Finalize(); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,198 @@
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/config"
+)
+
+// maxErrorBody bounds how much of a receiver's error answer is read, so a
+// hostile or broken receiver cannot make the agent buffer a huge body.
+const maxErrorBody = 1 << 10
+
+// Client sends encoded write requests to one endpoint. It is safe for
+// concurrent use, but the agent sends one request at a time per endpoint so
+// that per-series order holds.
+type Client struct {
+	url     string
+	label   string
+	hc      *http.Client
+	headers map[string]string
+	timeout time.Duration
+	ua      string
+}
+
+// NewClient builds the HTTP client for cfg (auth, TLS, proxy exactly as
+// Prometheus' own remote_write). version goes into the User-Agent.
+func NewClient(cfg EndpointConfig, version string) (*Client, error) {
+	hc, err := config.NewClientFromConfig(cfg.HTTPClientConfig, "remote_write")
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s: %w", cfg.Label(), err)
+	}
+	return &Client{
+		url:     cfg.URL.String(),
+		label:   cfg.Label(),
+		hc:      hc,
+		headers: cfg.Headers,
+		timeout: time.Duration(cfg.RemoteTimeout),
+		ua:      "redwire/" + version,
+	}, nil
+}
+
+// Endpoint is the endpoint's label (name or redacted URL).
+func (c *Client) Endpoint() string { return c.label }
+
+// Send posts one snappy-compressed WriteRequest. A nil error means the
+// receiver accepted it (2xx). Otherwise the error is an *Error whose Class
+// says what the caller should do with the batch.
+func (c *Client) Send(ctx context.Context, body []byte) error {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return &Error{Class: Reject, Err: err}
+	}
+	for k, v := range c.headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("User-Agent", c.ua)
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &Error{Class: Retry, Err: err}
+	}
+	defer func() {
+		// Drain a little so the connection can be reused, but never much.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+	}()
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &Error{
+		StatusCode: resp.StatusCode,
+		Class:      classify(resp.StatusCode),
+		Body:       strings.TrimSpace(string(msg)),
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+// Class says what to do with a batch a receiver did not accept.
+type Class int
+
+const (
+	// Retry: network error, timeout or 5xx; send the same batch again
+	// after a backoff. Counts toward declaring the endpoint down.
+	Retry Class = iota
+	// RateLimited: 429; retry after Retry-After, never with more
+	// concurrency.
+	RateLimited
+	// Reject: 400, 409, 415 and other 4xx; the receiver will never take
+	// this batch, so it is dropped and counted.
+	Reject
+	// TooLarge: 413; split the batch and send the halves.
+	TooLarge
+	// Unauthorized: 401, 403, 404; a credential or URL problem that an
+	// operator must fix. Keep the data, pause sending.
+	Unauthorized
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retry:
+		return "retry"
+	case RateLimited:
+		return "rate_limited"
+	case Reject:
+		return "rejected"
+	case TooLarge:
+		return "too_large"
+	case Unauthorized:
+		return "unauthorized"
+	}
+	return "unknown"
+}
+
+func classify(status int) Class {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return RateLimited
+	case status == http.StatusRequestEntityTooLarge:
+		return TooLarge
+	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusNotFound:
+		return Unauthorized
+	case status >= 500, status < 400:
+		// 5xx, and odd answers such as an unfollowed 3xx: the batch
+		// itself is not known to be bad.
+		return Retry
+	}
+	return Reject
+}
+
+// Error is a send that did not succeed.
+type Error struct {
+	StatusCode int // 0 for network errors
+	Class      Class
+	RetryAfter time.Duration // from a 429's Retry-After; 0 if absent
+	Body       string        // first KiB of the receiver's answer
+	Err        error         // the transport error, if any
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	if e.Body != "" {
+		return fmt.Sprintf("server returned HTTP %d: %s", e.StatusCode, e.Body)
+	}
+	return fmt.Sprintf("server returned HTTP %d", e.StatusCode)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ClassOf returns the class of a Send error; errors that are not *Error
+// (which Send never returns) are treated as retryable.
+func ClassOf(err error) Class {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Class
+	}
+	return Retry
+}
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		if s < 0 {
+			return 0
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

@@ -1,0 +1,40 @@
+package remotewrite
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	cases := map[int]Class{
+		400: Reject, 409: Reject, 415: Reject, 422: Reject,
+		413: TooLarge,
+		429: RateLimited,
+		401: Unauthorized, 403: Unauthorized, 404: Unauthorized,
+		500: Retry, 502: Retry, 503: Retry, 504: Retry,
+		302: Retry,
+	}
+	for status, want := range cases {
+		if got := classify(status); got != want {
+			t.Errorf("classify(%d) = %s, want %s", status, got, want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	cases := map[string]time.Duration{
+		"":        0,
+		"7":       7 * time.Second,
+		"-3":      0,
+		"garbage": 0,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		now.Add(-time.Minute).Format(http.TimeFormat):     0,
+	}
+	for in, want := range cases {
+		if got := retryAfter(in, now); got != want {
+			t.Errorf("retryAfter(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

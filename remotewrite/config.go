@@ -1,0 +1,156 @@
+package remotewrite
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+)
+
+// Defaults for an endpoint; the only place these numbers live. They are
+// documented in configs/redwire.example.yml.
+var (
+	DefaultRemoteTimeout = model.Duration(30 * time.Second)
+	DefaultQueueConfig   = QueueConfig{
+		Capacity:          10000,
+		MaxSamplesPerSend: 2000,
+		BatchSendDeadline: model.Duration(5 * time.Second),
+		MinBackoff:        model.Duration(500 * time.Millisecond),
+		MaxBackoff:        model.Duration(30 * time.Second),
+	}
+)
+
+// EndpointConfig is one `remote_write:` entry. HTTPClientConfig is inlined so
+// basic_auth, authorization, oauth2, tls_config, proxy_url and friends read
+// exactly as in a Prometheus remote_write block.
+type EndpointConfig struct {
+	URL           *config.URL       `yaml:"url"`
+	Name          string            `yaml:"name,omitempty"`
+	RemoteTimeout model.Duration    `yaml:"remote_timeout,omitempty"`
+	Headers       map[string]string `yaml:"headers,omitempty"`
+	QueueConfig   QueueConfig       `yaml:"queue_config,omitempty"`
+
+	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
+}
+
+// QueueConfig bounds the in-memory queue and shapes requests.
+type QueueConfig struct {
+	// Capacity is the number of samples held in memory for this endpoint.
+	Capacity int `yaml:"capacity,omitempty"`
+	// MaxSamplesPerSend caps the samples in one request.
+	MaxSamplesPerSend int `yaml:"max_samples_per_send,omitempty"`
+	// BatchSendDeadline is how long a partial batch waits before it is sent.
+	BatchSendDeadline model.Duration `yaml:"batch_send_deadline,omitempty"`
+	// MinBackoff and MaxBackoff bound the retry delay of a failed send.
+	MinBackoff model.Duration `yaml:"min_backoff,omitempty"`
+	MaxBackoff model.Duration `yaml:"max_backoff,omitempty"`
+}
+
+// Headers the protocol owns; a user may not override them.
+var reservedHeaders = map[string]bool{
+	"Content-Encoding":                  true,
+	"Content-Type":                      true,
+	"X-Prometheus-Remote-Write-Version": true,
+	"User-Agent":                        true,
+	"Authorization":                     true,
+}
+
+// SetDefaults fills unset fields from the package defaults.
+func (c *EndpointConfig) SetDefaults() {
+	if c.RemoteTimeout == 0 {
+		c.RemoteTimeout = DefaultRemoteTimeout
+	}
+	q, d := &c.QueueConfig, DefaultQueueConfig
+	if q.Capacity == 0 {
+		q.Capacity = d.Capacity
+	}
+	if q.MaxSamplesPerSend == 0 {
+		q.MaxSamplesPerSend = d.MaxSamplesPerSend
+	}
+	if q.BatchSendDeadline == 0 {
+		q.BatchSendDeadline = d.BatchSendDeadline
+	}
+	if q.MinBackoff == 0 {
+		q.MinBackoff = d.MinBackoff
+	}
+	if q.MaxBackoff == 0 {
+		q.MaxBackoff = d.MaxBackoff
+	}
+}
+
+// NewEndpointConfig is an endpoint for url with every other setting at its
+// default, as `--remote-write.url` creates it.
+func NewEndpointConfig(u *url.URL) EndpointConfig {
+	c := EndpointConfig{URL: &config.URL{URL: u}, HTTPClientConfig: config.DefaultHTTPClientConfig}
+	c.SetDefaults()
+	return c
+}
+
+// UnmarshalYAML starts from the HTTP client defaults Prometheus uses
+// (follow redirects, HTTP/2 allowed), which an inlined struct would
+// otherwise miss.
+func (c *EndpointConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain EndpointConfig
+	*c = EndpointConfig{HTTPClientConfig: config.DefaultHTTPClientConfig}
+	return unmarshal((*plain)(c))
+}
+
+// Validate checks the endpoint and names the field that is wrong.
+func (c *EndpointConfig) Validate() error {
+	if c.URL == nil || c.URL.URL == nil {
+		return errors.New("url: must be set")
+	}
+	if c.URL.Scheme != "http" && c.URL.Scheme != "https" {
+		return fmt.Errorf("url %q: scheme must be http or https", c.URL.Redacted())
+	}
+	if c.URL.Host == "" {
+		return fmt.Errorf("url %q: missing host", c.URL.Redacted())
+	}
+	if c.RemoteTimeout < 0 {
+		return errors.New("remote_timeout: must not be negative")
+	}
+	for h := range c.Headers {
+		if reservedHeaders[http.CanonicalHeaderKey(h)] {
+			return fmt.Errorf("headers: %s is set by redwire and cannot be overridden", h)
+		}
+	}
+	q := c.QueueConfig
+	switch {
+	case q.Capacity < 0:
+		return errors.New("queue_config.capacity: must not be negative")
+	case q.MaxSamplesPerSend < 0:
+		return errors.New("queue_config.max_samples_per_send: must not be negative")
+	case q.Capacity > 0 && q.MaxSamplesPerSend > q.Capacity:
+		return fmt.Errorf("queue_config.max_samples_per_send (%d) must not exceed queue_config.capacity (%d)", q.MaxSamplesPerSend, q.Capacity)
+	case q.MinBackoff < 0 || q.MaxBackoff < 0:
+		return errors.New("queue_config.min_backoff/max_backoff: must not be negative")
+	case q.MaxBackoff > 0 && q.MinBackoff > q.MaxBackoff:
+		return errors.New("queue_config.min_backoff must not exceed queue_config.max_backoff")
+	}
+	if err := c.HTTPClientConfig.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// SetDirectory makes relative file paths relative to the config file.
+func (c *EndpointConfig) SetDirectory(dir string) {
+	c.HTTPClientConfig.SetDirectory(dir)
+}
+
+// Label is how the endpoint appears in logs and metric labels: its name if
+// set, otherwise its URL without credentials.
+func (c *EndpointConfig) Label() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	if c.URL == nil {
+		return ""
+	}
+	return strings.TrimSuffix(c.URL.Redacted(), "/")
+}

@@ -1,0 +1,150 @@
+// Package redis collects samples from one Redis server per Target.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/prometheus/model/labels"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/redwire/redwire/sample"
+)
+
+// Target polls one Redis server. Its single pooled connection is reused
+// across scrapes and re-dialled when it breaks.
+type Target struct {
+	name   string
+	base   labels.Labels
+	client *goredis.Client
+
+	mu      sync.Mutex // serialises scrapes; a slow one must not overlap the next
+	infoAll bool       // false once the server refused INFO ALL
+}
+
+// NewTarget prepares a target; it does not connect. Samples carry
+// instance and job labels (job defaults to "redis"), the target's labels,
+// and the external labels where a target label does not already set them.
+func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("target %s: %w", cfg.Instance(), err)
+	}
+	ep, _ := cfg.endpoint()
+	opts := &goredis.Options{
+		Network:  ep.network,
+		Addr:     ep.addr,
+		DB:       ep.db,
+		Protocol: 2, // RESP2 works on every Redis and every managed service
+		// One connection per target, no client-side retries: a failed
+		// scrape must show as failed, and the next scrape is the retry.
+		PoolSize:        1,
+		MaxIdleConns:    1,
+		MaxRetries:      -1,
+		DisableIdentity: true, // CLIENT SETINFO would add errors to errorstats on Redis < 7.2
+		// Deadlines come from the scrape context.
+		ContextTimeoutEnabled:    true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		CredentialsProviderContext: func(context.Context) (string, string, error) {
+			return cfg.credentials(ep)
+		},
+	}
+	if ep.tls {
+		tc, err := config.NewTLSConfig(&cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: tls: %w", cfg.Instance(), err)
+		}
+		opts.TLSConfig = tc
+	}
+
+	b := labels.NewBuilder(labels.EmptyLabels())
+	for k, v := range external {
+		b.Set(k, v)
+	}
+	b.Set("job", "redis")
+	b.Set("instance", cfg.Instance())
+	for k, v := range cfg.Labels {
+		b.Set(k, v)
+	}
+	return &Target{
+		name:    cfg.Instance(),
+		base:    b.Labels(),
+		client:  goredis.NewClient(opts),
+		infoAll: true,
+	}, nil
+}
+
+// Name is the target's instance label.
+func (t *Target) Name() string { return t.name }
+
+// Scrape polls the server once. It always returns a scrape: on failure it
+// holds redis_up 0 and the scrape duration, and the error says what failed
+// (wrapped with the target's name).
+func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := sample.NewScrape(now, t.base)
+	err := t.collect(ctx, sc)
+	up := 1.0
+	if err != nil {
+		up = 0
+		err = fmt.Errorf("target %s: %w", t.name, err)
+	}
+	sc.Gauge("redis_up", "Whether the last scrape of Redis succeeded (1) or not (0).", up)
+	sc.Gauge("redis_exporter_last_scrape_duration_seconds", "How long the last scrape of this target took.",
+		time.Since(now).Seconds())
+	return sc, err
+}
+
+func (t *Target) collect(ctx context.Context, sc *sample.Scrape) error {
+	raw, err := t.info(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := ParseInfo(raw)
+	if err != nil {
+		return fmt.Errorf("parse INFO: %w", err)
+	}
+	EmitInfo(sc, info)
+	return nil
+}
+
+// info runs INFO ALL, or plain INFO on servers that refuse ALL (Redis < 2.8
+// and some proxies), remembering the answer so the refusal costs one round
+// trip only once.
+func (t *Target) info(ctx context.Context) (string, error) {
+	if t.infoAll {
+		raw, err := t.client.Info(ctx, "all").Result()
+		if err == nil {
+			return raw, nil
+		}
+		if !isRefused(err) {
+			return "", fmt.Errorf("INFO ALL: %w", err)
+		}
+		t.infoAll = false
+	}
+	raw, err := t.client.Info(ctx).Result()
+	if err != nil {
+		return "", fmt.Errorf("INFO: %w", err)
+	}
+	return raw, nil
+}
+
+// isRefused reports whether err is the server refusing a command or
+// argument, as opposed to a connection or auth failure.
+func isRefused(err error) bool {
+	var re goredis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "ERR") && !strings.Contains(msg, "AUTH") && !strings.Contains(msg, "NOAUTH")
+}
+
+// Close releases the connection.
+func (t *Target) Close() error { return t.client.Close() }
