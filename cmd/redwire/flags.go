@@ -41,10 +41,26 @@ func (o *overrides) when(set *bool, fn func(*agent.Config) error) {
 
 func (o *overrides) duration(fc *kingpin.FlagClause, apply func(*agent.Config, model.Duration)) {
 	var set bool
-	d := new(model.Duration)
+	d := &durationValue{name: fc.Model().Name}
 	fc.IsSetByUser(&set).SetValue(d)
-	o.when(&set, func(c *agent.Config) error { apply(c, *d); return nil })
+	o.when(&set, func(c *agent.Config) error { apply(c, d.d); return nil })
 }
+
+// durationValue is a Prometheus duration flag whose parse error names the
+// flag (kingpin's own message does not).
+type durationValue struct {
+	name string
+	d    model.Duration
+}
+
+func (v *durationValue) Set(s string) error {
+	if err := v.d.Set(s); err != nil {
+		return fmt.Errorf("--%s: %w", v.name, err)
+	}
+	return nil
+}
+
+func (v *durationValue) String() string { return v.d.String() }
 
 func (o *overrides) int(fc *kingpin.FlagClause, apply func(*agent.Config, int)) {
 	var set bool

@@ -34,10 +34,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		version.Version = "dev"
 	}
 	app := kingpin.New("redwire", "Polls Redis and pushes its metrics with Prometheus remote write, buffering locally while the receiver is unreachable.")
-	app.Writers(stdout, stderr)
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
 	app.Version(version.Print("redwire"))
 	app.HelpFlag.Short('h')
-	app.Terminate(nil)
+	// --help and --version end the program; let run return instead of exiting.
+	done := false
+	app.Terminate(func(int) { done = true })
 
 	configFile := app.Flag("config.file", "YAML config file (optional: flags alone are enough to run).").String()
 	flags := addAgentFlags(app)
@@ -48,12 +51,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	checkCmd := app.Command("check-config", "Validate the config and print it with defaults applied and secrets redacted.")
 
 	cmd, err := app.Parse(args)
+	if done {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "redwire: %v\n", err)
 		return 2
-	}
-	if cmd == "" { // --help or --version was handled
-		return 0
 	}
 
 	cfg, err := loadConfig(*configFile, flags)
