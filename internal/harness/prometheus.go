@@ -1,0 +1,136 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Prometheus is a Prometheus server run for one test as a remote-write
+// receiver: it scrapes nothing, so everything in its TSDB was written to it.
+type Prometheus struct {
+	srv *server
+	api *apiClient
+}
+
+// prometheusConfig scrapes nothing; Prometheus refuses to start without a
+// config file.
+const prometheusConfig = "global: {}\nscrape_configs: []\n"
+
+// StartPrometheus starts prometheus with the remote-write receiver enabled
+// on a free loopback port and returns once /-/ready answers 200.
+func StartPrometheus(t testing.TB) *Prometheus {
+	t.Helper()
+	return startPrometheus(t, FreePort(t))
+}
+
+// startPrometheus is StartPrometheus on a chosen first port.
+func startPrometheus(t testing.TB, port int) *Prometheus {
+	t.Helper()
+	p := &Prometheus{srv: newServer(t, "prometheus", "prometheus"), api: newAPIClient("", nil)}
+	t.Cleanup(p.api.http.CloseIdleConnections)
+	config := filepath.Join(p.srv.dir, "prometheus.yml")
+	if err := os.WriteFile(config, []byte(prometheusConfig), 0o644); err != nil {
+		t.Fatalf("write prometheus config: %v", err)
+	}
+	p.srv.args = func(port int) []string {
+		return []string{
+			"--config.file=" + config,
+			"--storage.tsdb.path=" + p.dataDir(),
+			"--web.listen-address=127.0.0.1:" + strconv.Itoa(port),
+			"--web.enable-remote-write-receiver",
+		}
+	}
+	p.srv.probe = p.probe
+	p.srv.start(port)
+	p.api.base = p.URL()
+	return p
+}
+
+// dataDir is the TSDB, kept across Stop and Start.
+func (p *Prometheus) dataDir() string { return filepath.Join(p.srv.dir, "data") }
+
+// probe is ready when /-/ready answers 200 (the TSDB is open) and the
+// server's flags name our TSDB dir.
+func (p *Prometheus) probe(ctx context.Context, port, _ int) error {
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if _, err := p.api.fetch(ctx, base+"/-/ready"); err != nil {
+		return err
+	}
+	body, err := p.api.fetch(ctx, base+"/api/v1/status/flags")
+	if err != nil {
+		return err
+	}
+	var flags struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(body, &flags); err != nil {
+		return fmt.Errorf("decode %s/api/v1/status/flags: %w", base, err)
+	}
+	if got := flags.Data["storage.tsdb.path"]; got != p.dataDir() {
+		return fmt.Errorf("%s is a prometheus with storage.tsdb.path %q, not ours", base, got)
+	}
+	return nil
+}
+
+// URL is the server's base URL, "http://127.0.0.1:PORT"; it survives
+// restarts.
+func (p *Prometheus) URL() string { return "http://" + p.srv.hostPort() }
+
+// WriteURL is the remote-write endpoint.
+func (p *Prometheus) WriteURL() string { return p.URL() + "/api/v1/write" }
+
+// Dir is the server's temp dir: config, TSDB (data/) and prometheus.log.
+func (p *Prometheus) Dir() string { return p.srv.dir }
+
+// Query evaluates promql now.
+func (p *Prometheus) Query(ctx context.Context, promql string) (Vector, error) {
+	return p.api.instant(ctx, promql)
+}
+
+// QueryRange evaluates promql at every step from start to end.
+func (p *Prometheus) QueryRange(ctx context.Context, promql string, start, end time.Time, step time.Duration) ([]RangeSeries, error) {
+	return p.api.rangeQuery(ctx, promql, start, end, step)
+}
+
+// Samples returns the raw samples of selector over the last window, with
+// their own timestamps.
+func (p *Prometheus) Samples(ctx context.Context, selector string, window time.Duration) ([]RangeSeries, error) {
+	return p.api.samples(ctx, selector, window)
+}
+
+// Metric sums Prometheus's own /metrics samples matching series, a name
+// with optional required labels, e.g.
+// "prometheus_tsdb_out_of_order_samples_total" or
+// `prometheus_http_requests_total{handler="/api/v1/write",code="400"}`;
+// absent series read 0.
+func (p *Prometheus) Metric(ctx context.Context, series string) (float64, error) {
+	return p.api.metric(ctx, series)
+}
+
+// Stop shuts Prometheus down with SIGTERM and waits; the TSDB stays for
+// Start. A no-op when it is not running.
+func (p *Prometheus) Stop() {
+	p.srv.t.Helper()
+	p.srv.stop(syscall.SIGTERM)
+}
+
+// Kill ends Prometheus with SIGKILL, as a crash would; Start replays the
+// WAL.
+func (p *Prometheus) Kill() {
+	p.srv.t.Helper()
+	p.srv.stop(syscall.SIGKILL)
+}
+
+// Start runs Prometheus again on the same port and TSDB and waits until it
+// is ready. A no-op while it is running.
+func (p *Prometheus) Start() {
+	p.srv.t.Helper()
+	p.srv.restart()
+}
