@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/relabel"
 	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/redwire/redwire/buffer"
@@ -24,6 +25,10 @@ const (
 	DefaultScrapeInterval = model.Duration(10 * time.Second)
 	DefaultTarget         = "redis://127.0.0.1:6379"
 	DefaultListenAddress  = ":9187"
+	// DefaultFailureThreshold consecutive failures open the breaker.
+	DefaultFailureThreshold = 3
+	// degradedFactor × scrape_interval is the default degraded interval.
+	degradedFactor = 4
 	// scrapeTimeoutShare of the interval is the default scrape timeout:
 	// enough for a slow INFO, and a scrape never runs into the next one.
 	scrapeTimeoutShare = 0.8
@@ -36,6 +41,9 @@ type Config struct {
 	Targets     []redis.TargetConfig         `yaml:"targets,omitempty"`
 	RemoteWrite []remotewrite.EndpointConfig `yaml:"remote_write,omitempty"`
 	Buffer      buffer.Config                `yaml:"buffer,omitempty"`
+	Degraded    DegradedConfig               `yaml:"degraded,omitempty"`
+	Replay      ReplayConfig                 `yaml:"replay,omitempty"`
+	SelfMetrics SelfMetricsConfig            `yaml:"self_metrics,omitempty"`
 	Web         WebConfig                    `yaml:"web,omitempty"`
 
 	source []byte // the YAML it came from, to name lines in errors
@@ -47,6 +55,35 @@ type GlobalConfig struct {
 	ScrapeTimeout  model.Duration    `yaml:"scrape_timeout,omitempty"`
 	ExternalLabels map[string]string `yaml:"external_labels,omitempty"`
 }
+
+// DegradedConfig is how the agent stretches its disk budget while an
+// endpoint is down.
+type DegradedConfig struct {
+	// FailureThreshold consecutive failed sends declare the endpoint down.
+	FailureThreshold int `yaml:"failure_threshold,omitempty"`
+	// Interval is the scrape interval while degraded; default 4× the
+	// normal one. Equal to scrape_interval disables thinning.
+	Interval model.Duration `yaml:"interval,omitempty"`
+	// Metrics, if set, keeps only the families whose name matches
+	// (anchored regex) while degraded. redwire's own metrics are kept.
+	Metrics *relabel.Regexp `yaml:"metrics,omitempty"`
+}
+
+// ReplayConfig shapes the drain of a backlog.
+type ReplayConfig struct {
+	// MaxSamplesPerSecond limits replay to respect a receiver's ingestion
+	// limit (Mimir's default tenant limit is 10k/s); 0 means no limit.
+	MaxSamplesPerSecond float64 `yaml:"max_samples_per_second,omitempty"`
+}
+
+// SelfMetricsConfig controls pushing redwire's own metrics (job="redwire")
+// with the Redis samples, so the central side sees every agent's backlog.
+type SelfMetricsConfig struct {
+	Enabled *bool `yaml:"enabled,omitempty"`
+}
+
+// On reports whether self metrics are pushed (default true).
+func (c SelfMetricsConfig) On() bool { return c.Enabled == nil || *c.Enabled }
 
 // WebConfig is the agent's own HTTP server.
 type WebConfig struct {
@@ -128,6 +165,12 @@ func (c *Config) setDefaults() {
 		c.RemoteWrite[i].SetDefaults()
 	}
 	c.Buffer.SetDefaults()
+	if c.Degraded.FailureThreshold == 0 {
+		c.Degraded.FailureThreshold = DefaultFailureThreshold
+	}
+	if c.Degraded.Interval == 0 {
+		c.Degraded.Interval = g.ScrapeInterval * degradedFactor
+	}
 	if c.Web.ListenAddress == "" {
 		c.Web.ListenAddress = DefaultListenAddress
 	}
@@ -171,8 +214,18 @@ func (c *Config) validate() error {
 		}
 		names[e.Label()] = i
 	}
-	if c.Buffer.Path == "" {
-		return fieldErr("buffer.path", errors.New("must not be empty"))
+	if err := c.Buffer.Validate(); err != nil {
+		return fieldErr("buffer", err)
+	}
+	d := c.Degraded
+	if d.FailureThreshold < 1 {
+		return fieldErr("degraded.failure_threshold", errors.New("must be at least 1"))
+	}
+	if d.Interval < g.ScrapeInterval {
+		return fieldErr("degraded.interval", fmt.Errorf("%s must be at least scrape_interval (%s)", d.Interval, g.ScrapeInterval))
+	}
+	if c.Replay.MaxSamplesPerSecond < 0 {
+		return fieldErr("replay.max_samples_per_second", errors.New("must not be negative"))
 	}
 	return nil
 }

@@ -84,11 +84,14 @@ func TestConfigErrorsNameFieldAndLine(t *testing.T) {
 }
 
 func TestFieldErrorUnwraps(t *testing.T) {
-	cfg, _ := Parse([]byte("global:\n  scrape_interval: -1s\n"))
-	err := cfg.Finalize()
+	cfg, err := Parse([]byte("global:\n  scrape_interval: 5s\n  scrape_timeout: 10s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Finalize()
 	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Path != "global.scrape_interval" {
-		t.Fatalf("want FieldError for global.scrape_interval, got %v", err)
+	if !errors.As(err, &fe) || fe.Path != "global.scrape_timeout" || fe.Line != 3 {
+		t.Fatalf("want FieldError for global.scrape_timeout at line 3, got %v", err)
 	}
 }
 

@@ -182,11 +182,11 @@ func TestEndToEndPrometheus(t *testing.T) {
 	prom := harness.StartPrometheus(t)
 	proxy := harness.StartProxy(t, prom.URL()) // records requests, forwards all
 	cfg := testConfig(t, proxy.URL()+"/api/v1/write",
-		redis.TargetConfig{Addr: r.URL(), Labels: map[string]string{"role": "cache"}})
+		redis.TargetConfig{Addr: r.URL(), Labels: map[string]string{"team": "cache"}})
 	startAgent(t, cfg)
 
 	keys := queryOne(t, prom, `redis_db_keys{db="db0"}`, func(s harness.Series) bool { return s.Value == 1234 })
-	want := map[string]string{"__name__": "redis_db_keys", "db": "db0", "instance": r.Addr(), "job": "redis", "role": "cache", "site": "test"}
+	want := map[string]string{"__name__": "redis_db_keys", "db": "db0", "instance": r.Addr(), "job": "redis", "team": "cache", "site": "test"}
 	if fmt.Sprint(keys.Labels) != fmt.Sprint(want) {
 		t.Errorf("labels = %v, want %v", keys.Labels, want)
 	}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redwire/redwire/buffer"
 )
 
 // metrics are the agent's own, served on /metrics. They are registered on
@@ -11,65 +13,108 @@ type metrics struct {
 	targetUp        *prometheus.GaugeVec   // target
 	scrapeDuration  *prometheus.GaugeVec   // target
 	samplesQueued   *prometheus.CounterVec // endpoint
-	queueSamples    *prometheus.GaugeVec   // endpoint
 	samplesDropped  *prometheus.CounterVec // endpoint, reason
 	rwSamples       *prometheus.CounterVec // endpoint, result
 	rwRequests      *prometheus.CounterVec // endpoint, result
 	rwRetries       *prometheus.CounterVec // endpoint
 	rwDuration      *prometheus.HistogramVec
-	lastSendSuccess *prometheus.GaugeVec // endpoint
+	lastSendSuccess *prometheus.GaugeVec   // endpoint
+	replaySamples   *prometheus.CounterVec // endpoint
+	degraded        *prometheus.GaugeVec   // endpoint
+	circuitState    *prometheus.GaugeVec   // endpoint
+	paused          *prometheus.GaugeVec   // endpoint, reason
+	corruptions     *prometheus.CounterVec // endpoint
+	buffers         *bufferCollector
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	}
 	m := &metrics{
-		samplesScraped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_samples_scraped_total",
-			Help: "Samples taken from each target, before any queueing.",
-		}, []string{"target"}),
-		targetUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "redwire_target_up",
-			Help: "Whether the last scrape of the target succeeded.",
-		}, []string{"target"}),
-		scrapeDuration: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "redwire_target_scrape_duration_seconds",
-			Help: "Duration of the last scrape of the target.",
-		}, []string{"target"}),
-		samplesQueued: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_samples_queued_total",
-			Help: "Samples put on each endpoint's queue.",
-		}, []string{"endpoint"}),
-		queueSamples: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "redwire_queue_samples",
-			Help: "Samples waiting in each endpoint's in-memory queue, excluding the batch in flight.",
-		}, []string{"endpoint"}),
-		samplesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_samples_dropped_total",
-			Help: "Samples given up on, by reason (queue_full: memory queue over capacity; rejected: receiver refused the batch; retries_exhausted; shutdown: not sent before the shutdown deadline).",
-		}, []string{"endpoint", "reason"}),
-		rwSamples: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_remote_write_samples_total",
-			Help: "Samples in remote-write requests, by result (success or the failure class).",
-		}, []string{"endpoint", "result"}),
-		rwRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_remote_write_requests_total",
-			Help: "Remote-write requests, by result (success or the failure class).",
-		}, []string{"endpoint", "result"}),
-		rwRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "redwire_remote_write_retries_total",
-			Help: "Remote-write requests that were sends of a batch already tried.",
-		}, []string{"endpoint"}),
+		samplesScraped: counter("redwire_samples_scraped_total", "Samples taken from each target (after degraded-mode filtering): the 'taken' of taken = sent + dropped + pending.", "target"),
+		targetUp:       gauge("redwire_target_up", "Whether the last scrape of the target succeeded.", "target"),
+		scrapeDuration: gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
+		samplesQueued:  counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
+		samplesDropped: counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown).", "endpoint", "reason"),
+		rwSamples:      counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
+		rwRequests:     counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
+		rwRetries:      counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
 		rwDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "redwire_remote_write_request_duration_seconds",
 			Help:    "Duration of remote-write requests, whatever their result.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"endpoint"}),
-		lastSendSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "redwire_last_successful_send_timestamp_seconds",
-			Help: "Unix time of the last remote-write request the endpoint accepted.",
-		}, []string{"endpoint"}),
+		lastSendSuccess: gauge("redwire_last_successful_send_timestamp_seconds", "Unix time of the last remote-write request the endpoint accepted.", "endpoint"),
+		replaySamples:   counter("redwire_replay_samples_total", "Samples delivered from the disk backlog.", "endpoint"),
+		degraded:        gauge("redwire_degraded", "1 while the endpoint is down and the agent buffers to disk and samples less.", "endpoint"),
+		circuitState:    gauge("redwire_circuit_state", "Circuit breaker of the endpoint: 0 closed, 1 open, 2 half-open (probe in flight).", "endpoint"),
+		paused:          gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
+		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
+		buffers:         &bufferCollector{},
 	}
 	reg.MustRegister(m.samplesScraped, m.targetUp, m.scrapeDuration, m.samplesQueued,
-		m.queueSamples, m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries,
-		m.rwDuration, m.lastSendSuccess)
+		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
+		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
+		m.corruptions, m.buffers)
 	return m
+}
+
+// initEndpoint creates every labelled series of an endpoint so dashboards
+// see zeros, not gaps.
+func (m *metrics) initEndpoint(name string) {
+	m.samplesQueued.WithLabelValues(name)
+	m.rwRetries.WithLabelValues(name)
+	m.rwSamples.WithLabelValues(name, "success")
+	m.rwRequests.WithLabelValues(name, "success")
+	m.replaySamples.WithLabelValues(name)
+	m.degraded.WithLabelValues(name)
+	m.circuitState.WithLabelValues(name)
+	m.corruptions.WithLabelValues(name)
+	for _, r := range []string{"rejected", "buffer_full", "too_old", "disk_full"} {
+		m.samplesDropped.WithLabelValues(name, r)
+	}
+}
+
+// bufferCollector reads every buffer's state when /metrics is scraped,
+// so the gauges are never stale and cost nothing between scrapes.
+type bufferCollector struct {
+	names []string
+	bufs  []*buffer.Buffer
+}
+
+var (
+	bufBytesDesc   = prometheus.NewDesc("redwire_buffer_bytes", "Bytes of samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufFileDesc    = prometheus.NewDesc("redwire_buffer_file_bytes", "Size of the endpoint's buffer file on disk.", []string{"endpoint"}, nil)
+	bufBatchesDesc = prometheus.NewDesc("redwire_buffer_batches", "Batches held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufSamplesDesc = prometheus.NewDesc("redwire_buffer_samples", "Samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufOldestDesc  = prometheus.NewDesc("redwire_buffer_oldest_timestamp_seconds", "Timestamp of the oldest sample in the endpoint's disk buffer; 0 when empty.", []string{"endpoint"}, nil)
+	memSamplesDesc = prometheus.NewDesc("redwire_queue_samples", "Samples waiting in the endpoint's memory queue, including a batch in flight.", []string{"endpoint"}, nil)
+)
+
+// add is called before the collector is first gathered.
+func (c *bufferCollector) add(name string, b *buffer.Buffer) {
+	c.names = append(c.names, name)
+	c.bufs = append(c.bufs, b)
+}
+
+func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, memSamplesDesc} {
+		ch <- d
+	}
+}
+
+func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
+	for i, b := range c.bufs {
+		st, n := b.Stats(), c.names[i]
+		ch <- prometheus.MustNewConstMetric(bufBytesDesc, prometheus.GaugeValue, float64(st.Store.Bytes), n)
+		ch <- prometheus.MustNewConstMetric(bufFileDesc, prometheus.GaugeValue, float64(st.Store.FileBytes), n)
+		ch <- prometheus.MustNewConstMetric(bufBatchesDesc, prometheus.GaugeValue, float64(st.Store.Batches), n)
+		ch <- prometheus.MustNewConstMetric(bufSamplesDesc, prometheus.GaugeValue, float64(st.Store.Samples), n)
+		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
+		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/redwire/redwire/agent"
 	"github.com/redwire/redwire/remotewrite"
@@ -161,6 +162,38 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 
 	o.string(app.Flag("buffer.path", "Directory of the local buffer (default ./data)."),
 		func(c *agent.Config, s string) { c.Buffer.Path = s })
+	var maxBytesSet bool
+	maxBytes := app.Flag("buffer.max_bytes", "Disk buffer cap per endpoint, e.g. 512MiB; over it the oldest data is dropped (default 1GiB).").
+		IsSetByUser(&maxBytesSet).Bytes()
+	o.when(&maxBytesSet, func(c *agent.Config) error { c.Buffer.MaxBytes = *maxBytes; return nil })
+	o.duration(app.Flag("buffer.max_age", "Buffered data older than this is dropped (default 7d)."),
+		func(c *agent.Config, d model.Duration) { c.Buffer.MaxAge = d })
+	o.string(app.Flag("buffer.mode", "spill: write to disk when the receiver is down (default); always: commit every batch to disk before sending."),
+		func(c *agent.Config, s string) { c.Buffer.Mode = s })
+
+	o.int(app.Flag("degraded.failure_threshold", "Consecutive failed sends that declare an endpoint down (default 3)."),
+		func(c *agent.Config, n int) { c.Degraded.FailureThreshold = n })
+	o.duration(app.Flag("degraded.interval", "Scrape interval while an endpoint is down (default 4x scrape.interval)."),
+		func(c *agent.Config, d model.Duration) { c.Degraded.Interval = d })
+	var metricsSet bool
+	keep := app.Flag("degraded.metrics", "Regex of metric families kept while degraded (default: all).").
+		IsSetByUser(&metricsSet).String()
+	o.when(&metricsSet, func(c *agent.Config) error {
+		re, err := relabel.NewRegexp(*keep)
+		if err != nil {
+			return fmt.Errorf("--degraded.metrics: %w", err)
+		}
+		c.Degraded.Metrics = &re
+		return nil
+	})
+	var rateSet bool
+	rate := app.Flag("replay.max_samples_per_second", "Rate limit of the backlog replay; 0: none (default).").
+		IsSetByUser(&rateSet).Float64()
+	o.when(&rateSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSecond = *rate; return nil })
+	var selfSet bool
+	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true).").
+		IsSetByUser(&selfSet).Bool()
+	o.when(&selfSet, func(c *agent.Config) error { c.SelfMetrics.Enabled = self; return nil })
 	o.string(app.Flag("web.listen-address", "Address of the HTTP server for /metrics and health (web.listen_address; default :9187)."),
 		func(c *agent.Config, s string) { c.Web.ListenAddress = s })
 	o.string(app.Flag("web.config.file", "exporter-toolkit web config for TLS and basic auth (web.config_file)."),

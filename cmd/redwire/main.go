@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/redwire/redwire/agent"
 )
@@ -78,12 +80,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector("redwire"),
 	)
+	// go-redis logs dial failures itself, every scrape; the agent already
+	// logs a target's state changes, so keep the library's lines at debug.
+	goredis.SetLogger(redisLogger{log})
 	log.Info("starting redwire", "version", version.Info(), "build_context", version.BuildContext())
 	if err := agent.Run(ctx, cfg, agent.Options{Logger: log, Registry: reg, Version: version.Version}); err != nil {
 		log.Error("redwire stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// redisLogger sends go-redis' internal log lines to slog at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
 func loadConfig(path string, flags *overrides) (*agent.Config, error) {

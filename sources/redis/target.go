@@ -46,6 +46,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		PoolSize:        1,
 		MaxIdleConns:    1,
 		MaxRetries:      -1,
+		DialerRetries:   1,
 		DisableIdentity: true, // CLIENT SETINFO would add errors to errorstats on Redis < 7.2
 		// Deadlines come from the scrape context.
 		ContextTimeoutEnabled:    true,

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sample"
+)
+
+// Circuit states as exported in redwire_circuit_state.
+const (
+	circuitClosed   = 0 // sending normally
+	circuitOpen     = 1 // endpoint down: buffering to disk, probing with backoff
+	circuitHalfOpen = 2 // a probe is in flight
+)
+
+// endpoint delivers one remote-write endpoint's buffer, one request at a
+// time so every series reaches the receiver in time order.
+//
+// Normal: batches come from memory. After failureThreshold consecutive
+// failures the circuit opens: the batch in flight and memory are committed
+// to disk, new scrapes go to disk, scraping slows down, and the oldest
+// batch is retried as a probe with backoff and jitter. The first success
+// closes the circuit; the backlog then drains oldest-first while new
+// batches append to its tail, and memory takes over once it is empty.
+type endpoint struct {
+	name       string
+	client     *remotewrite.Client
+	buf        *buffer.Buffer
+	enc        remotewrite.Encoder
+	threshold  int
+	minWait    time.Duration
+	maxWait    time.Duration
+	replayRate float64
+	modes      *modes
+	m          *metrics
+	log        *slog.Logger
+
+	failures int    // consecutive failed sends
+	open     bool   // circuit open
+	paused   string // reason sending is paused (401/403/404), "" if not
+	replay   bool   // draining a backlog; logs its start and end once
+	rejected bool   // logs a run of rejections once
+}
+
+func (e *endpoint) run(ctx context.Context) {
+	for {
+		l, err := e.buf.Next(ctx)
+		switch {
+		case errors.Is(err, buffer.ErrClosed), ctx.Err() != nil:
+			return
+		case err != nil:
+			// The store could not be read: say so, wait, try again. The
+			// data stays where it is.
+			e.log.Error("reading the buffer failed", "err", err)
+			if !sleep(ctx, e.maxWait) {
+				return
+			}
+			continue
+		}
+		e.deliver(ctx, l)
+	}
+}
+
+// deliver sends a lease until the receiver takes it, rejects it for good,
+// or ctx ends (then the lease stays the buffer's head).
+func (e *endpoint) deliver(ctx context.Context, l *buffer.Lease) {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(e.minWait),
+		backoff.WithMaxInterval(e.maxWait),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for try := 0; ; try++ {
+		if try > 0 {
+			e.m.rwRetries.WithLabelValues(e.name).Inc()
+		}
+		if e.open {
+			e.m.circuitState.WithLabelValues(e.name).Set(circuitHalfOpen)
+		}
+		err := e.send(ctx, &l.Batch)
+		if err == nil {
+			e.succeeded(ctx, l)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var wait time.Duration
+		switch remotewrite.ClassOf(err) {
+		case remotewrite.Reject:
+			e.reject(l, err)
+			return
+		case remotewrite.Unauthorized:
+			// An expired token must not throw the backlog away: keep
+			// buffering, probe at the slowest pace.
+			e.failed(err)
+			e.pause("unauthorized", err)
+			wait = jitter(e.maxWait)
+		default: // Retry, RateLimited
+			e.failed(err)
+			wait = bo.NextBackOff()
+			var re *remotewrite.Error
+			if errors.As(err, &re) && re.RetryAfter > 0 {
+				wait = re.RetryAfter
+			}
+		}
+		if e.open {
+			e.m.circuitState.WithLabelValues(e.name).Set(circuitOpen)
+		}
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// send posts a batch, halving it on 413 until the halves fit.
+func (e *endpoint) send(ctx context.Context, b *sample.Batch) error {
+	err := e.post(ctx, b)
+	if remotewrite.ClassOf(err) != remotewrite.TooLarge || b.Len() <= 1 {
+		if err != nil && remotewrite.ClassOf(err) == remotewrite.TooLarge {
+			return &remotewrite.Error{StatusCode: 413, Class: remotewrite.Reject, Body: "a single sample is too large"}
+		}
+		return err
+	}
+	half := b.Len() / 2
+	first := sample.Batch{Samples: b.Samples[:half], Metadata: b.Metadata}
+	if err := e.send(ctx, &first); err != nil {
+		return err
+	}
+	// If the second half fails, the whole batch is retried: the first
+	// half is sent again, which receivers accept as duplicates.
+	second := sample.Batch{Samples: b.Samples[half:]}
+	return e.send(ctx, &second)
+}
+
+// post makes one request and records its outcome.
+func (e *endpoint) post(ctx context.Context, b *sample.Batch) error {
+	body, err := e.enc.Encode(b)
+	if err != nil {
+		return &remotewrite.Error{Class: remotewrite.Reject, Err: err}
+	}
+	start := time.Now()
+	err = e.client.Send(ctx, body)
+	e.m.rwDuration.WithLabelValues(e.name).Observe(time.Since(start).Seconds())
+	result := "success"
+	if err != nil {
+		result = remotewrite.ClassOf(err).String()
+	}
+	e.m.rwRequests.WithLabelValues(e.name, result).Inc()
+	e.m.rwSamples.WithLabelValues(e.name, result).Add(float64(b.Len()))
+	if err == nil {
+		e.m.lastSendSuccess.WithLabelValues(e.name).SetToCurrentTime()
+	}
+	return err
+}
+
+func (e *endpoint) succeeded(ctx context.Context, l *buffer.Lease) {
+	e.ack(l)
+	e.rejected = false
+	e.answered()
+	if l.FromStore {
+		e.m.replaySamples.WithLabelValues(e.name).Add(float64(l.Batch.Len()))
+		e.replay = true
+		if e.replayRate > 0 {
+			sleep(ctx, time.Duration(float64(l.Batch.Len())/e.replayRate*float64(time.Second)))
+		}
+	}
+	if e.replay && e.buf.Stats().Store.Batches == 0 {
+		e.replay = false
+		e.log.Info("backlog replayed; back to normal")
+		if err := e.buf.Store().Compact(); err != nil {
+			e.log.Warn("compacting the drained buffer file failed", "err", err)
+		}
+	}
+}
+
+// answered closes the circuit: the receiver took or judged a batch.
+func (e *endpoint) answered() {
+	e.failures = 0
+	if e.paused != "" {
+		e.m.paused.WithLabelValues(e.name, e.paused).Set(0)
+		e.paused = ""
+	}
+	if !e.open {
+		return
+	}
+	e.open = false
+	e.buf.Resume()
+	e.modes.set(e.name, false)
+	e.m.degraded.WithLabelValues(e.name).Set(0)
+	e.m.circuitState.WithLabelValues(e.name).Set(circuitClosed)
+	e.log.Info("endpoint answers again: replaying the backlog oldest-first", "backlog_samples", e.buf.Stats().Store.Samples)
+}
+
+// failed counts a failed send toward opening the circuit.
+func (e *endpoint) failed(err error) {
+	e.failures++
+	if e.open || e.failures < e.threshold {
+		if e.failures == 1 {
+			e.log.Warn("remote write failing; retrying with backoff", errAttrs(err)...)
+		}
+		return
+	}
+	e.open = true
+	dropped, spillErr := e.buf.Spill()
+	e.countDropped(dropped)
+	e.modes.set(e.name, true)
+	e.m.degraded.WithLabelValues(e.name).Set(1)
+	e.m.circuitState.WithLabelValues(e.name).Set(circuitOpen)
+	attrs := append(errAttrs(err), "consecutive_failures", e.failures)
+	if spillErr != nil {
+		attrs = append(attrs, "spill_err", spillErr)
+	}
+	e.log.Warn("endpoint down: buffering to disk and sampling less until it answers", attrs...)
+}
+
+func (e *endpoint) pause(reason string, err error) {
+	if e.paused == reason {
+		return
+	}
+	e.paused = reason
+	e.m.paused.WithLabelValues(e.name, reason).Set(1)
+	e.log.Error("receiver refuses our credentials or URL: sending paused, data kept; fix the config", errAttrs(err)...)
+}
+
+// reject drops a batch the receiver will never take, and says why once per
+// run of rejections.
+func (e *endpoint) reject(l *buffer.Lease, err error) {
+	if !e.rejected {
+		e.rejected = true
+		e.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", l.Batch.Len())...)
+	}
+	e.m.samplesDropped.WithLabelValues(e.name, "rejected").Add(float64(l.Batch.Len()))
+	e.ack(l)
+	e.answered()
+}
+
+func (e *endpoint) ack(l *buffer.Lease) {
+	if err := e.buf.Ack(l); err != nil {
+		e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
+	}
+}
+
+func (e *endpoint) countDropped(ds []buffer.Dropped) {
+	for _, d := range ds {
+		if d.Samples > 0 {
+			e.m.samplesDropped.WithLabelValues(e.name, d.Reason).Add(float64(d.Samples))
+		}
+	}
+}
+
+func errAttrs(err error) []any {
+	attrs := []any{"err", err}
+	var re *remotewrite.Error
+	if errors.As(err, &re) && re.StatusCode != 0 {
+		attrs = append(attrs, "status", strconv.Itoa(re.StatusCode))
+	}
+	return attrs
+}
+
+// jitter spreads d over [d/2, d) so many agents do not probe in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,281 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redwire/redwire/sample"
+)
+
+// Options shape a Buffer.
+type Options struct {
+	// Capacity is the number of samples memory holds before it spills to
+	// the store.
+	Capacity int
+	// MaxBatch caps the samples in one lease.
+	MaxBatch int
+	// Deadline is how long a partial batch waits in memory.
+	Deadline time.Duration
+	// Always commits every batch to the store before it can be sent
+	// (buffer.mode: always): zero loss on a crash, at the cost of a disk
+	// write per scrape.
+	Always bool
+}
+
+// Buffer is one endpoint's queue: samples wait in memory while the
+// receiver keeps up and in a bbolt Store while it does not, and leave
+// oldest first in both cases.
+//
+// Invariant (FIFO across the two tiers): every sample in memory, including
+// a batch leased from memory and not yet acked, is newer than every record
+// in the store. Appends go to the store only after memory has been moved
+// there, and Next serves the store before memory.
+type Buffer struct {
+	opts  Options
+	store *Store
+
+	mu       sync.Mutex
+	mem      memFIFO
+	inflight *Lease // leased from memory, not yet acked
+	meta     metadataSet
+	spill    bool // endpoint down: appends go to the store
+	draining bool // shutting down: partial batches leave at once
+	closed   bool
+	wake     chan struct{} // closed and replaced whenever state changes
+}
+
+// Lease is a batch handed to the sender. It stays the buffer's head until
+// Ack, so a batch that fails is retried before anything newer.
+type Lease struct {
+	Batch sample.Batch
+	// FromStore is true if the batch is (also) held in the store, i.e.
+	// it survives a crash.
+	FromStore bool
+	upTo      uint64 // last store sequence number covered, if FromStore
+}
+
+// New returns a buffer in front of store, which it owns from now on.
+func New(store *Store, opts Options) *Buffer {
+	return &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
+}
+
+// Append queues a batch taken by a scrape and reports what had to be
+// dropped to make room. Errors other than running out of room are
+// returned after the batch has been kept in memory, so nothing is lost
+// silently.
+func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer b.signal()
+	b.meta.update(batch.Metadata)
+	batch.Metadata = nil // metadata rides with leases, not with stored records
+
+	toStore := b.spill || b.opts.Always || b.store.Stats().Batches > 0 ||
+		b.mem.len()+batch.Len() > b.opts.Capacity
+	if !toStore {
+		b.mem.push(batch.Samples)
+		return nil, nil
+	}
+	dropped, err := b.spillMemory()
+	if err == nil {
+		var d []Dropped
+		d, err = b.store.Append(batch)
+		dropped = append(dropped, d...)
+		if err == nil {
+			return dropped, nil
+		}
+	}
+	// The store cannot take it (disk full, I/O error): keep the newest
+	// samples in memory, up to capacity, and count what falls out.
+	b.mem.push(batch.Samples)
+	if over := b.mem.len() - b.opts.Capacity; over > 0 {
+		b.mem.dropOldest(over)
+		dropped = append(dropped, Dropped{Reason: "disk_full", Samples: over})
+	}
+	if errors.Is(err, ErrNoSpace) {
+		return dropped, nil
+	}
+	return dropped, fmt.Errorf("buffer store: %w", err)
+}
+
+// spillMemory moves the in-flight lease and then memory to the store, in
+// that order; mu must be held. On failure memory is unchanged.
+func (b *Buffer) spillMemory() ([]Dropped, error) {
+	var dropped []Dropped
+	if l := b.inflight; l != nil {
+		d, err := b.store.Append(sample.Batch{Samples: l.Batch.Samples})
+		if err != nil {
+			return nil, err
+		}
+		dropped = append(dropped, d...)
+		l.FromStore, l.upTo = true, b.store.LastSeq()
+		b.inflight = nil
+	}
+	for b.mem.len() > 0 {
+		n := min(b.mem.len(), b.opts.MaxBatch)
+		d, err := b.store.Append(sample.Batch{Samples: b.mem.peek(n)})
+		if err != nil {
+			return dropped, err
+		}
+		dropped = append(dropped, d...)
+		b.mem.discard(n)
+	}
+	return dropped, nil
+}
+
+// Spill is called when the endpoint is declared down: the batch in flight
+// and everything in memory are committed to the store, and appends go to
+// the store until Resume.
+func (b *Buffer) Spill() ([]Dropped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.spill = true
+	return b.spillMemory()
+}
+
+// Resume is called when the endpoint answers again. The backlog still
+// drains first; appends return to memory once the store is empty.
+func (b *Buffer) Resume() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.spill = false
+}
+
+// Next waits for the next lease: the oldest stored records if any, else a
+// memory batch of MaxBatch samples or one that has waited Deadline. After
+// Drain it returns ErrClosed once nothing is left.
+func (b *Buffer) Next(ctx context.Context) (*Lease, error) {
+	for {
+		b.mu.Lock()
+		if b.inflight != nil {
+			b.mu.Unlock()
+			return nil, errors.New("buffer: Next before the previous lease was acked")
+		}
+		if b.store.Stats().Batches > 0 {
+			l, err := b.leaseFromStore()
+			b.mu.Unlock()
+			return l, err
+		}
+		n := b.mem.len()
+		waited := time.Since(b.mem.since)
+		if n >= b.opts.MaxBatch || (n > 0 && (b.draining || waited >= b.opts.Deadline)) {
+			l := &Lease{Batch: sample.Batch{Samples: b.mem.take(min(n, b.opts.MaxBatch)), Metadata: b.meta.due()}}
+			b.inflight = l
+			b.mu.Unlock()
+			return l, nil
+		}
+		if b.draining || b.closed {
+			b.mu.Unlock()
+			return nil, ErrClosed
+		}
+		wake := b.wake
+		b.mu.Unlock()
+
+		var expired <-chan time.Time
+		var timer *time.Timer
+		if n > 0 {
+			timer = time.NewTimer(b.opts.Deadline - waited)
+			expired = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-expired:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// leaseFromStore; mu must be held.
+func (b *Buffer) leaseFromStore() (*Lease, error) {
+	recs, err := b.store.Peek(b.opts.MaxBatch)
+	if err != nil {
+		return nil, fmt.Errorf("buffer store: %w", err)
+	}
+	if len(recs) == 0 { // everything left was quarantined
+		return nil, errors.New("buffer store: no readable record")
+	}
+	l := &Lease{FromStore: true, upTo: recs[len(recs)-1].Seq}
+	for _, r := range recs {
+		l.Batch.Samples = append(l.Batch.Samples, r.Batch.Samples...)
+	}
+	l.Batch.Metadata = b.meta.due()
+	return l, nil
+}
+
+// Ack removes a lease that the receiver accepted, or that was given up on
+// (and counted) by the caller.
+func (b *Buffer) Ack(l *Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer b.signal()
+	if b.inflight == l {
+		b.inflight = nil
+	}
+	if l.FromStore {
+		if err := b.store.Delete(l.upTo); err != nil {
+			return fmt.Errorf("buffer store: %w", err)
+		}
+	}
+	return nil
+}
+
+// Drain makes Next hand out partial batches at once and return ErrClosed
+// when nothing is left: the last flush before shutdown.
+func (b *Buffer) Drain() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.draining = true
+	b.signal()
+}
+
+// Close commits whatever is still in memory, the batch in flight first,
+// to the store and closes it. A graceful stop therefore loses nothing.
+func (b *Buffer) Close() ([]Dropped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	b.signal()
+	dropped, err := b.spillMemory()
+	if err != nil {
+		n := b.mem.len()
+		if b.inflight != nil {
+			n += b.inflight.Batch.Len()
+		}
+		dropped = append(dropped, Dropped{Reason: "shutdown", Samples: n})
+	}
+	return dropped, errors.Join(err, b.store.Close())
+}
+
+// Stats describes what the buffer holds.
+type Stats struct {
+	MemorySamples int // in memory, including a lease not yet acked
+	Store         StoreStats
+}
+
+// Stats is cheap: no I/O.
+func (b *Buffer) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.mem.len()
+	if b.inflight != nil {
+		n += b.inflight.Batch.Len()
+	}
+	return Stats{MemorySamples: n, Store: b.store.Stats()}
+}
+
+// Store gives the agent access to maintenance (Expire, Compact).
+func (b *Buffer) Store() *Store { return b.store }
+
+func (b *Buffer) signal() {
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
