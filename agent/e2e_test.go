@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -84,19 +85,40 @@ func testConfig(t *testing.T, writeURL string, targets ...redis.TargetConfig) *C
 // startAgent runs the agent until the test ends and returns its log.
 func startAgent(t *testing.T, cfg *Config) *syncBuffer {
 	t.Helper()
-	logs := &syncBuffer{}
+	a := runAgent(t, cfg)
+	return a.logs
+}
+
+// agentRun is an agent running in the test process.
+type agentRun struct {
+	logs *syncBuffer
+	reg  *prometheus.Registry
+	stop func() // graceful stop; waits for Run to return; idempotent
+}
+
+// runAgent starts agent.Run, waits for /-/ready and stops it when the
+// test ends (or earlier, through stop).
+func runAgent(t *testing.T, cfg *Config) *agentRun {
+	t.Helper()
+	a := &agentRun{logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test"})
+		done <- Run(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(a.logs, nil)), Registry: a.reg, Version: "test"})
 	}()
+	var once sync.Once
+	a.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
+		a.stop()
 		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
+			t.Logf("agent log:\n%s", a.logs.String())
 		}
 	})
 	harness.WaitFor(t, 30*time.Second, "agent /-/ready", func() (bool, error) {
@@ -113,20 +135,14 @@ func startAgent(t *testing.T, cfg *Config) *syncBuffer {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	})
-	return logs
+	return a
 }
 
 // agentMetric reads one sample of the agent's own /metrics, e.g.
 // `redwire_target_up{target="x"}`; it returns -1 if the line is absent.
 func agentMetric(t *testing.T, cfg *Config, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + cfg.Web.ListenAddress + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(metricsText(t, cfg), "\n") {
 		if name, val, ok := strings.Cut(line, " "); ok && name == series {
 			var v float64
 			if _, err := fmt.Sscan(val, &v); err == nil {
@@ -135,6 +151,18 @@ func agentMetric(t *testing.T, cfg *Config, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// metricsText fetches the agent's /metrics page; "" if it does not answer.
+func metricsText(t *testing.T, cfg *Config) string {
+	t.Helper()
+	resp, err := http.Get("http://" + cfg.Web.ListenAddress + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
 
 // queryOne waits until promql returns exactly one series and returns it.

@@ -10,6 +10,7 @@ import (
 // the registry passed to Run, never on the global one.
 type metrics struct {
 	samplesScraped  *prometheus.CounterVec // target
+	scrapes         *prometheus.CounterVec // target
 	targetUp        *prometheus.GaugeVec   // target
 	scrapeDuration  *prometheus.GaugeVec   // target
 	samplesQueued   *prometheus.CounterVec // endpoint
@@ -36,6 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m := &metrics{
 		samplesScraped: counter("redwire_samples_scraped_total", "Samples taken from each target (after degraded-mode filtering): the 'taken' of taken = sent + dropped + pending.", "target"),
+		scrapes:        counter("redwire_target_scrapes_total", "Scrapes of each target whose samples were handed to the buffers.", "target"),
 		targetUp:       gauge("redwire_target_up", "Whether the last scrape of the target succeeded.", "target"),
 		scrapeDuration: gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
 		samplesQueued:  counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
@@ -56,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
 	}
-	reg.MustRegister(m.samplesScraped, m.targetUp, m.scrapeDuration, m.samplesQueued,
+	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeDuration, m.samplesQueued,
 		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
 		m.corruptions, m.buffers)

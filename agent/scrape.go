@@ -75,11 +75,14 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded b
 	if degraded && l.keep != nil {
 		filter(sc, l.keep)
 	}
-	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
 	batch := sc.Batch()
 	for _, sink := range l.sinks {
 		sink(batch)
 	}
+	// Counted once buffered: in degraded mode that means committed to
+	// disk, so a scrape counted here survives a kill -9.
+	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
+	l.m.scrapes.WithLabelValues(name).Inc()
 }
 
 // filter keeps the samples and metadata of families matching keep.

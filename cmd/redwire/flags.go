@@ -191,7 +191,7 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		IsSetByUser(&rateSet).Float64()
 	o.when(&rateSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSecond = *rate; return nil })
 	var selfSet bool
-	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true).").
+	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true; --no-self_metrics.enabled turns it off).").
 		IsSetByUser(&selfSet).Bool()
 	o.when(&selfSet, func(c *agent.Config) error { c.SelfMetrics.Enabled = self; return nil })
 	o.string(app.Flag("web.listen-address", "Address of the HTTP server for /metrics and health (web.listen_address; default :9187)."),
