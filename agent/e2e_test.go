@@ -333,7 +333,7 @@ func TestBufferOnlyModeSaysSo(t *testing.T) {
 	if logs.count("buffer-only mode") != 1 {
 		t.Errorf("no buffer-only line in:\n%s", logs.String())
 	}
-	harness.WaitFor(t, 30*time.Second, "a scrape", func() (bool, error) {
-		return agentMetric(t, cfg, fmt.Sprintf(`redwire_samples_scraped_total{target=%q}`, r.Addr())) > 0, nil
+	harness.WaitFor(t, 30*time.Second, "samples kept on disk", func() (bool, error) {
+		return agentMetric(t, cfg, `redwire_buffer_samples{endpoint="local"}`) > 0, nil
 	})
 }

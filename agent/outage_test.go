@@ -261,7 +261,7 @@ type agentProcess struct {
 	done chan struct{}
 }
 
-func startProcess(t *testing.T, bin, dir, writeURL, redisURL string) *agentProcess {
+func startProcess(t *testing.T, bin, dir, writeURL, redisURL string, extra ...string) *agentProcess {
 	t.Helper()
 	p := &agentProcess{addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), log: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "--redis.addr="+redisURL, "--remote-write.url="+writeURL,
@@ -269,6 +269,7 @@ func startProcess(t *testing.T, bin, dir, writeURL, redisURL string) *agentProce
 		"--remote-write.queue_config.batch_send_deadline=100ms",
 		"--remote-write.queue_config.min_backoff=50ms", "--remote-write.queue_config.max_backoff=200ms",
 		"--no-self_metrics.enabled")
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// TestSecondAgentOnSameBufferFailsFast: two agents must never share a
+// buffer file; the second says so and exits instead of waiting forever.
+func TestSecondAgentOnSameBufferFailsFast(t *testing.T) {
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	first := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
+	runAgent(t, first)
+
+	second := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
+	second.Buffer.Path = first.Buffer.Path
+	err := Run(t.Context(), second, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), first.Buffer.Path) || !strings.Contains(err.Error(), "another") {
+		t.Fatalf("second agent on the same buffer: err = %v; want an error naming the path and another process", err)
+	}
+}
+
+// TestCorruptBufferFileIsMovedAside: an unreadable buffer file is kept for
+// inspection under a new name, counted, and the agent carries on.
+func TestCorruptBufferFileIsMovedAside(t *testing.T) {
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
+	file := filepath.Join(cfg.Buffer.Path, storeFileName(cfg.RemoteWrite[0].Label()))
+	garbage := bytes.Repeat([]byte("not a bbolt file "), 1000)
+	if err := os.WriteFile(file, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := runAgent(t, cfg)
+
+	if v := gathered(t, a.reg, "redwire_buffer_corruptions_total", nil); v != 1 {
+		t.Errorf("redwire_buffer_corruptions_total = %v, want 1", v)
+	}
+	moved, _ := filepath.Glob(file + ".corrupt-*")
+	if len(moved) != 1 {
+		t.Fatalf("moved-aside files: %v", moved)
+	}
+	if kept, _ := os.ReadFile(moved[0]); !bytes.Equal(kept, garbage) {
+		t.Error("the corrupt file was not kept as it was")
+	}
+	if a.logs.count("BUFFER FILE WAS CORRUPT") != 1 {
+		t.Errorf("no loud log line:\n%s", a.logs.String())
+	}
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), func(s harness.Series) bool { return s.Value == 1 })
+}
+
+// TestAlwaysModeSurvivesKill9: with buffer.mode: always a crash loses
+// nothing even while the receiver is up.
+func TestAlwaysModeSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	bin := buildRedwire(t)
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	dir := t.TempDir()
+	agent := startProcess(t, bin, dir, prom.WriteURL(), r.URL(), "--buffer.mode=always")
+	harness.WaitFor(t, 30*time.Second, "scrapes", func() (bool, error) {
+		return agent.metric(t, "redwire_target_scrapes_total") >= 5, nil
+	})
+	takenBefore := agent.metric(t, "redwire_target_scrapes_total")
+	agent.kill()
+	agent = startProcess(t, bin, dir, prom.WriteURL(), r.URL(), "--buffer.mode=always")
+	harness.WaitFor(t, 30*time.Second, "scrapes after restart", func() (bool, error) {
+		return agent.metric(t, "redwire_target_scrapes_total") >= 3 && agent.metric(t, "redwire_buffer_batches") == 0, nil
+	})
+	takenAfter := agent.metric(t, "redwire_target_scrapes_total")
+	agent.terminate()
+
+	got, want := delivered(t, prom, r.Addr()), int(takenBefore+takenAfter)
+	if got < want || got > want+2 {
+		t.Errorf("receiver has %d redis_up samples; agent took %d before the kill and %d after", got, int(takenBefore), int(takenAfter))
+	}
+	assertNoRejections(t, prom)
+}
+
+// TestDegradedKeepsOnlyAllowedFamilies: with degraded.metrics set, an
+// outage keeps only those families (and everything is delivered later).
+func TestDegradedKeepsOnlyAllowedFamilies(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := outageConfig(t, prom.WriteURL(), r)
+	keep := relabel.MustNewRegexp("redis_up|redis_connected_clients")
+	cfg.Degraded.Metrics = &keep
+	a := runAgent(t, cfg)
+	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+	target := map[string]string{"target": r.Addr()}
+
+	queryOne(t, prom, `redis_up`, nil)
+	prom.Stop()
+	harness.WaitFor(t, 30*time.Second, "degraded mode", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_degraded", ep) == 1, nil
+	})
+	before := gathered(t, a.reg, "redwire_target_scrapes_total", target)
+	harness.WaitFor(t, time.Minute, "degraded scrapes", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_target_scrapes_total", target)-before >= 3, nil
+	})
+	prom.Start()
+	harness.WaitFor(t, 2*time.Minute, "backlog replayed", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
+	})
+	a.stop()
+
+	count := func(family string) int {
+		series, err := prom.Samples(t.Context(), fmt.Sprintf(`%s{instance=%q}`, family, r.Addr()), outageWindow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range series {
+			n += len(s.Points)
+		}
+		return n
+	}
+	up, clients, mem := count("redis_up"), count("redis_connected_clients"), count("redis_memory_used_bytes")
+	if taken := int(gathered(t, a.reg, "redwire_target_scrapes_total", target)); up != taken || clients != taken {
+		t.Errorf("allowed families: redis_up %d, redis_connected_clients %d samples; want %d each", up, clients, taken)
+	}
+	if mem >= up {
+		t.Errorf("redis_memory_used_bytes has %d samples, redis_up %d: the filter did not thin it", mem, up)
+	}
+}
