@@ -33,12 +33,17 @@ demo: build
 	@scripts/install-deps.sh $(DEMO_DEPS)
 	@scripts/demo.sh bin/redwire
 
+# Go benchmarks (6 runs each: compare medians with benchstat), then the
+# end-to-end replay drain into a real Prometheus receiver.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./sources/... ./buffer/... ./remotewrite/... | tee bench.out
+	$(GO) test -run '^$$' -bench 'ScrapeEncode' -benchmem -count 6 ./agent | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
 
 # Short fuzz runs of every parser; the corpus lives in testdata/fuzz.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 60s ./sources/redis/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 60s ./buffer/
 
 clean:
 	rm -rf bin bench.out
