@@ -239,6 +239,7 @@ func (e *endpoint) reject(l *buffer.Lease, err error) {
 		e.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", l.Batch.Len())...)
 	}
 	e.m.samplesDropped.WithLabelValues(e.name, "rejected").Add(float64(l.Batch.Len()))
+	e.buf.Unsent(l)
 	e.ack(l)
 	e.answered()
 }

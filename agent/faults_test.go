@@ -36,7 +36,6 @@ const sampleWindow = 10 * time.Minute
 // agent config writing through the proxy. Self metrics are off, so every
 // request carries only the Redis target's samples and counts stay exact.
 type faultRig struct {
-	redis  *harness.Redis
 	prom   *harness.Prometheus
 	proxy  *harness.Proxy
 	cfg    *Config
@@ -58,7 +57,7 @@ func newFaultRig(t *testing.T) *faultRig {
 	cfg := testConfig(t, proxy.URL()+"/api/v1/write", redis.TargetConfig{Addr: r.URL()})
 	off := false
 	cfg.SelfMetrics.Enabled = &off
-	rig := &faultRig{redis: r, prom: prom, proxy: proxy, cfg: cfg, target: r.Addr()}
+	rig := &faultRig{prom: prom, proxy: proxy, cfg: cfg, target: r.Addr()}
 	t.Cleanup(func() { rig.assertReceiverRefusedNothing(t) })
 	return rig
 }
@@ -83,7 +82,11 @@ func (r *faultRig) metric(t *testing.T, name string, labels ...string) float64 {
 // waitMetric waits until an endpoint series has the value want.
 func (r *faultRig) waitMetric(t *testing.T, want float64, name string, labels ...string) {
 	t.Helper()
-	harness.WaitFor(t, 30*time.Second, fmt.Sprintf("%s{%s} = %v", name, strings.Join(labels, ","), want), func() (bool, error) {
+	what := fmt.Sprintf("%s = %v", name, want)
+	if len(labels) > 0 {
+		what = fmt.Sprintf("%s{%s} = %v", name, strings.Join(labels, ","), want)
+	}
+	harness.WaitFor(t, 30*time.Second, what, func() (bool, error) {
 		got := r.metric(t, name, labels...)
 		return got == want, fmt.Errorf("value %v", got)
 	})
@@ -104,6 +107,19 @@ func (r *faultRig) waitRequests(t *testing.T, n int) []harness.Request {
 		}
 	}
 	return reqs
+}
+
+// waitScrapeBufferedWhileDown, called once the endpoint is down, waits
+// until the disk holds one more record than now: a scrape taken while
+// down, queued behind what was spilled, so the replay that follows has a
+// backlog written in both ways.
+func (r *faultRig) waitScrapeBufferedWhileDown(t *testing.T) {
+	t.Helper()
+	spilled := r.metric(t, "redwire_buffer_batches")
+	harness.WaitFor(t, 30*time.Second, "a scrape buffered while the endpoint is down", func() (bool, error) {
+		n := r.metric(t, "redwire_buffer_batches")
+		return n > spilled, fmt.Errorf("%v batches on disk, %v when down", n, spilled)
+	})
 }
 
 // assertNothingDropped: every reason the agent counts drops under is 0.
@@ -462,7 +478,7 @@ func TestFault413SplitsTheBatch(t *testing.T) {
 	// One scrape per batch (1 s interval, 100 ms deadline) puts one sample
 	// per series in the request, so request order is sample order.
 	if !slices.Equal(slices.Concat(first, second), big) {
-		t.Errorf("the two requests after the 413 are not its batch's first and second halves, in that order")
+		t.Fatalf("the two requests after the 413 are not its batch's first and second halves, in that order")
 	}
 	rig.assertStored(t, "both halves of the 413'd batch", big)
 
@@ -488,11 +504,7 @@ func TestFault401PausesAndKeepsData(t *testing.T) {
 	if v := rig.metric(t, "redwire_buffer_samples"); v <= 0 {
 		t.Errorf("redwire_buffer_samples = %v once degraded, want the queue on disk", v)
 	}
-	// A scrape taken while down lands on disk too, behind the spilled batch.
-	harness.WaitFor(t, 30*time.Second, "a scrape buffered while down", func() (bool, error) {
-		n := rig.metric(t, "redwire_buffer_batches")
-		return n >= 2, fmt.Errorf("%v batches on disk", n)
-	})
+	rig.waitScrapeBufferedWhileDown(t)
 	rig.waitRequests(t, 5)
 	if n := rig.logs.count("credentials"); n != 1 {
 		t.Errorf("%d log lines about credentials after several 401s, want 1", n)
@@ -531,6 +543,8 @@ func TestFaultSlowReceiverTimesOutAndRetries(t *testing.T) {
 	if v := rig.metric(t, "redwire_circuit_state"); v != circuitOpen && v != circuitHalfOpen {
 		t.Errorf("redwire_circuit_state = %v while degraded, want open or half-open", v)
 	}
+
+	rig.waitScrapeBufferedWhileDown(t)
 
 	rig.proxy.Delay(0)
 	rig.waitMetric(t, 0, "redwire_degraded")

@@ -228,6 +228,18 @@ func (b *Buffer) Ack(l *Lease) error {
 	return nil
 }
 
+// Unsent marks the lease's metadata as not delivered (the receiver
+// rejected the batch that carried it), so the next lease carries it again
+// instead of waiting for the periodic resend.
+func (b *Buffer) Unsent(l *Lease) {
+	if len(l.Batch.Metadata) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.meta.changed = true
+}
+
 // Drain makes Next hand out partial batches at once and return ErrClosed
 // when nothing is left: the last flush before shutdown.
 func (b *Buffer) Drain() {

@@ -89,7 +89,9 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 		Class:      classify(resp.StatusCode),
 		Body:       strings.TrimSpace(string(msg)),
 	}
-	if resp.StatusCode == http.StatusTooManyRequests {
+	if e.Class == RateLimited || e.Class == Retry {
+		// Honoured on 429 and on 5xx (503 with Retry-After is a
+		// receiver asking for a pause), as Prometheus' own client does.
 		e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return e

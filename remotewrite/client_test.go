@@ -38,3 +38,15 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestClassesWithRetryAfter(t *testing.T) {
+	// Only classes that are retried carry a Retry-After; a rejected batch
+	// is never retried, whatever the receiver says.
+	for status, want := range map[int]bool{429: true, 503: true, 500: true, 400: false, 401: false, 413: false} {
+		c := classify(status)
+		got := c == RateLimited || c == Retry
+		if got != want {
+			t.Errorf("status %d (%s): honours Retry-After = %v, want %v", status, c, got, want)
+		}
+	}
+}

@@ -467,6 +467,8 @@ func isInfoIdentifier(key string) bool {
 // genericInfoName is redis_<key> with every byte outside [a-zA-Z0-9_]
 // replaced by '_'; the prefix makes it a valid name whatever the key.
 func genericInfoName(key string) string {
+	// redis_git_dirty is redis_git_dirty, not redis_redis_git_dirty.
+	key = strings.TrimPrefix(key, "redis_")
 	var b strings.Builder
 	b.Grow(len("redis_") + len(key))
 	b.WriteString("redis_")

@@ -129,7 +129,7 @@ func TestEmitInfoCaptures(t *testing.T) {
 					"tcp_port", "16379", "run_id", "acbf709443c48355b28d56566f8517e072d5a354", "process_id", "7376",
 					"master_replid", "93c63760142725a9b5916c895c4e1699075a96f6"),
 			},
-			absent: []string{"redis_slave_info", "redis_master_link_up", "redis_tcp_port", "redis_run_id", "redis_redis_git_sha1",
+			absent: []string{"redis_slave_info", "redis_master_link_up", "redis_tcp_port", "redis_run_id", "redis_redis_git_sha1", "redis_redis_git_dirty",
 				"redis_latest_fork_usec", "redis_used_memory_human"},
 			types: map[string]sample.Type{
 				"redis_commands_total": sample.Counter, "redis_errors_total": sample.Counter, "redis_connected_clients": sample.Gauge,
