@@ -94,6 +94,7 @@ var (
 	bufBatchesDesc = prometheus.NewDesc("redwire_buffer_batches", "Batches held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
 	bufSamplesDesc = prometheus.NewDesc("redwire_buffer_samples", "Samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
 	bufOldestDesc  = prometheus.NewDesc("redwire_buffer_oldest_timestamp_seconds", "Timestamp of the oldest sample in the endpoint's disk buffer; 0 when empty.", []string{"endpoint"}, nil)
+	quarantineDesc = prometheus.NewDesc("redwire_buffer_quarantined_records_total", "Buffered records whose checksum failed, moved to the file's quarantine bucket (kept, never sent) since start.", []string{"endpoint"}, nil)
 	memSamplesDesc = prometheus.NewDesc("redwire_queue_samples", "Samples waiting in the endpoint's memory queue, including a batch in flight.", []string{"endpoint"}, nil)
 )
 
@@ -104,7 +105,7 @@ func (c *bufferCollector) add(name string, b *buffer.Buffer) {
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, memSamplesDesc} {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc} {
 		ch <- d
 	}
 }
@@ -117,6 +118,7 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufBatchesDesc, prometheus.GaugeValue, float64(st.Store.Batches), n)
 		ch <- prometheus.MustNewConstMetric(bufSamplesDesc, prometheus.GaugeValue, float64(st.Store.Samples), n)
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
+		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Store().Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
 	}
 }

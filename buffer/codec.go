@@ -37,8 +37,8 @@ import (
 const codecVersion = 1
 
 // maxDecodedBatch bounds the decompressed size of one batch. It is far above
-// any real batch (300 series take ~20 KiB) and keeps a corrupt length
-// header from asking for gigabytes.
+// any real batch (a 300-series scrape decodes to about 10 KiB) and keeps a
+// corrupt length header from asking for gigabytes.
 const maxDecodedBatch = 256 << 20
 
 // snappyMaxRatio bounds how much a snappy block can expand: its densest
@@ -226,13 +226,13 @@ func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
 	r := decodeReader{buf: raw}
 
 	// Symbols: one string allocation for all of them, sliced.
-	nSyms := r.count("symbol", minSymbolBytes)
+	nSyms := r.count("symbol count", minSymbolBytes)
 	symStart := r.off
 	d.syms = d.syms[:0]
 	type span struct{ from, to int }
 	spans := make([]span, 0, nSyms)
 	for range nSyms {
-		l := r.length("symbol")
+		l := r.length("symbol length")
 		spans = append(spans, span{r.off, r.off + l})
 		r.off += l
 	}
@@ -244,11 +244,11 @@ func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
 		d.syms = append(d.syms, all[sp.from-symStart:sp.to-symStart])
 	}
 
-	nSeries := r.count("series", minSeriesBytes)
+	nSeries := r.count("series count", minSeriesBytes)
 	clear(d.series)
 	d.series = d.series[:0]
 	for range nSeries {
-		nl := r.count("label", minLabelBytes)
+		nl := r.count("label count", minLabelBytes)
 		d.sb.Reset()
 		// Labels come back in the order they were written, unsorted and
 		// duplicate names included: the store returns what it was given.
@@ -262,7 +262,7 @@ func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
 	}
 
 	var b sample.Batch
-	nSamples := r.count("sample", minSampleBytes)
+	nSamples := r.count("sample count", minSampleBytes)
 	if nSamples > 0 {
 		b.Samples = make([]sample.Sample, nSamples)
 	}
@@ -281,7 +281,7 @@ func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
 		b.Samples[i] = sample.Sample{Labels: d.series[idx], T: t, V: math.Float64frombits(v)}
 	}
 
-	nMeta := r.count("metadata", minMetaBytes)
+	nMeta := r.count("metadata count", minMetaBytes)
 	if nMeta > 0 {
 		b.Metadata = make([]sample.Metadata, nMeta)
 	}
@@ -366,12 +366,12 @@ func (r *decodeReader) fixed64(what string) uint64 {
 // long, and rejects a count the remaining input cannot hold. The result is
 // therefore safe to size an allocation with.
 func (r *decodeReader) count(what string, minBytes int) int {
-	v := r.uvarint(what + " count")
+	v := r.uvarint(what)
 	if r.err != nil {
 		return 0
 	}
 	if left := len(r.buf) - r.off; v > uint64(left/minBytes) {
-		r.fail("%s count %d does not fit in the %d bytes left", what, v, left)
+		r.fail("%s %d does not fit in the %d bytes left", what, v, left)
 		return 0
 	}
 	return int(v)
@@ -379,12 +379,12 @@ func (r *decodeReader) count(what string, minBytes int) int {
 
 // length reads a byte length and checks that many bytes are left.
 func (r *decodeReader) length(what string) int {
-	v := r.uvarint(what + " length")
+	v := r.uvarint(what)
 	if r.err != nil {
 		return 0
 	}
 	if left := len(r.buf) - r.off; v > uint64(left) {
-		r.fail("%s length %d exceeds the %d bytes left", what, v, left)
+		r.fail("%s %d exceeds the %d bytes left", what, v, left)
 		return 0
 	}
 	return int(v)

@@ -230,3 +230,26 @@ func TestRecordChecksum(t *testing.T) {
 		t.Errorf("short record: %v", err)
 	}
 }
+
+func BenchmarkEncodeBatch(b *testing.B) {
+	batch := redisBatch(t0, 1)
+	var enc batchEncoder
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = enc.encode(buf[:0], &batch)
+	}
+	b.ReportMetric(float64(len(buf))/float64(len(batch.Samples)), "B/sample")
+}
+
+func BenchmarkDecodeBatch(b *testing.B) {
+	batch := redisBatch(t0, 1)
+	data := encodeBatch(nil, &batch)
+	var dec batchDecoder
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dec.decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -200,6 +200,11 @@ func OpenStore(path string, opts StoreOptions) (*Store, OpenInfo, error) {
 		err = s.open()
 	}
 	if err != nil {
+		if created && !errors.Is(err, ErrLocked) {
+			// Nothing was stored in a file this call created, and one
+			// half-initialised on a full disk would pass for corrupt.
+			_ = os.Remove(path)
+		}
 		return nil, info, err
 	}
 	if created {
@@ -245,7 +250,7 @@ func (s *Store) open() error {
 		}
 		err = protect(func() error {
 			return ro.View(func(tx *bolt.Tx) error {
-				if err := checkBoltFile(f, ro.Info().PageSize, uint64(tx.ID())); err != nil {
+				if err := checkBoltFile(f, fileSize(s.path), ro.Info().PageSize, uint64(tx.ID())); err != nil {
 					return err
 				}
 				var err error
@@ -268,8 +273,13 @@ func (s *Store) open() error {
 	if err != nil {
 		return err
 	}
+	buckets := [][]byte{bucketRecords, bucketQuarantine, bucketMeta}
 	err = protect(func() error {
+		missing := false
 		if err := db.View(func(tx *bolt.Tx) error {
+			for _, name := range buckets {
+				missing = missing || tx.Bucket(name) == nil
+			}
 			if tx.ID() == txid {
 				return nil
 			}
@@ -278,15 +288,13 @@ func (s *Store) open() error {
 			var err error
 			counts, next, err = scanFile(tx, s.path)
 			return err
-		}); err != nil {
-			return &corruptError{err}
+		}); err != nil || !missing {
+			return err
 		}
 		return db.Update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketRecords, bucketQuarantine, bucketMeta} {
-				if tx.Bucket(name) == nil {
-					if _, err := tx.CreateBucket(name); err != nil {
-						return err
-					}
+			for _, name := range buckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -294,11 +302,10 @@ func (s *Store) open() error {
 	})
 	if err != nil {
 		_ = protect(db.Close)
-		var c *corruptError
-		if errors.As(err, &c) || !isEnvError(err) {
-			return &corruptError{err}
+		if isEnvError(err) {
+			return s.envError(err)
 		}
-		return fmt.Errorf("buffer store %s: %w", s.path, err)
+		return &corruptError{err}
 	}
 	s.db, s.counts, s.next = db, counts, next
 	return nil
@@ -339,10 +346,19 @@ func (s *Store) boltOpen(readOnly bool) (*bolt.DB, error) {
 		return nil, fmt.Errorf("%w: %s not released within %v; another redwire probably runs on this buffer directory",
 			ErrLocked, s.path, s.opts.LockTimeout)
 	case isEnvError(err):
-		return nil, fmt.Errorf("buffer store %s: %w", s.path, err)
+		return nil, s.envError(err)
 	default:
 		return nil, &corruptError{err}
 	}
+}
+
+// envError wraps an operating-system failure of open, as ErrNoSpace if
+// the disk is full (a new file needs a few pages).
+func (s *Store) envError(err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, s.path, err)
+	}
+	return fmt.Errorf("buffer store %s: %w", s.path, err)
 }
 
 // isEnvError tells an operating-system failure (permission, I/O, memory,
@@ -975,16 +991,19 @@ const (
 // says, and freed pages are not in use. bbolt's own walks (freelist
 // rebuild, Check) cannot then read outside the file or loop, whatever the
 // file's content. txid is the meta bbolt opened, which must be the one
-// read here.
-func checkBoltFile(f io.ReaderAt, pageSize int, txid uint64) error {
+// read here; size is the file's size.
+func checkBoltFile(f io.ReaderAt, size int64, pageSize int, txid uint64) error {
 	c := &treeCheck{f: f, pageSize: int64(pageSize)}
 	m, err := c.meta(txid)
 	if err != nil {
 		return err
 	}
+	if m.pgid > uint64(size/c.pageSize) {
+		return fmt.Errorf("file of %d bytes is shorter than its %d pages: truncated", size, m.pgid)
+	}
 	c.hwm = m.pgid
 	c.used = make([]uint64, (m.pgid+63)/64)
-	if err := c.node(m.root, 0); err != nil {
+	if _, err := c.node(m.root, 0, nil, nil); err != nil {
 		return err
 	}
 	if m.freelist != boltNoFreelist {
@@ -1072,61 +1091,92 @@ func (c *treeCheck) page(id uint64) (flags uint16, count int, size int64, err er
 	return ne.Uint16(h[8:]), int(ne.Uint16(h[10:])), int64(overflow+1) * c.pageSize, nil
 }
 
-// node checks the branch or leaf page id and everything below it.
-func (c *treeCheck) node(id uint64, depth int) error {
+// node checks the branch or leaf page id and everything below it,
+// including the key order bbolt's own walk insists on: keys ascend within
+// a page, and a child's keys lie in [its key in the parent, the parent's
+// next key). It returns the largest key below id.
+func (c *treeCheck) node(id uint64, depth int, minKey, maxKey []byte) ([]byte, error) {
 	if depth > boltMaxDepth {
-		return fmt.Errorf("page tree deeper than %d at page %d", boltMaxDepth, id)
+		return nil, fmt.Errorf("page tree deeper than %d at page %d", boltMaxDepth, id)
 	}
 	flags, count, size, err := c.page(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if flags != boltBranch && flags != boltLeaf {
-		return fmt.Errorf("page %d has type %#x, want branch or leaf", id, flags)
+		return nil, fmt.Errorf("page %d has type %#x, want branch or leaf", id, flags)
 	}
 	if flags == boltBranch && count == 0 {
-		return fmt.Errorf("branch page %d is empty", id)
+		return nil, fmt.Errorf("branch page %d is empty", id)
 	}
 	if boltPageHeader+int64(count)*boltElement > size {
-		return fmt.Errorf("page %d: %d elements overflow it", id, count)
+		return nil, fmt.Errorf("page %d: %d elements overflow it", id, count)
 	}
+	base := int64(id) * c.pageSize
 	elems := make([]byte, count*boltElement)
-	if err := c.read(elems, int64(id)*c.pageSize+boltPageHeader, id); err != nil {
-		return err
+	if err := c.read(elems, base+boltPageHeader, id); err != nil {
+		return nil, err
 	}
 	ne := binary.NativeEndian
-	for i := range count {
+	posAt, ksizeAt := 0, 4 // in a branch element
+	if flags == boltLeaf {
+		posAt, ksizeAt = 4, 8
+	}
+	// key reads element i's key, which lies at offset pos from the element.
+	key := func(i int) ([]byte, error) {
 		e := elems[i*boltElement:]
-		at := int64(boltPageHeader + i*boltElement) // offsets are from the element
+		at := int64(boltPageHeader+i*boltElement) + int64(ne.Uint32(e[posAt:]))
+		ksize := int64(ne.Uint32(e[ksizeAt:]))
+		if ksize > bolt.MaxKeySize || at+ksize > size {
+			return nil, fmt.Errorf("page %d: key %d lies outside the page", id, i)
+		}
+		k := make([]byte, ksize)
+		return k, c.read(k, base+at, id)
+	}
+	prev := minKey
+	for i := range count {
+		k, err := key(i)
+		if err != nil {
+			return nil, err
+		}
+		if (i == 0 && prev != nil && bytes.Compare(prev, k) > 0) || (i > 0 && bytes.Compare(prev, k) >= 0) ||
+			(maxKey != nil && bytes.Compare(k, maxKey) >= 0) {
+			return nil, fmt.Errorf("page %d: key %d (%x) out of order", id, i, k)
+		}
+		e := elems[i*boltElement:]
 		if flags == boltBranch {
-			if at+int64(ne.Uint32(e))+int64(ne.Uint32(e[4:])) > size {
-				return fmt.Errorf("branch page %d: key %d lies outside the page", id, i)
+			next := maxKey
+			if i+1 < count {
+				if next, err = key(i + 1); err != nil {
+					return nil, err
+				}
 			}
-			if err := c.node(ne.Uint64(e[8:]), depth+1); err != nil {
-				return err
+			if prev, err = c.node(ne.Uint64(e[8:]), depth+1, k, next); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		vat := at + int64(ne.Uint32(e[4:])) + int64(ne.Uint32(e[8:]))
+		prev = k
+		vat := int64(boltPageHeader+i*boltElement) + int64(ne.Uint32(e[4:])) + int64(ne.Uint32(e[8:]))
 		vsize := int64(ne.Uint32(e[12:]))
 		if vat+vsize > size {
-			return fmt.Errorf("leaf page %d: element %d lies outside the page", id, i)
+			return nil, fmt.Errorf("leaf page %d: value %d lies outside the page", id, i)
 		}
 		if ne.Uint32(e)&boltBucketEntry == 0 {
 			continue
 		}
-		if vsize < boltBucketValue {
-			return fmt.Errorf("leaf page %d: bucket %d has a %d-byte header", id, i, vsize)
+		if vsize < boltBucketValue || vsize > c.pageSize {
+			return nil, fmt.Errorf("leaf page %d: bucket %d has a %d-byte value", id, i, vsize)
 		}
 		v := make([]byte, vsize)
-		if err := c.read(v, int64(id)*c.pageSize+vat, id); err != nil {
-			return err
+		if err := c.read(v, base+vat, id); err != nil {
+			return nil, err
 		}
 		if err := c.bucket(v, depth+1); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return prev, nil
 }
 
 // bucket checks a bucket value: its root page, or its inline page.
@@ -1136,7 +1186,8 @@ func (c *treeCheck) bucket(v []byte, depth int) error {
 	}
 	ne := binary.NativeEndian
 	if root := ne.Uint64(v); root != 0 {
-		return c.node(root, depth)
+		_, err := c.node(root, depth, nil, nil)
+		return err
 	}
 	p := v[boltBucketValue:]
 	if len(p) < boltPageHeader || ne.Uint16(p[8:]) != boltLeaf {
