@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/relabel"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -134,5 +135,33 @@ func TestDegradedKeepsOnlyAllowedFamilies(t *testing.T) {
 	}
 	if mem >= up {
 		t.Errorf("redis_memory_used_bytes has %d samples, redis_up %d: the filter did not thin it", mem, up)
+	}
+}
+
+// TestGracefulStopCommitsMemoryToDisk: a SIGTERM while the receiver is
+// away (and before the endpoint is declared down, so samples are still in
+// memory) writes them to the buffer file; nothing taken is lost.
+func TestGracefulStopCommitsMemoryToDisk(t *testing.T) {
+	r := harness.StartRedis(t)
+	cfg := outageConfig(t, fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", harness.FreePort(t)), r)
+	cfg.Degraded.FailureThreshold = 1000 // stay in memory mode
+	a := runAgent(t, cfg)
+	target := map[string]string{"target": r.Addr()}
+	harness.WaitFor(t, 30*time.Second, "a few scrapes in memory", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_target_scrapes_total", target) >= 3, nil
+	})
+	if v := gathered(t, a.reg, "redwire_buffer_samples", nil); v != 0 {
+		t.Fatalf("samples on disk before the stop: %v; the test wants them in memory", v)
+	}
+	a.stop()
+	taken := gathered(t, a.reg, "redwire_samples_scraped_total", target)
+
+	store, _, err := buffer.OpenStore(filepath.Join(cfg.Buffer.Path, storeFileName(cfg.RemoteWrite[0].Label())), buffer.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if got := store.Stats().Samples; float64(got) != taken {
+		t.Errorf("buffer file holds %d samples after a graceful stop, agent took %v", got, taken)
 	}
 }

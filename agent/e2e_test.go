@@ -252,6 +252,14 @@ func TestEndToEndPrometheus(t *testing.T) {
 		t.Errorf("receiver rejected out-of-order samples: %v %v", n, err)
 	}
 
+	// The agent's own metrics travel with the Redis samples.
+	queryOne(t, prom, fmt.Sprintf(`redwire_target_up{job="redwire",target=%q}`, r.Addr()), func(s harness.Series) bool { return s.Value == 1 })
+	if resp, err := http.Get("http://" + cfg.Web.ListenAddress + "/-/healthy"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/-/healthy: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// The agent's own view.
 	if v := agentMetric(t, cfg, fmt.Sprintf(`redwire_target_up{target=%q}`, r.Addr())); v != 1 {
 		t.Errorf("redwire_target_up = %v", v)
