@@ -100,22 +100,11 @@ func TestDegradedKeepsOnlyAllowedFamilies(t *testing.T) {
 	keep := relabel.MustNewRegexp("redis_up|redis_connected_clients")
 	cfg.Degraded.Metrics = &keep
 	a := runAgent(t, cfg)
-	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
 	target := map[string]string{"target": r.Addr()}
 
 	queryOne(t, prom, `redis_up`, nil)
-	prom.Stop()
-	harness.WaitFor(t, 30*time.Second, "degraded mode", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_degraded", ep) == 1, nil
-	})
-	before := gathered(t, a.reg, "redwire_target_scrapes_total", target)
-	harness.WaitFor(t, time.Minute, "degraded scrapes", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_target_scrapes_total", target)-before >= 3, nil
-	})
-	prom.Start()
-	harness.WaitFor(t, 2*time.Minute, "backlog replayed", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
-	})
+	beginOutage(t, a, prom, cfg, r.Addr(), 3)
+	endOutage(t, a, prom, cfg)
 	a.stop()
 
 	count := func(family string) int {

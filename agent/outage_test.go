@@ -85,6 +85,34 @@ func assertNoRejections(t *testing.T, prom *harness.Prometheus) {
 	}
 }
 
+// beginOutage stops the receiver and waits until the agent is degraded and
+// has taken n scrapes since: an outage measured in the agent's own
+// degraded scrapes rather than in wall-clock sleeps.
+func beginOutage(t *testing.T, a *agentRun, prom *harness.Prometheus, cfg *Config, target string, n int) {
+	t.Helper()
+	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+	prom.Stop()
+	harness.WaitFor(t, 30*time.Second, "degraded mode", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_degraded", ep) == 1, nil
+	})
+	scrapes := map[string]string{"target": target}
+	before := gathered(t, a.reg, "redwire_target_scrapes_total", scrapes)
+	harness.WaitFor(t, time.Duration(n)*time.Duration(cfg.Degraded.Interval)+time.Minute, "degraded scrapes", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_target_scrapes_total", scrapes)-before >= float64(n), nil
+	})
+}
+
+// endOutage starts the receiver again and waits until the backlog is
+// replayed and the agent is back to normal.
+func endOutage(t *testing.T, a *agentRun, prom *harness.Prometheus, cfg *Config) {
+	t.Helper()
+	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+	prom.Start()
+	harness.WaitFor(t, 2*time.Minute, "backlog replayed and normal mode", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
+	})
+}
+
 func outageConfig(t *testing.T, writeURL string, r *harness.Redis) *Config {
 	cfg := testConfig(t, writeURL, redis.TargetConfig{Addr: r.URL()})
 	off := false
@@ -105,22 +133,11 @@ func TestOutageDeliversEverySample(t *testing.T) {
 	target := map[string]string{"target": r.Addr()}
 
 	queryOne(t, prom, `redis_up`, nil)
-	prom.Stop()
-	harness.WaitFor(t, 30*time.Second, "degraded mode", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_degraded", ep) == 1, nil
-	})
-	// A minute of outage, measured in the agent's own degraded scrapes.
-	before := gathered(t, a.reg, "redwire_target_scrapes_total", target)
-	harness.WaitFor(t, 3*time.Minute, "a minute of degraded scrapes", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_target_scrapes_total", target)-before >= 15, nil
-	})
+	beginOutage(t, a, prom, cfg, r.Addr(), 15) // a minute at the 4 s degraded interval
 	if gathered(t, a.reg, "redwire_buffer_samples", ep) == 0 {
 		t.Fatal("nothing was buffered on disk during the outage")
 	}
-	prom.Start()
-	harness.WaitFor(t, 2*time.Minute, "backlog replayed and normal mode", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
-	})
+	endOutage(t, a, prom, cfg)
 	if gathered(t, a.reg, "redwire_replay_samples_total", ep) == 0 {
 		t.Error("redwire_replay_samples_total = 0 after an outage")
 	}
