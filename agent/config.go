@@ -54,6 +54,9 @@ type GlobalConfig struct {
 	ScrapeInterval model.Duration    `yaml:"scrape_interval,omitempty"`
 	ScrapeTimeout  model.Duration    `yaml:"scrape_timeout,omitempty"`
 	ExternalLabels map[string]string `yaml:"external_labels,omitempty"`
+	// SoftFailThreshold is the default of every target's
+	// soft_fail_threshold.
+	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
 }
 
 // DegradedConfig is how the agent stretches its disk budget while an
@@ -161,6 +164,14 @@ func (c *Config) setDefaults() {
 	if len(c.Targets) == 0 {
 		c.Targets = []redis.TargetConfig{{Addr: DefaultTarget}}
 	}
+	if g.SoftFailThreshold == 0 {
+		g.SoftFailThreshold = redis.DefaultSoftFailThreshold
+	}
+	for i := range c.Targets {
+		if c.Targets[i].SoftFailThreshold == 0 {
+			c.Targets[i].SoftFailThreshold = g.SoftFailThreshold
+		}
+	}
 	for i := range c.RemoteWrite {
 		c.RemoteWrite[i].SetDefaults()
 	}
@@ -183,6 +194,9 @@ func (c *Config) validate() error {
 	}
 	if g.ScrapeTimeout <= 0 || g.ScrapeTimeout > g.ScrapeInterval {
 		return fieldErr("global.scrape_timeout", fmt.Errorf("%s must be positive and at most scrape_interval (%s)", g.ScrapeTimeout, g.ScrapeInterval))
+	}
+	if g.SoftFailThreshold < 1 {
+		return fieldErr("global.soft_fail_threshold", errors.New("must be at least 1"))
 	}
 	if err := validateLabels(g.ExternalLabels); err != nil {
 		return fieldErr("global.external_labels", err)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -344,4 +345,52 @@ func TestBufferOnlyModeSaysSo(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, "samples kept on disk", func() (bool, error) {
 		return agentMetric(t, cfg, `redwire_buffer_samples{endpoint="local"}`) > 0, nil
 	})
+}
+
+// TestSoftFailureInReceiver: Redis is killed; in the receiver, redis_up
+// stays 1 for the first two failed scrapes and is 0 from the third on,
+// while redwire_target_scrape_success is 0 for every failed scrape.
+func TestSoftFailureInReceiver(t *testing.T) {
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
+	logs := startAgent(t, cfg)
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), func(s harness.Series) bool { return s.Value == 1 })
+	r.Kill()
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), func(s harness.Series) bool { return s.Value == 0 })
+
+	byTime := func(family string) map[int64]float64 {
+		series, err := prom.Samples(context.Background(), fmt.Sprintf(`%s{instance=%q}`, family, r.Addr()), 10*time.Minute)
+		if err != nil || len(series) != 1 {
+			t.Fatalf("%s: %v %v", family, series, err)
+		}
+		m := map[int64]float64{}
+		for _, p := range series[0].Points {
+			m[p.T.UnixMilli()] = p.V
+		}
+		return m
+	}
+	up, success := byTime("redis_up"), byTime("redwire_target_scrape_success")
+	var ts []int64
+	for t := range success {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	failed := 0
+	for _, at := range ts {
+		if success[at] == 1 {
+			failed = 0
+			continue
+		}
+		failed++
+		if want := boolFloat(failed < 3); up[at] != want {
+			t.Errorf("failed scrape %d at %d: redis_up = %v, want %v", failed, at, up[at], want)
+		}
+	}
+	if failed < 3 {
+		t.Fatalf("only %d failed scrapes seen", failed)
+	}
+	if logs.count("target down") != 1 || logs.count("soft-failure window") != 1 {
+		t.Errorf("want one 'soft-failure window' line then one 'target down' line:\n%s", logs.String())
+	}
 }

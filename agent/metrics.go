@@ -9,23 +9,26 @@ import (
 // metrics are the agent's own, served on /metrics. They are registered on
 // the registry passed to Run, never on the global one.
 type metrics struct {
-	samplesScraped  *prometheus.CounterVec // target
-	scrapes         *prometheus.CounterVec // target
-	targetUp        *prometheus.GaugeVec   // target
-	scrapeDuration  *prometheus.GaugeVec   // target
-	samplesQueued   *prometheus.CounterVec // endpoint
-	samplesDropped  *prometheus.CounterVec // endpoint, reason
-	rwSamples       *prometheus.CounterVec // endpoint, result
-	rwRequests      *prometheus.CounterVec // endpoint, result
-	rwRetries       *prometheus.CounterVec // endpoint
-	rwDuration      *prometheus.HistogramVec
-	lastSendSuccess *prometheus.GaugeVec   // endpoint
-	replaySamples   *prometheus.CounterVec // endpoint
-	degraded        *prometheus.GaugeVec   // endpoint
-	circuitState    *prometheus.GaugeVec   // endpoint
-	paused          *prometheus.GaugeVec   // endpoint, reason
-	corruptions     *prometheus.CounterVec // endpoint
-	buffers         *bufferCollector
+	samplesScraped      *prometheus.CounterVec // target
+	scrapes             *prometheus.CounterVec // target
+	targetUp            *prometheus.GaugeVec   // target
+	scrapeErrors        *prometheus.CounterVec // target, phase
+	lastSuccess         *prometheus.GaugeVec   // target
+	consecutiveFailures *prometheus.GaugeVec   // target
+	scrapeDuration      *prometheus.GaugeVec   // target
+	samplesQueued       *prometheus.CounterVec // endpoint
+	samplesDropped      *prometheus.CounterVec // endpoint, reason
+	rwSamples           *prometheus.CounterVec // endpoint, result
+	rwRequests          *prometheus.CounterVec // endpoint, result
+	rwRetries           *prometheus.CounterVec // endpoint
+	rwDuration          *prometheus.HistogramVec
+	lastSendSuccess     *prometheus.GaugeVec   // endpoint
+	replaySamples       *prometheus.CounterVec // endpoint
+	degraded            *prometheus.GaugeVec   // endpoint
+	circuitState        *prometheus.GaugeVec   // endpoint
+	paused              *prometheus.GaugeVec   // endpoint, reason
+	corruptions         *prometheus.CounterVec // endpoint
+	buffers             *bufferCollector
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,15 +39,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
 	m := &metrics{
-		samplesScraped: counter("redwire_samples_scraped_total", "Samples taken from each target (after degraded-mode filtering): the 'taken' of taken = sent + dropped + pending.", "target"),
-		scrapes:        counter("redwire_target_scrapes_total", "Scrapes of each target whose samples were handed to the buffers.", "target"),
-		targetUp:       gauge("redwire_target_up", "Whether the last scrape of the target succeeded.", "target"),
-		scrapeDuration: gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
-		samplesQueued:  counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
-		samplesDropped: counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown).", "endpoint", "reason"),
-		rwSamples:      counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
-		rwRequests:     counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
-		rwRetries:      counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
+		samplesScraped:      counter("redwire_samples_scraped_total", "Samples taken from each target (after degraded-mode filtering): the 'taken' of taken = sent + dropped + pending.", "target"),
+		scrapes:             counter("redwire_target_scrapes_total", "Scrapes of each target whose samples were handed to the buffers.", "target"),
+		targetUp:            gauge("redwire_target_up", "Whether the target is up, as redis_up reports it (soft: 0 only after soft_fail_threshold consecutive failures).", "target"),
+		scrapeErrors:        counter("redwire_target_scrape_errors_total", "Failed scrapes by phase: connect, auth, timeout, info, parse.", "target", "phase"),
+		lastSuccess:         gauge("redwire_target_last_success_timestamp_seconds", "Unix time of the target's last successful scrape.", "target"),
+		consecutiveFailures: gauge("redwire_target_consecutive_failures", "Scrapes of the target that failed in a row.", "target"),
+		scrapeDuration:      gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
+		samplesQueued:       counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
+		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown).", "endpoint", "reason"),
+		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
+		rwRequests:          counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
+		rwRetries:           counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
 		rwDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "redwire_remote_write_request_duration_seconds",
 			Help:    "Duration of remote-write requests, whatever their result.",
@@ -58,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
 	}
-	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeDuration, m.samplesQueued,
+	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.samplesQueued,
 		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
 		m.corruptions, m.buffers)

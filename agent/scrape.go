@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/redwire/redwire/sample"
+	"github.com/redwire/redwire/sources/redis"
 )
 
 // scraper is what a scrape loop polls: a Redis target, or the agent itself.
@@ -31,7 +33,7 @@ type scrapeLoop struct {
 	m                *metrics
 	log              *slog.Logger
 
-	up *bool // nil until the first scrape; logs only state changes
+	state int // stateUnknown until the first scrape; logs only changes
 }
 
 func (l *scrapeLoop) run(ctx context.Context) {
@@ -103,23 +105,66 @@ func filter(sc *sample.Scrape, keep *relabel.Regexp) {
 	sc.Metadata = md
 }
 
-// setUp records the target's health and logs a line only when it changes,
-// so an unreachable Redis yields one warning, not one per interval.
+// health is what a Redis target reports beyond its scrape: the soft
+// up/down state and how many scrapes failed in a row.
+type health interface {
+	Up() bool
+	ConsecutiveFailures() int
+}
+
+// Target states for logging: one line per change, not per scrape.
+const (
+	stateUnknown = iota
+	stateUp
+	stateFailing // scrapes fail, but within the soft-failure window
+	stateDown
+)
+
+// setUp records the target's health and logs a line only when its state
+// changes, so an unreachable Redis yields one warning, not one per
+// interval.
 func (l *scrapeLoop) setUp(err error) {
-	up := err == nil
-	v := 0.0
-	if up {
-		v = 1
+	name := l.target.Name()
+	var se *redis.ScrapeError
+	if errors.As(err, &se) {
+		l.m.scrapeErrors.WithLabelValues(name, se.Phase).Inc()
 	}
-	l.m.targetUp.WithLabelValues(l.target.Name()).Set(v)
+	if err == nil {
+		l.m.lastSuccess.WithLabelValues(name).SetToCurrentTime()
+	}
+	up, failures := err == nil, 0
+	if h, ok := l.target.(health); ok {
+		up, failures = h.Up(), h.ConsecutiveFailures()
+		l.m.consecutiveFailures.WithLabelValues(name).Set(float64(failures))
+	}
+	l.m.targetUp.WithLabelValues(name).Set(boolFloat(up))
+
+	state := stateUp
 	switch {
-	case l.up != nil && *l.up == up:
-	case up && l.up == nil:
-		l.log.Debug("target up")
-	case up:
-		l.log.Info("target is back up")
-	default:
-		l.log.Warn("target down: scrape failed", "err", err)
+	case !up:
+		state = stateDown
+	case err != nil:
+		state = stateFailing
 	}
-	l.up = &up
+	if state == l.state {
+		return
+	}
+	switch {
+	case state == stateUp && l.state == stateUnknown:
+		l.log.Debug("target up")
+	case state == stateUp:
+		l.log.Info("target is back up")
+	case state == stateFailing:
+		l.log.Info("target scrape failed; redis_up stays 1 within the soft-failure window", "consecutive_failures", failures, "err", err)
+	default:
+		l.log.Warn("target down: scrape failed", "consecutive_failures", failures, "err", err)
+	}
+	l.state = state
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -24,6 +24,9 @@ type TargetConfig struct {
 	PasswordFile string            `yaml:"password_file,omitempty"`
 	TLS          config.TLSConfig  `yaml:"tls,omitempty"`
 	Labels       map[string]string `yaml:"labels,omitempty"`
+	// SoftFailThreshold consecutive failed scrapes turn redis_up to 0;
+	// default 3, 1 gives redis_exporter's immediate semantics.
+	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
 }
 
 // MarshalYAML prints the target with any password in Addr replaced, so
@@ -56,6 +59,9 @@ func (c *TargetConfig) Validate() error {
 	}
 	if _, err := c.endpoint(); err != nil {
 		return fmt.Errorf("addr %q: %w", RedactAddr(c.Addr), err)
+	}
+	if c.SoftFailThreshold < 0 {
+		return errors.New("soft_fail_threshold: must not be negative")
 	}
 	if c.Password != "" && c.PasswordFile != "" {
 		return errors.New("password and password_file are mutually exclusive")

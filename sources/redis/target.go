@@ -24,14 +24,26 @@ type Target struct {
 	base   labels.Labels
 	client *goredis.Client
 
-	mu      sync.Mutex // serialises scrapes; a slow one must not overlap the next
-	infoAll bool       // false once the server refused INFO ALL
+	mu       sync.Mutex // serialises scrapes; a slow one must not overlap the next
+	infoAll  bool       // false once the server refused INFO ALL
+	softFail int        // consecutive failures before redis_up turns 0
+	failures int        // consecutive failed scrapes so far
+	everUp   bool       // a scrape has succeeded since start
 }
+
+// DefaultSoftFailThreshold is how many consecutive failed scrapes it takes
+// for redis_up to turn 0: a failover briefly refuses connections, and one
+// refused scrape should not page anyone.
+const DefaultSoftFailThreshold = 3
 
 // NewTarget prepares a target; it does not connect. Samples carry
 // instance and job labels (job defaults to "redis"), the target's labels,
 // and the external labels where a target label does not already set them.
 func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
+	softFail := cfg.SoftFailThreshold
+	if softFail <= 0 {
+		softFail = DefaultSoftFailThreshold
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("target %s: %w", cfg.Instance(), err)
 	}
@@ -73,10 +85,11 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		b.Set(k, v)
 	}
 	return &Target{
-		name:    cfg.Instance(),
-		base:    b.Labels(),
-		client:  goredis.NewClient(opts),
-		infoAll: true,
+		name:     cfg.Instance(),
+		base:     b.Labels(),
+		client:   goredis.NewClient(opts),
+		infoAll:  true,
+		softFail: softFail,
 	}, nil
 }
 
@@ -84,22 +97,57 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 func (t *Target) Name() string { return t.name }
 
 // Scrape polls the server once. It always returns a scrape: on failure it
-// holds redis_up 0 and the scrape duration, and the error says what failed
-// (wrapped with the target's name).
+// holds redis_up, the raw redwire_target_scrape_success 0 and the scrape
+// duration, and the error (a *ScrapeError naming the phase) says what
+// failed.
+//
+// redis_up is soft: it stays 1 until softFail consecutive scrapes have
+// failed, so a failover shorter than that raises no alert. A target that
+// has never answered since start is down at once: there is nothing to
+// ride over, and a wrong address should show immediately.
 func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := sample.NewScrape(now, t.base)
 	err := t.collect(ctx, sc)
-	up := 1.0
+	success := 1.0
 	if err != nil {
-		up = 0
-		err = fmt.Errorf("target %s: %w", t.name, err)
+		success = 0
+		t.failures++
+		err = &ScrapeError{Target: t.name, Phase: phaseOf(err), Err: err}
+	} else {
+		t.failures, t.everUp = 0, true
 	}
-	sc.Gauge("redis_up", "Whether the last scrape of Redis succeeded (1) or not (0).", up)
+	sc.Gauge("redis_up", "Whether Redis answers: 0 only after soft_fail_threshold consecutive failed scrapes (or before the first success).", boolFloat(t.up()))
+	sc.Gauge("redwire_target_scrape_success", "Whether this very scrape succeeded (raw, without the soft-failure window of redis_up).", success)
 	sc.Gauge("redis_exporter_last_scrape_duration_seconds", "How long the last scrape of this target took.",
 		time.Since(now).Seconds())
 	return sc, err
+}
+
+// up is the soft state; mu must be held.
+func (t *Target) up() bool { return t.everUp && t.failures < t.softFail }
+
+// Up reports the soft state after the last scrape, as redis_up shows it.
+func (t *Target) Up() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.up()
+}
+
+// ConsecutiveFailures is the number of failed scrapes since the last
+// success.
+func (t *Target) ConsecutiveFailures() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failures
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (t *Target) collect(ctx context.Context, sc *sample.Scrape) error {
@@ -109,7 +157,7 @@ func (t *Target) collect(ctx context.Context, sc *sample.Scrape) error {
 	}
 	info, err := ParseInfo(raw)
 	if err != nil {
-		return fmt.Errorf("parse INFO: %w", err)
+		return fmt.Errorf("%w: %w", errParse, err)
 	}
 	EmitInfo(sc, info)
 	return nil

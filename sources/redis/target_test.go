@@ -1,0 +1,101 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sample"
+)
+
+// value returns the value of the only sample of family in sc.
+func value(t *testing.T, sc *sample.Scrape, family string) float64 {
+	t.Helper()
+	for _, s := range sc.Samples {
+		if s.Labels.Get(labels.MetricName) == family {
+			return s.V
+		}
+	}
+	t.Fatalf("no %s in the scrape", family)
+	return 0
+}
+
+// TestSoftFailure: a killed Redis keeps redis_up 1 for threshold-1 failed
+// scrapes and turns it 0 on the threshold-th; the raw success is 0 at
+// once; the error names the target and the phase.
+func TestSoftFailure(t *testing.T) {
+	r := harness.StartRedis(t)
+	tg, err := NewTarget(TargetConfig{Addr: r.URL(), SoftFailThreshold: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	ctx := context.Background()
+	sc, err := tg.Scrape(ctx, time.Now())
+	if err != nil || value(t, sc, "redis_up") != 1 {
+		t.Fatalf("healthy scrape: up %v, err %v", value(t, sc, "redis_up"), err)
+	}
+
+	r.Kill()
+	for i, wantUp := range []float64{1, 1, 0, 0} {
+		sc, err := tg.Scrape(ctx, time.Now())
+		var se *ScrapeError
+		if !errors.As(err, &se) || se.Phase != PhaseConnect || se.Target != r.Addr() {
+			t.Fatalf("failure %d: err = %v; want a connect-phase ScrapeError naming %s", i+1, err, r.Addr())
+		}
+		if got := value(t, sc, "redis_up"); got != wantUp {
+			t.Errorf("failure %d: redis_up = %v, want %v", i+1, got, wantUp)
+		}
+		if got := value(t, sc, "redwire_target_scrape_success"); got != 0 {
+			t.Errorf("failure %d: redwire_target_scrape_success = %v, want 0", i+1, got)
+		}
+		if got := tg.ConsecutiveFailures(); got != i+1 {
+			t.Errorf("failure %d: ConsecutiveFailures = %d", i+1, got)
+		}
+	}
+
+	r.Start()
+	harness.WaitFor(t, 30*time.Second, "redis_up back to 1", func() (bool, error) {
+		sc, err := tg.Scrape(ctx, time.Now())
+		return err == nil && value(t, sc, "redis_up") == 1 && tg.ConsecutiveFailures() == 0, err
+	})
+}
+
+// TestNeverUpIsDownAtOnce: a target that never answered has nothing to
+// ride over; threshold 1 is redis_exporter's immediate semantics.
+func TestNeverUpIsDownAtOnce(t *testing.T) {
+	for _, threshold := range []int{1, 3} {
+		tg, err := NewTarget(TargetConfig{Addr: "redis://127.0.0.1:1", SoftFailThreshold: threshold}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := tg.Scrape(context.Background(), time.Now())
+		if err == nil || value(t, sc, "redis_up") != 0 {
+			t.Errorf("threshold %d: never-up target: redis_up %v, err %v", threshold, value(t, sc, "redis_up"), err)
+		}
+		tg.Close()
+	}
+}
+
+func TestPhaseOfAuth(t *testing.T) {
+	const right, wrong = "canary-right-pw", "canary-wrong-pw"
+	r := harness.StartRedis(t, harness.WithPassword(right))
+	tg, err := NewTarget(TargetConfig{Addr: r.URL(), Password: wrong}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	_, err = tg.Scrape(context.Background(), time.Now())
+	var se *ScrapeError
+	if !errors.As(err, &se) || se.Phase != PhaseAuth {
+		t.Fatalf("wrong password: err = %v, want phase %s", err, PhaseAuth)
+	}
+	if msg := se.Error(); strings.Contains(msg, right) || strings.Contains(msg, wrong) {
+		t.Errorf("error text %q leaks a password", se.Error())
+	}
+}
