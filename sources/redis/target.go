@@ -29,6 +29,9 @@ type Target struct {
 	softFail int        // consecutive failures before redis_up turns 0
 	failures int        // consecutive failed scrapes so far
 	everUp   bool       // a scrape has succeeded since start
+
+	collectors []collector
+	optional   optionalCommands
 }
 
 // DefaultSoftFailThreshold is how many consecutive failed scrapes it takes
@@ -90,6 +93,10 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		client:   goredis.NewClient(opts),
 		infoAll:  true,
 		softFail: softFail,
+		collectors: []collector{
+			&topology{},
+			replicationLag{},
+		},
 	}, nil
 }
 
@@ -160,6 +167,10 @@ func (t *Target) collect(ctx context.Context, sc *sample.Scrape) error {
 		return fmt.Errorf("%w: %w", errParse, err)
 	}
 	EmitInfo(sc, info)
+	sess := &session{client: t.client, info: info, optional: &t.optional}
+	for _, c := range t.collectors {
+		c.collect(ctx, sess, sc)
+	}
 	return nil
 }
 
