@@ -17,7 +17,8 @@ type TargetConfig struct {
 	// Name becomes the instance label; empty means the address (host:port or
 	// socket path), which is what redis_exporter users see today.
 	Name string `yaml:"name,omitempty"`
-	// Addr is redis://[user:pass@]host:port[/db], rediss://… or unix:///path.
+	// Addr is redis://[user:pass@]host:port[/db], rediss://… (TLS),
+	// valkey:// and valkeys:// (the same), or unix:///path.
 	Addr         string            `yaml:"addr"`
 	Username     string            `yaml:"username,omitempty"`
 	Password     config.Secret     `yaml:"password,omitempty"`
@@ -100,7 +101,7 @@ type endpoint struct {
 func (c *TargetConfig) endpoint() (endpoint, error) {
 	u, err := url.Parse(c.Addr)
 	if err != nil {
-		return endpoint{}, errors.New("not a URL (want redis://host:port, rediss://host:port or unix:///path)")
+		return endpoint{}, errors.New("not a URL (want redis://host:port, rediss://host:port, valkey://host:port or unix:///path)")
 	}
 	var ep endpoint
 	if u.User != nil {
@@ -108,8 +109,8 @@ func (c *TargetConfig) endpoint() (endpoint, error) {
 		ep.password, _ = u.User.Password()
 	}
 	switch u.Scheme {
-	case "redis", "rediss":
-		ep.network, ep.tls = "tcp", u.Scheme == "rediss"
+	case "redis", "rediss", "valkey", "valkeys":
+		ep.network, ep.tls = "tcp", u.Scheme == "rediss" || u.Scheme == "valkeys"
 		if u.Host == "" {
 			return endpoint{}, errors.New("missing host")
 		}
@@ -142,7 +143,7 @@ func (c *TargetConfig) endpoint() (endpoint, error) {
 			ep.db = n
 		}
 	default:
-		return endpoint{}, fmt.Errorf("unsupported scheme %q (want redis, rediss or unix)", u.Scheme)
+		return endpoint{}, fmt.Errorf("unsupported scheme %q (want redis, rediss, valkey, valkeys or unix)", u.Scheme)
 	}
 	return ep, nil
 }

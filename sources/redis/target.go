@@ -3,8 +3,10 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -71,11 +73,24 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		},
 	}
 	if ep.tls {
-		tc, err := config.NewTLSConfig(&cfg.TLS)
-		if err != nil {
+		// Fail at start on unreadable files; then rebuild the TLS config
+		// from the files on every dial, so a rotated CA, certificate or key
+		// is picked up at the next reconnect without a restart.
+		if _, err := config.NewTLSConfig(&cfg.TLS); err != nil {
 			return nil, fmt.Errorf("target %s: tls: %w", cfg.Instance(), err)
 		}
-		opts.TLSConfig = tc
+		tlsCfg := cfg.TLS
+		opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			tc, err := config.NewTLSConfig(&tlsCfg)
+			if err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+			if tc.ServerName == "" {
+				tc.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			d := tls.Dialer{Config: tc}
+			return d.DialContext(ctx, network, addr)
+		}
 	}
 
 	b := labels.NewBuilder(labels.EmptyLabels())
