@@ -226,12 +226,13 @@ func (a *run) loops(reg *prometheus.Registry) []*scrapeLoop {
 		})
 	}
 	g := a.cfg.Global
+	slots := make(chan struct{}, g.MaxConcurrentScrapes)
 	newLoop := func(s scraper, keep bool) *scrapeLoop {
 		l := &scrapeLoop{
 			target: s, interval: time.Duration(g.ScrapeInterval),
 			degradedInterval: time.Duration(a.cfg.Degraded.Interval),
 			timeout:          time.Duration(g.ScrapeTimeout),
-			modes:            a.modes, sinks: sinks, m: a.m,
+			modes:            a.modes, sinks: sinks, slots: slots, m: a.m,
 			log: a.log.With("target", s.Name()),
 		}
 		if keep {

@@ -25,6 +25,10 @@ const (
 	DefaultScrapeInterval = model.Duration(10 * time.Second)
 	DefaultTarget         = "redis://127.0.0.1:6379"
 	DefaultListenAddress  = ":9187"
+	// DefaultMaxConcurrentScrapes bounds the scrape pool: enough for a
+	// thousand targets at 10 s with a millisecond INFO each, small enough
+	// that a burst does not hog a small edge host.
+	DefaultMaxConcurrentScrapes = 64
 	// DefaultFailureThreshold consecutive failures open the breaker.
 	DefaultFailureThreshold = 3
 	// degradedFactor × scrape_interval is the default degraded interval.
@@ -57,6 +61,8 @@ type GlobalConfig struct {
 	// SoftFailThreshold is the default of every target's
 	// soft_fail_threshold.
 	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
+	// MaxConcurrentScrapes bounds how many targets are polled at once.
+	MaxConcurrentScrapes int `yaml:"max_concurrent_scrapes,omitempty"`
 }
 
 // DegradedConfig is how the agent stretches its disk budget while an
@@ -164,6 +170,9 @@ func (c *Config) setDefaults() {
 	if len(c.Targets) == 0 {
 		c.Targets = []redis.TargetConfig{{Addr: DefaultTarget}}
 	}
+	if g.MaxConcurrentScrapes == 0 {
+		g.MaxConcurrentScrapes = DefaultMaxConcurrentScrapes
+	}
 	if g.SoftFailThreshold == 0 {
 		g.SoftFailThreshold = redis.DefaultSoftFailThreshold
 	}
@@ -194,6 +203,9 @@ func (c *Config) validate() error {
 	}
 	if g.ScrapeTimeout <= 0 || g.ScrapeTimeout > g.ScrapeInterval {
 		return fieldErr("global.scrape_timeout", fmt.Errorf("%s must be positive and at most scrape_interval (%s)", g.ScrapeTimeout, g.ScrapeInterval))
+	}
+	if g.MaxConcurrentScrapes < 1 {
+		return fieldErr("global.max_concurrent_scrapes", errors.New("must be at least 1"))
 	}
 	if g.SoftFailThreshold < 1 {
 		return fieldErr("global.soft_fail_threshold", errors.New("must be at least 1"))

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"time"
 
@@ -30,6 +31,7 @@ type scrapeLoop struct {
 	keep             *relabel.Regexp // nil: keep everything, also when degraded
 	modes            *modes
 	sinks            []func(sample.Batch)
+	slots            chan struct{} // shared by all loops: global.max_concurrent_scrapes
 	m                *metrics
 	log              *slog.Logger
 
@@ -37,10 +39,25 @@ type scrapeLoop struct {
 }
 
 func (l *scrapeLoop) run(ctx context.Context) {
+	// Spread targets over the interval so many of them do not fire at
+	// once; the offset is stable per target, so its samples stay evenly
+	// spaced across restarts.
+	if !sleep(ctx, offset(l.target.Name(), l.interval)) {
+		return
+	}
 	for {
 		last := time.Now()
 		degraded, changed := l.modes.degraded()
+		// A slot in the pool bounds concurrent scrapes; each scrape has its
+		// own deadline, so a dead target holds its slot for at most the
+		// scrape timeout and never delays the others beyond that.
+		select {
+		case l.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		l.scrapeOnce(ctx, last, degraded)
+		<-l.slots
 		// Wait for the next slot; a change of mode re-plans it, so the
 		// agent returns to the normal pace as soon as the link is back.
 		for {
@@ -85,6 +102,13 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded b
 	// disk, so a scrape counted here survives a kill -9.
 	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
 	l.m.scrapes.WithLabelValues(name).Inc()
+}
+
+// offset is a stable point in [0, interval) for a target.
+func offset(name string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return time.Duration(h.Sum64() % uint64(interval))
 }
 
 // filter keeps the samples and metadata of families matching keep.

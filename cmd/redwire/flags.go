@@ -143,6 +143,8 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	o.duration(app.Flag("scrape.timeout", "Deadline of one poll (global.scrape_timeout; default 80% of the interval)."),
 		func(c *agent.Config, d model.Duration) { c.Global.ScrapeTimeout = d })
 
+	o.int(app.Flag("global.max_concurrent_scrapes", "Targets polled at once at most (default 64)."),
+		func(c *agent.Config, n int) { c.Global.MaxConcurrentScrapes = n })
 	o.int(app.Flag("global.soft_fail_threshold", "Consecutive failed scrapes before redis_up turns 0 (default 3; 1: immediately, as redis_exporter)."),
 		func(c *agent.Config, n int) { c.Global.SoftFailThreshold = n })
 

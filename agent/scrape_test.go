@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sample"
+)
+
+// hangingScraper is a target that never answers: each scrape lasts until
+// its deadline, and it records how many scrapes run at once.
+type hangingScraper struct {
+	name    string
+	active  *atomic.Int32
+	maxSeen *atomic.Int32
+	total   *atomic.Int32
+}
+
+func (h hangingScraper) Name() string { return h.name }
+
+func (h hangingScraper) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, error) {
+	n := h.active.Add(1)
+	for {
+		m := h.maxSeen.Load()
+		if n <= m || h.maxSeen.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	<-ctx.Done()
+	h.active.Add(-1)
+	h.total.Add(1)
+	return sample.NewScrape(now, labels.EmptyLabels()), ctx.Err()
+}
+
+// TestScrapePoolBoundsConcurrency: max_concurrent_scrapes is a hard bound,
+// and hanging targets release their slot at the scrape deadline.
+func TestScrapePoolBoundsConcurrency(t *testing.T) {
+	var active, maxSeen, total atomic.Int32
+	slots := make(chan struct{}, 2)
+	m := newMetrics(prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 5 {
+		l := &scrapeLoop{
+			target:   hangingScraper{fmt.Sprint("t", i), &active, &maxSeen, &total},
+			interval: 10 * time.Millisecond, degradedInterval: 10 * time.Millisecond,
+			timeout: 20 * time.Millisecond, modes: newModes(), slots: slots, m: m,
+			log: slog.New(slog.DiscardHandler),
+		}
+		wg.Go(func() { l.run(ctx) })
+	}
+	harness.WaitFor(t, 30*time.Second, "every target scraped several times", func() (bool, error) {
+		return total.Load() >= 25, nil
+	})
+	cancel()
+	wg.Wait()
+	if got := maxSeen.Load(); got != 2 {
+		t.Errorf("at most %d scrapes ran at once; want exactly the pool size 2", got)
+	}
+}
+
+func TestOffsetIsStableAndWithinInterval(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for i := range 100 {
+		name := fmt.Sprintf("10.0.0.%d:6379", i)
+		o := offset(name, 10*time.Second)
+		if o < 0 || o >= 10*time.Second || o != offset(name, 10*time.Second) {
+			t.Fatalf("offset(%s) = %s", name, o)
+		}
+		seen[o.Truncate(time.Second)] = true
+	}
+	if len(seen) < 5 {
+		t.Errorf("100 targets fall into only %d one-second slots of a 10 s interval", len(seen))
+	}
+}
