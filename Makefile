@@ -9,7 +9,7 @@ LDFLAGS  := -s -w \
 
 # binary=Debian package, for scripts/install-deps.sh
 TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
-	victoria-metrics=victoria-metrics
+	victoria-metrics=victoria-metrics prometheus-redis-exporter=prometheus-redis-exporter
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
 .PHONY: all build test deps demo bench fuzz clean
