@@ -111,6 +111,9 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		collectors: []collector{
 			&topology{},
 			replicationLag{},
+			&configInfo{},
+			&slowlog{},
+			latencyMonitor{},
 		},
 	}, nil
 }
