@@ -42,7 +42,7 @@ func (replicationLag) collect(_ context.Context, s *session, sc *sample.Scrape) 
 			}
 			replica := validUTF8(net.JoinHostPort(st.ip, st.port))
 			sc.Gauge("redis_replica_online", "Whether the replica's state is online (1) or syncing/waiting (0). A redwire extra.",
-				boolValue(st.state == "online"), "replica", replica)
+				boolFloat(st.state == "online"), "replica", replica)
 			if !st.offset.ok {
 				continue
 			}
@@ -60,11 +60,4 @@ func (replicationLag) collect(_ context.Context, s *session, sc *sample.Scrape) 
 func get(info *Info, section, key string) string {
 	v, _ := info.Get(section, key)
 	return v
-}
-
-func boolValue(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
