@@ -107,18 +107,9 @@ func TestDegradedKeepsOnlyAllowedFamilies(t *testing.T) {
 	endOutage(t, a, prom, cfg)
 	a.stop()
 
-	count := func(family string) int {
-		series, err := prom.Samples(t.Context(), fmt.Sprintf(`%s{instance=%q}`, family, r.Addr()), outageWindow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, s := range series {
-			n += len(s.Points)
-		}
-		return n
-	}
-	up, clients, mem := count("redis_up"), count("redis_connected_clients"), count("redis_memory_used_bytes")
+	up := samplesOf(t, prom, "redis_up", r.Addr())
+	clients := samplesOf(t, prom, "redis_connected_clients", r.Addr())
+	mem := samplesOf(t, prom, "redis_memory_used_bytes", r.Addr())
 	if taken := int(gathered(t, a.reg, "redwire_target_scrapes_total", target)); up != taken || clients != taken {
 		t.Errorf("allowed families: redis_up %d, redis_connected_clients %d samples; want %d each", up, clients, taken)
 	}

@@ -63,7 +63,13 @@ func gathered(t *testing.T, reg prometheus.Gatherer, name string, want map[strin
 // delivered counts the redis_up samples of instance in the receiver.
 func delivered(t *testing.T, prom *harness.Prometheus, instance string) int {
 	t.Helper()
-	series, err := prom.Samples(context.Background(), fmt.Sprintf(`redis_up{instance=%q}`, instance), outageWindow)
+	return samplesOf(t, prom, "redis_up", instance)
+}
+
+// samplesOf counts the samples of family{instance} in the receiver.
+func samplesOf(t *testing.T, prom *harness.Prometheus, family, instance string) int {
+	t.Helper()
+	series, err := prom.Samples(context.Background(), fmt.Sprintf(`%s{instance=%q}`, family, instance), outageWindow)
 	if err != nil {
 		t.Fatal(err)
 	}
