@@ -176,10 +176,16 @@ func boolFloat(b bool) float64 {
 }
 
 func (t *Target) collect(ctx context.Context, sc *sample.Scrape) error {
+	start := time.Now()
 	raw, err := t.info(ctx)
 	if err != nil {
 		return err
 	}
+	// How long Redis took to answer INFO, network included: a server
+	// whose event loop is busy (big keys, slow scripts) shows here first.
+	// A scrape that had to reconnect includes the dial.
+	sc.Gauge("redis_info_round_trip_seconds", "Round trip of the INFO command, network included. A redwire extra.",
+		time.Since(start).Seconds())
 	info, err := ParseInfo(raw)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errParse, err)

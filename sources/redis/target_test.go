@@ -40,6 +40,9 @@ func TestSoftFailure(t *testing.T) {
 	if err != nil || value(t, sc, "redis_up") != 1 {
 		t.Fatalf("healthy scrape: up %v, err %v", value(t, sc, "redis_up"), err)
 	}
+	if rtt := value(t, sc, "redis_info_round_trip_seconds"); rtt <= 0 {
+		t.Errorf("redis_info_round_trip_seconds = %v", rtt)
+	}
 
 	r.Kill()
 	for i, wantUp := range []float64{1, 1, 0, 0} {
