@@ -114,6 +114,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 			&configInfo{},
 			&slowlog{},
 			latencyMonitor{},
+			clusterInfo{},
 		},
 	}, nil
 }
