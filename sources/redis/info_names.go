@@ -18,6 +18,12 @@ type infoMetric struct {
 // Tile38 is not scraped through INFO here, and module fields only come with
 // INFO EVERYTHING, while the target asks for INFO ALL.
 var infoMetrics = map[string]infoMetric{
+	// Sentinel (INFO sentinel on a sentinel target)
+	"sentinel_masters":                {"redis_sentinel_masters", sample.Gauge, "Masters this sentinel monitors."},
+	"sentinel_tilt":                   {"redis_sentinel_tilt", sample.Gauge, "Whether the sentinel is in TILT mode."},
+	"sentinel_running_scripts":        {"redis_sentinel_running_scripts", sample.Gauge, "Scripts the sentinel is running."},
+	"sentinel_scripts_queue_length":   {"redis_sentinel_scripts_queue_length", sample.Gauge, "Scripts queued for execution."},
+	"sentinel_simulate_failure_flags": {"redis_sentinel_simulate_failure_flags", sample.Gauge, "Failure-simulation flags set on the sentinel."},
 	// Server
 	"uptime_in_seconds": {"redis_uptime_in_seconds", sample.Gauge, "Seconds since the server started."},
 	"process_id":        {"redis_process_id", sample.Gauge, "Process id of the server."},

@@ -115,6 +115,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 			&slowlog{},
 			latencyMonitor{},
 			clusterInfo{},
+			sentinel{},
 		},
 	}, nil
 }

@@ -1,0 +1,81 @@
+package harness
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SentinelDownAfter is the down-after-milliseconds StartSentinel sets: a
+// second, so tests that stop a monitored server see it flagged s_down
+// quickly.
+const SentinelDownAfter = 1000
+
+// StartSentinel starts redis-sentinel on a free loopback port, monitoring
+// the master at masterAddr ("127.0.0.1:PORT") under the name master with a
+// quorum of 1, and returns once it answers PING. It is a *Redis: Addr,
+// URL, Client, Stop, Kill and Start work as for a server. WithPassword
+// sets the sentinel's own requirepass; WithArgs appends command-line
+// arguments after the config file.
+//
+// The sentinel learns the master's replicas from the master's INFO, once
+// at connection and then every 10 seconds: start it after the replicas
+// have connected (or wait up to that long for them to appear).
+func StartSentinel(t testing.TB, master, masterAddr string, opts ...RedisOption) *Redis {
+	t.Helper()
+	r := &Redis{srv: newServer(t, "redis-sentinel", "redis-sentinel")}
+	for _, o := range opts {
+		o(&r.cfg)
+	}
+	sc := &sentinelConfig{path: filepath.Join(r.srv.dir, "sentinel.conf"), master: master, masterAddr: masterAddr}
+	r.srv.args = func(port int) []string {
+		if err := sc.write(port, r.srv.dir); err != nil {
+			t.Fatalf("redis-sentinel: %v", err)
+		}
+		args := []string{sc.path}
+		if r.cfg.password != "" {
+			args = append(args, "--requirepass", r.cfg.password)
+		}
+		return append(args, r.cfg.args...)
+	}
+	r.srv.probe = r.probe // a sentinel answers PING and INFO server like a server
+	r.srv.start(FreePort(t))
+	r.client = redis.NewClient(r.options())
+	t.Cleanup(func() { r.client.Close() })
+	return r
+}
+
+// sentinelConfig is the config file a sentinel needs: it refuses to start
+// without one it can rewrite, and it rewrites it with what it learns
+// (replicas, peers, epochs).
+type sentinelConfig struct {
+	path, master, masterAddr string
+	port                     int // the port the file was written for; 0 before the first write
+}
+
+// write (re)writes the file when the port changes: on the first start and
+// when a port clash moves a first start to a fresh port. A restart on the
+// same port keeps the file, and with it what the sentinel had learnt, as
+// a real restart would.
+func (c *sentinelConfig) write(port int, dir string) error {
+	if c.port == port {
+		return nil
+	}
+	host, mport, err := net.SplitHostPort(c.masterAddr)
+	if err != nil {
+		return fmt.Errorf("master address %q: %w", c.masterAddr, err)
+	}
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s %d\n",
+		port, strconv.Quote(dir), c.master, host, mport, c.master, SentinelDownAfter)
+	if err := os.WriteFile(c.path, []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("write config %s: %w", c.path, err)
+	}
+	c.port = port
+	return nil
+}
