@@ -92,7 +92,7 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	o := &overrides{}
 
 	var addrsSet bool
-	addrs := app.Flag("redis.addr", "Redis to poll: redis://[user:pass@]host:port[/db], rediss://… or unix:///path. Repeatable; replaces the config file's targets. Default "+agent.DefaultTarget+".").
+	addrs := app.Flag("redis.addr", "Redis to poll: redis://[user:pass@]host:port[/db], rediss://… (TLS), valkey://, valkeys:// or unix:///path. Repeatable; replaces the config file's targets. Default "+agent.DefaultTarget+".").
 		IsSetByUser(&addrsSet).Strings()
 	o.when(&addrsSet, func(c *agent.Config) error {
 		c.Targets = c.Targets[:0]
