@@ -2,9 +2,7 @@ package redis
 
 import (
 	"context"
-	"math/bits"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/redwire/redwire/sample"
@@ -140,66 +138,18 @@ func clusterValue(s string) (float64, bool) {
 	return parseInfoNumber(s)
 }
 
-// mySlots counts the slots of the CLUSTER NODES line flagged myself:
-//
-//	<id> <ip:port@cport> myself,master - 0 0 1 connected 0-5460 [5461->-<id>]
-//
-// Slots start at the ninth field, as single slots or ranges; bracketed
-// entries are migrations in progress, which CLUSTER NODES lists on top of
-// the slot's owner. found is false without a myself line, or when a slot
-// entry is malformed: a wrong count is worse than none. Each slot counts
-// once even if listed twice, so the result never exceeds 16384.
+// mySlots is the slot count of the CLUSTER NODES line flagged myself
+// (see ParseClusterNodes for what counts). found is false without a myself
+// line, or when the reply does not parse: a wrong count is worse than none.
 func mySlots(text string) (n int, found bool) {
-	for line := range strings.Lines(text) {
-		f := strings.Fields(line)
-		if len(f) < 8 || !hasFlag(f[2], "myself") {
-			continue
+	nodes, err := ParseClusterNodes(text)
+	if err != nil {
+		return 0, false
+	}
+	for _, node := range nodes {
+		if node.Myself {
+			return node.Slots, true
 		}
-		var owned [clusterSlots / 64]uint64
-		for _, e := range f[8:] {
-			if strings.HasPrefix(e, "[") {
-				continue
-			}
-			lo, hi, ok := slotRange(e)
-			if !ok {
-				return 0, false
-			}
-			for s := lo; s <= hi; s++ {
-				owned[s/64] |= 1 << (s % 64)
-			}
-		}
-		for _, w := range owned {
-			n += bits.OnesCount64(w)
-		}
-		return n, true
 	}
 	return 0, false
-}
-
-func hasFlag(flags, flag string) bool {
-	for f := range strings.SplitSeq(flags, ",") {
-		if f == flag {
-			return true
-		}
-	}
-	return false
-}
-
-// slotRange reads "N" or "N-M" with 0 <= N <= M < 16384.
-func slotRange(e string) (lo, hi int, ok bool) {
-	a, b, isRange := strings.Cut(e, "-")
-	lo, err := strconv.Atoi(a)
-	if err != nil {
-		return 0, 0, false
-	}
-	hi = lo
-	if isRange {
-		if hi, err = strconv.Atoi(b); err != nil {
-			return 0, 0, false
-		}
-	}
-	if lo < 0 || hi < lo || hi >= clusterSlots {
-		return 0, 0, false
-	}
-	return lo, hi, true
 }
