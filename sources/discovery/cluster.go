@@ -1,0 +1,510 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// ClusterConfig is one Redis Cluster whose nodes are found by asking it,
+// as written under `clusters:`. Every node found becomes a target with
+// the credentials, TLS settings and labels given here.
+type ClusterConfig struct {
+	// Name identifies the cluster: it becomes the redis_cluster label on
+	// every node's samples and the group's source ("cluster:<name>").
+	Name string `yaml:"name"`
+	// Seeds are nodes to ask first (redis://, rediss://, valkey://,
+	// valkeys://). Their scheme and userinfo apply to every node found,
+	// so all seeds must share them.
+	Seeds        []string          `yaml:"seeds"`
+	Username     string            `yaml:"username,omitempty"`
+	Password     config.Secret     `yaml:"password,omitempty"`
+	PasswordFile string            `yaml:"password_file,omitempty"`
+	TLS          config.TLSConfig  `yaml:"tls,omitempty"`
+	Labels       map[string]string `yaml:"labels,omitempty"`
+	// SoftFailThreshold applies to every node, as on a target; 0 leaves
+	// the choice to whoever sets target defaults.
+	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
+	// RefreshInterval is how often CLUSTER NODES is read again; 0 means
+	// the caller's default (the scrape interval).
+	RefreshInterval model.Duration `yaml:"refresh_interval,omitempty"`
+}
+
+// ClusterLabel is the label naming the cluster on every node's samples.
+const ClusterLabel = "redis_cluster"
+
+// MarshalYAML prints the cluster with the passwords in seeds redacted, so
+// `redwire check-config` never shows a secret.
+func (c ClusterConfig) MarshalYAML() (any, error) {
+	type plain ClusterConfig
+	p := plain(c)
+	p.Seeds = c.redactedSeeds()
+	return p, nil
+}
+
+func (c ClusterConfig) redactedSeeds() []string {
+	out := make([]string, len(c.Seeds))
+	for i, s := range c.Seeds {
+		out[i] = redis.RedactAddr(s)
+	}
+	return out
+}
+
+// ClusterConfigError is a cluster setting that failed validation. Field
+// is the path inside the cluster's entry ("seeds[1]"), so the config
+// loader can build its own path (clusters[0].seeds[1]) to find the line.
+type ClusterConfigError struct {
+	Cluster string
+	Field   string
+	Err     error
+}
+
+func (e *ClusterConfigError) Error() string {
+	name := e.Cluster
+	if name == "" {
+		name = "?"
+	}
+	return fmt.Sprintf("clusters[%s].%s: %v", name, e.Field, e.Err)
+}
+
+func (e *ClusterConfigError) Unwrap() error { return e.Err }
+
+// Validate checks the cluster and says which field is wrong; a seed is
+// shown with its password redacted.
+func (c *ClusterConfig) Validate() error {
+	fail := func(field string, err error) error {
+		return &ClusterConfigError{Cluster: c.Name, Field: field, Err: err}
+	}
+	if c.Name == "" || !utf8.ValidString(c.Name) {
+		return fail("name", errors.New("must be non-empty UTF-8 (it becomes the redis_cluster label)"))
+	}
+	if len(c.Seeds) == 0 {
+		return fail("seeds", errors.New("must list at least one redis://, rediss://, valkey:// or valkeys:// URL"))
+	}
+	var first *url.URL
+	for i, s := range c.Seeds {
+		field := fmt.Sprintf("seeds[%d]", i)
+		u, err := parseSeed(s)
+		if err != nil {
+			return fail(field, fmt.Errorf("%q: %w", redis.RedactAddr(s), err))
+		}
+		if first == nil {
+			first = u
+		} else if u.Scheme != first.Scheme || u.User.String() != first.User.String() {
+			return fail(field, errors.New("scheme and userinfo must match seeds[0]: they apply to every node found"))
+		}
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		return fail("password_file", errors.New("password and password_file are mutually exclusive"))
+	}
+	if c.SoftFailThreshold < 0 {
+		return fail("soft_fail_threshold", errors.New("must not be negative"))
+	}
+	if c.RefreshInterval < 0 {
+		return fail("refresh_interval", errors.New("must not be negative"))
+	}
+	for k, v := range c.Labels {
+		switch {
+		case k == ClusterLabel:
+			return fail("labels", fmt.Errorf("%s is set from name", ClusterLabel))
+		case !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__"):
+			return fail("labels", fmt.Errorf("invalid label name %q", k))
+		case !utf8.ValidString(v):
+			return fail("labels", fmt.Errorf("label %s: value is not UTF-8", k))
+		}
+	}
+	return nil
+}
+
+// parseSeed checks that s is a TCP Redis URL of database 0: a cluster
+// has no other database, and its nodes are found by host:port.
+func parseSeed(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "valkey", "valkeys":
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, valkey or valkeys)", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, errors.New("missing host")
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, fmt.Errorf("bad port %q", port)
+		}
+	}
+	if p := u.Path; p != "" && p != "/" && p != "/0" {
+		return nil, fmt.Errorf("database %q: a cluster has only database 0", p)
+	}
+	return u, nil
+}
+
+// SetDirectory makes relative file paths relative to the config file.
+func (c *ClusterConfig) SetDirectory(dir string) {
+	c.PasswordFile = config.JoinDir(dir, c.PasswordFile)
+	c.TLS.SetDirectory(dir)
+}
+
+const (
+	// attemptTimeout bounds one CLUSTER NODES attempt, dial included, so
+	// a wedged node delays discovery by this much and no more.
+	attemptTimeout = 5 * time.Second
+	// retryInitial and maxRetryWait bound the backoff while no node
+	// answers; it never waits longer than the refresh interval either.
+	retryInitial = 500 * time.Millisecond
+	maxRetryWait = time.Minute
+)
+
+// Cluster discovers the nodes of one Redis Cluster by reading CLUSTER
+// NODES from a seed, or from a node found earlier when no seed answers.
+type Cluster struct {
+	cfg     ClusterConfig
+	source  string
+	refresh time.Duration
+	scheme  string        // of the seeds, for every node's Addr
+	user    *url.Userinfo // of the seeds, likewise
+	log     *slog.Logger
+	m       clusterMetrics
+	nudge   chan struct{} // capacity 1: a pending Refresh
+
+	// Owned by Run.
+	known []string // host:port of the last good view's targets
+
+	mu    sync.Mutex
+	nodes []redis.ClusterNode // last good CLUSTER NODES
+}
+
+// NewCluster prepares discovery for cfg; it does not connect. The cluster
+// is read every cfg.RefreshInterval, or every defaultRefresh when that is
+// 0. Its metrics are registered on reg (shared by every cluster: each one
+// has its own cluster label, so names must be unique).
+func NewCluster(cfg ClusterConfig, defaultRefresh time.Duration, reg prometheus.Registerer, log *slog.Logger) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	refresh := time.Duration(cfg.RefreshInterval)
+	if refresh == 0 {
+		refresh = defaultRefresh
+	}
+	if refresh <= 0 {
+		return nil, &ClusterConfigError{Cluster: cfg.Name, Field: "refresh_interval", Err: fmt.Errorf("%v: must be positive", refresh)}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newClusterMetrics(reg, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+	}
+	u, _ := url.Parse(cfg.Seeds[0]) // Validate parsed it
+	return &Cluster{
+		cfg:     cfg,
+		source:  "cluster:" + cfg.Name,
+		refresh: refresh,
+		scheme:  u.Scheme,
+		user:    u.User,
+		log:     log.With("cluster", cfg.Name),
+		m:       m,
+		nudge:   make(chan struct{}, 1),
+	}, nil
+}
+
+// Refresh asks Run to read CLUSTER NODES now rather than at the next
+// interval. It never blocks; nudges while one is pending merge, and while
+// no node answers they wait for the backoff, since then every target's
+// scrape fails and each would nudge.
+func (c *Cluster) Refresh() {
+	select {
+	case c.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Nodes is the last CLUSTER NODES reply that was accepted, nil before the
+// first. A group that changed the targets has been sent by the time Nodes
+// shows the reply it came from.
+func (c *Cluster) Nodes() []redis.ClusterNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.nodes)
+}
+
+// Run sends the cluster's group at the first answer and whenever the set
+// of node addresses changes, until ctx is done. When no node answers it
+// logs that once, retries with backoff, and sends nothing: the last good
+// group stays. Run must not be called twice at once.
+func (c *Cluster) Run(ctx context.Context, up chan<- Group) {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(min(retryInitial, c.refresh)),
+		backoff.WithMaxInterval(min(maxRetryWait, c.refresh)),
+		backoff.WithMaxElapsedTime(0),
+	)
+	var sent []string // Addrs of the last group sent, sorted
+	first, failing := true, false
+	for {
+		// This attempt answers any nudge made before it.
+		select {
+		case <-c.nudge:
+		default:
+		}
+		nodes, err := c.discover(ctx)
+		wait := c.refresh
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.m.errors.Inc()
+			if !failing {
+				c.log.Error("no node of the cluster answers CLUSTER NODES; keeping the last targets",
+					"seeds", c.cfg.redactedSeeds(), "err", err)
+				failing = true
+			}
+			wait = bo.NextBackOff()
+		default:
+			if failing {
+				c.log.Info("the cluster answers CLUSTER NODES again")
+				failing = false
+			}
+			bo.Reset()
+			targets := c.targets(nodes)
+			addrs := make([]string, len(targets))
+			for i, t := range targets {
+				addrs[i] = t.Addr
+			}
+			if first || !slices.Equal(addrs, sent) {
+				select {
+				case up <- Group{Source: c.source, Targets: targets, Refresh: c.Refresh}:
+				case <-ctx.Done():
+					return
+				}
+				if !first {
+					c.log.Info("cluster nodes changed", "targets", len(targets))
+				}
+				first, sent = false, addrs
+			}
+			c.accept(nodes, targets)
+		}
+		if !c.sleep(ctx, wait, !failing) {
+			return
+		}
+	}
+}
+
+// sleep waits d, or less if nudgeable and Refresh is called; it reports
+// false once ctx is done.
+func (c *Cluster) sleep(ctx context.Context, d time.Duration, nudgeable bool) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var nudge <-chan struct{}
+	if nudgeable {
+		nudge = c.nudge
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+	case <-nudge:
+	}
+	return true
+}
+
+// discover asks the seeds, then the nodes of the last good view, in turn,
+// for CLUSTER NODES; the first acceptable answer wins. The error joins
+// every attempt's, each naming the address asked.
+func (c *Cluster) discover(ctx context.Context) ([]redis.ClusterNode, error) {
+	candidates := slices.Clone(c.cfg.Seeds)
+	seen := map[string]bool{}
+	for _, s := range c.cfg.Seeds {
+		t := redis.TargetConfig{Addr: s}
+		seen[t.Instance()] = true
+	}
+	for _, hp := range c.known {
+		if !seen[hp] {
+			candidates = append(candidates, c.nodeURL(hp))
+		}
+	}
+	var errs []error
+	for _, addr := range candidates {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		nodes, err := redis.ClusterNodes(actx, redis.TargetConfig{
+			Addr: addr, Username: c.cfg.Username, Password: c.cfg.Password,
+			PasswordFile: c.cfg.PasswordFile, TLS: c.cfg.TLS,
+		})
+		cancel()
+		if err == nil {
+			if err = usableView(nodes); err != nil {
+				err = fmt.Errorf("%s: %w", redis.RedactAddr(addr), err)
+			}
+		}
+		if err == nil {
+			return nodes, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.log.Debug("CLUSTER NODES failed", "err", err)
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// usableView rejects the answer of a node that is in no cluster (fresh,
+// or reset): it knows only itself, and taking its word would drop every
+// other target.
+func usableView(nodes []redis.ClusterNode) error {
+	for _, n := range nodes {
+		if n.Slots > 0 {
+			return nil
+		}
+	}
+	return errors.New("no node owns a hash slot: not (yet) part of a configured cluster")
+}
+
+// targets turns a view into one target per node with a client address,
+// sorted by Addr. Failed nodes stay (their redis_up turning 0 is the
+// signal); nodes in handshake are not members yet, and nodes without an
+// address a URL can carry cannot be reached. A node that rejoined under a
+// new ID while its old entry lingers appears twice with one address; it
+// is one target.
+//
+// Invariant: targets differ only in Addr, so comparing the sorted Addrs
+// compares the groups.
+func (c *Cluster) targets(nodes []redis.ClusterNode) []redis.TargetConfig {
+	var out []redis.TargetConfig
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if !nodeHasHost(n.Addr) || n.HasFlag("handshake") || n.HasFlag("noaddr") || seen[n.Addr] {
+			continue
+		}
+		seen[n.Addr] = true
+		labels := map[string]string{ClusterLabel: c.cfg.Name} // Validate keeps it out of cfg.Labels
+		maps.Copy(labels, c.cfg.Labels)
+		t := redis.TargetConfig{
+			Addr:              c.nodeURL(n.Addr),
+			Username:          c.cfg.Username,
+			Password:          c.cfg.Password,
+			PasswordFile:      c.cfg.PasswordFile,
+			TLS:               c.cfg.TLS,
+			Labels:            labels,
+			SoftFailThreshold: c.cfg.SoftFailThreshold,
+		}
+		// A host no URL can carry ("/", "?" in it) is no node to scrape.
+		if t.Validate() != nil || t.Instance() != n.Addr {
+			continue
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b redis.TargetConfig) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
+}
+
+// nodeHasHost reports whether addr is host:port with a host.
+func nodeHasHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && host != ""
+}
+
+// nodeURL is the seeds' scheme and userinfo with the node's host:port.
+func (c *Cluster) nodeURL(hostPort string) string {
+	return (&url.URL{Scheme: c.scheme, User: c.user, Host: hostPort}).String()
+}
+
+// accept records a good view: Nodes, the fallback candidates, metrics.
+func (c *Cluster) accept(nodes []redis.ClusterNode, targets []redis.TargetConfig) {
+	c.known = c.known[:0]
+	for _, t := range targets {
+		c.known = append(c.known, t.Instance())
+	}
+	var masters, replicas int
+	for _, n := range nodes {
+		switch {
+		case n.HasFlag("handshake"):
+		case n.Master:
+			masters++
+		case n.Replica:
+			replicas++
+		}
+	}
+	c.m.nodes.WithLabelValues(c.cfg.Name, "master").Set(float64(masters))
+	c.m.nodes.WithLabelValues(c.cfg.Name, "replica").Set(float64(replicas))
+	c.m.lastSuccess.WithLabelValues(c.cfg.Name).SetToCurrentTime()
+	c.mu.Lock()
+	c.nodes = nodes
+	c.mu.Unlock()
+}
+
+// clusterMetrics are the vectors shared by every cluster on a registry.
+// The error counter of a cluster exists from the start (rates need the
+// zero); the node counts and the timestamp only once there is a reply.
+type clusterMetrics struct {
+	nodes       *prometheus.GaugeVec // cluster, role
+	errors      prometheus.Counter
+	lastSuccess *prometheus.GaugeVec // cluster
+}
+
+// newClusterMetrics registers the vectors on reg, or reuses the ones an
+// earlier cluster registered there. A nil reg registers nothing.
+func newClusterMetrics(reg prometheus.Registerer, name string) (clusterMetrics, error) {
+	nodes := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "redwire_cluster_nodes",
+		Help: "Nodes of the cluster by role in the last CLUSTER NODES reply accepted, failed ones included, nodes in handshake not.",
+	}, []string{"cluster", "role"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "redwire_cluster_discovery_errors_total",
+		Help: "Discovery rounds in which no seed or known node of the cluster answered CLUSTER NODES usably.",
+	}, []string{"cluster"})
+	last := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "redwire_cluster_last_discovery_success_timestamp_seconds",
+		Help: "Unix time of the last CLUSTER NODES reply accepted for the cluster.",
+	}, []string{"cluster"})
+	var err error
+	if reg != nil {
+		if nodes, err = registerShared(reg, nodes); err != nil {
+			return clusterMetrics{}, err
+		}
+		if errs, err = registerShared(reg, errs); err != nil {
+			return clusterMetrics{}, err
+		}
+		if last, err = registerShared(reg, last); err != nil {
+			return clusterMetrics{}, err
+		}
+	}
+	return clusterMetrics{
+		nodes:       nodes,
+		errors:      errs.WithLabelValues(name),
+		lastSuccess: last,
+	}, nil
+}
+
+// registerShared registers c on reg, or returns the equal collector already
+// there.
+func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
