@@ -1,11 +1,13 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +30,14 @@ const SentinelDownAfter = 1000
 // have connected (or wait up to that long for them to appear).
 func StartSentinel(t testing.TB, master, masterAddr string, opts ...RedisOption) *Redis {
 	t.Helper()
+	return StartSentinelOn(t, FreePort(t), master, masterAddr, opts...)
+}
+
+// StartSentinelOn is StartSentinel on a given port, for tests that point
+// the agent at a sentinel before it exists. Should the port be taken by
+// then, the sentinel moves to a free one and the test sees it fail.
+func StartSentinelOn(t testing.TB, port int, master, masterAddr string, opts ...RedisOption) *Redis {
+	t.Helper()
 	r := &Redis{srv: newServer(t, "redis-sentinel", "redis-sentinel")}
 	for _, o := range opts {
 		o(&r.cfg)
@@ -44,7 +54,7 @@ func StartSentinel(t testing.TB, master, masterAddr string, opts ...RedisOption)
 		return append(args, r.cfg.args...)
 	}
 	r.srv.probe = r.probe // a sentinel answers PING and INFO server like a server
-	r.srv.start(FreePort(t))
+	r.srv.start(port)
 	r.client = redis.NewClient(r.options())
 	t.Cleanup(func() { r.client.Close() })
 	return r
@@ -78,4 +88,65 @@ func (c *sentinelConfig) write(port int, dir string) error {
 	}
 	c.port = port
 	return nil
+}
+
+// SentinelGroup is a master, its replicas and the sentinels watching them.
+type SentinelGroup struct {
+	Name      string
+	Master    *Redis
+	Replicas  []*Redis
+	Sentinels []*Redis
+}
+
+// StartSentinelGroup starts a master, replicas replicas of it and
+// sentinels sentinels monitoring it under name, and returns once every
+// replica is in sync and every sentinel knows all replicas and all other
+// sentinels: the state a failover test needs to start from.
+func StartSentinelGroup(t testing.TB, name string, replicas, sentinels int) *SentinelGroup {
+	t.Helper()
+	g := &SentinelGroup{Name: name, Master: StartRedis(t)}
+	host, port, _ := net.SplitHostPort(g.Master.Addr())
+	for range replicas {
+		g.Replicas = append(g.Replicas, StartRedis(t, WithArgs("--replicaof", host, port)))
+	}
+	WaitFor(t, startTimeout, fmt.Sprintf("%d replicas online on the master", replicas), func() (bool, error) {
+		info, err := g.Master.Client().Info(context.Background(), "replication").Result()
+		if err != nil {
+			return false, err
+		}
+		return strings.Count(info, "state=online") == replicas, nil
+	})
+	for range sentinels {
+		g.Sentinels = append(g.Sentinels, StartSentinel(t, name, g.Master.Addr()))
+	}
+	WaitFor(t, startTimeout, "every sentinel knows every replica and peer", func() (bool, error) {
+		for _, s := range g.Sentinels {
+			c := redis.NewSentinelClient(s.options())
+			m, err := c.Master(context.Background(), name).Result()
+			c.Close()
+			if err != nil {
+				return false, err
+			}
+			if m["num-slaves"] != strconv.Itoa(replicas) || m["num-other-sentinels"] != strconv.Itoa(sentinels-1) {
+				return false, fmt.Errorf("sentinel %s: %s replicas, %s other sentinels", s.Addr(), m["num-slaves"], m["num-other-sentinels"])
+			}
+		}
+		return true, nil
+	})
+	return g
+}
+
+// MasterAddr asks the first sentinel that answers where the master is.
+func (g *SentinelGroup) MasterAddr(ctx context.Context) (string, error) {
+	var err error
+	for _, s := range g.Sentinels {
+		c := redis.NewSentinelClient(s.options())
+		var hp []string
+		hp, err = c.GetMasterAddrByName(ctx, g.Name).Result()
+		c.Close()
+		if err == nil && len(hp) == 2 {
+			return net.JoinHostPort(hp[0], hp[1]), nil
+		}
+	}
+	return "", err
 }

@@ -1,0 +1,529 @@
+package discovery
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// sentinelEvents are the Pub/Sub channels a sentinel announces topology
+// changes on. +switch-master carries the new address, so the agent
+// re-points the logical master without a round trip; the others only say
+// "look again".
+var sentinelEvents = []string{"+switch-master", "+sdown", "-sdown", "+odown", "+failover-end"}
+
+const (
+	// sentinelTimeout bounds one question to one sentinel: a hung
+	// sentinel must not hold up asking the next one.
+	sentinelTimeout = 2 * time.Second
+	// Retry pace while no sentinel answers (and for a lost subscription).
+	sentinelMinBackoff = 500 * time.Millisecond
+	sentinelMaxBackoff = 30 * time.Second
+)
+
+// SentinelMetrics are what Sentinel discoverers report about themselves.
+// One set serves every sentinels entry; create it once per registry.
+type SentinelMetrics struct {
+	failovers   *prometheus.CounterVec
+	addressInfo *prometheus.GaugeVec
+	up          *prometheus.GaugeVec
+}
+
+// NewSentinelMetrics registers the Sentinel discovery metrics on reg.
+func NewSentinelMetrics(reg prometheus.Registerer) *SentinelMetrics {
+	m := &SentinelMetrics{
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "redwire_sentinel_failovers_total",
+			Help: "Times the master of this name moved to another address, as seen by this agent.",
+		}, []string{"master_name"}),
+		addressInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "redwire_sentinel_master_address_info",
+			Help: "Where the sentinels say the master of this name is now (1 for the current address).",
+		}, []string{"master_name", "address"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "redwire_sentinel_discovery_up",
+			Help: "Whether the last attempt to resolve the master through its sentinels succeeded.",
+		}, []string{"master_name"}),
+	}
+	reg.MustRegister(m.failovers, m.addressInfo, m.up)
+	return m
+}
+
+// Sentinel follows one master name through its sentinels: it resolves the
+// master (SENTINEL get-master-addr-by-name), its replicas and its peer
+// sentinels, asking each sentinel in turn until one answers, every
+// refresh interval; and it listens on every sentinel's Pub/Sub for
+// +switch-master so a failover re-points the master target at once
+// instead of at the next interval.
+type Sentinel struct {
+	cfg      SentinelConfig
+	interval time.Duration
+	m        *SentinelMetrics
+	log      *slog.Logger
+	nudge    chan string // "" = look again; else a +switch-master address
+
+	mu      sync.Mutex
+	master  string   // current master host:port; "" until resolved
+	epoch   int64    // config epoch of master: older answers are stale
+	peers   []string // sentinels learnt from SENTINEL sentinels
+	sent    []redis.TargetConfig
+	hasSent bool
+}
+
+// NewSentinel prepares a discoverer for one sentinels entry; it does not
+// connect. defaultRefresh applies when the entry has no refresh_interval.
+func NewSentinel(cfg SentinelConfig, defaultRefresh time.Duration, m *SentinelMetrics, log *slog.Logger) (*Sentinel, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sentinels[%s]: %w", cfg.MasterName, err)
+	}
+	if cfg.SentinelPasswordFile != "" {
+		if _, err := os.Stat(cfg.SentinelPasswordFile); err != nil {
+			return nil, fmt.Errorf("sentinels[%s]: sentinel_password_file: %w", cfg.MasterName, err)
+		}
+	}
+	if _, err := config.NewTLSConfig(&cfg.TLS); err != nil && tlsScheme(cfg.scheme()) {
+		return nil, fmt.Errorf("sentinels[%s]: tls: %w", cfg.MasterName, err)
+	}
+	interval := time.Duration(cfg.RefreshInterval)
+	if interval <= 0 {
+		interval = defaultRefresh
+	}
+	m.up.WithLabelValues(cfg.MasterName).Set(0)
+	m.failovers.WithLabelValues(cfg.MasterName)
+	return &Sentinel{
+		cfg: cfg, interval: interval, m: m,
+		log:   log.With("master_name", cfg.MasterName),
+		nudge: make(chan string, 1),
+	}, nil
+}
+
+// Refresh asks for a new resolution now; it never blocks.
+func (s *Sentinel) Refresh() {
+	select {
+	case s.nudge <- "":
+	default:
+	}
+}
+
+// Master is where the master is now, "" if not resolved yet.
+func (s *Sentinel) Master() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.master
+}
+
+// Run implements Discoverer.
+func (s *Sentinel) Run(ctx context.Context, up chan<- Group) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, a := range s.cfg.Addrs {
+		wg.Go(func() { s.subscribe(ctx, a) })
+	}
+
+	bo := newBackoff()
+	failing := false
+	for {
+		wait := s.interval
+		if err := s.resolve(ctx, up); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.m.up.WithLabelValues(s.cfg.MasterName).Set(0)
+			if !failing {
+				s.log.Error("no sentinel could resolve the master; retrying with backoff, still scraping the last known servers",
+					"sentinels", s.sentinelList(), "err", err)
+				failing = true
+			}
+			wait = bo.NextBackOff()
+		} else {
+			s.m.up.WithLabelValues(s.cfg.MasterName).Set(1)
+			if failing {
+				s.log.Info("sentinels answer again", "master", s.Master())
+				failing = false
+			}
+			bo.Reset()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case addr := <-s.nudge:
+			t.Stop()
+			if addr != "" {
+				s.switchMaster(ctx, up, addr)
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// switchMaster applies a +switch-master announcement straight away: the
+// new address is in the message, so the master target is re-pointed
+// before asking for replicas (which the loop does next).
+func (s *Sentinel) switchMaster(ctx context.Context, up chan<- Group, addr string) {
+	s.mu.Lock()
+	// A failover always raises the config epoch: answers from sentinels
+	// that have not heard of this one yet carry a lower one.
+	s.epoch++
+	s.setMaster(addr)
+	s.mu.Unlock()
+	s.send(ctx, up)
+}
+
+// answer is what one sentinel says.
+type answer struct {
+	from     string
+	master   string
+	epoch    int64
+	replicas []string
+	peers    []string
+	err      error
+}
+
+// resolve asks every sentinel at once where the master, its replicas and
+// the other sentinels are, believes the one with the highest config
+// epoch, and sends the group if anything changed. Asking one sentinel is
+// not enough: right after a failover a sentinel that has not heard of it
+// yet still names the old master, with the old epoch.
+func (s *Sentinel) resolve(ctx context.Context, up chan<- Group) error {
+	list := s.sentinelList()
+	answers := make([]answer, len(list))
+	var wg sync.WaitGroup
+	for i, a := range list {
+		wg.Go(func() { answers[i] = s.ask(ctx, a) })
+	}
+	wg.Wait()
+	var best *answer
+	var errs []error
+	for i := range answers {
+		a := &answers[i]
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("sentinel %s: %w", a.from, a.err))
+			continue
+		}
+		if best == nil || a.epoch > best.epoch {
+			best = a
+		}
+	}
+	if best == nil {
+		return errors.Join(errs...)
+	}
+	s.mu.Lock()
+	if best.epoch < s.epoch {
+		// Every sentinel that answered lags behind a failover already
+		// announced: keep the announced master until they catch up.
+		s.mu.Unlock()
+		return nil
+	}
+	s.epoch = best.epoch
+	s.setMaster(best.master)
+	s.peers = best.peers
+	s.mu.Unlock()
+	s.sendWith(ctx, up, best.replicas)
+	return nil
+}
+
+// setMaster records the master's address and counts a failover when a
+// known address changes; mu must be held.
+func (s *Sentinel) setMaster(addr string) {
+	if addr == s.master {
+		return
+	}
+	if s.master != "" {
+		s.m.failovers.WithLabelValues(s.cfg.MasterName).Inc()
+		s.m.addressInfo.DeleteLabelValues(s.cfg.MasterName, s.master)
+		s.log.Warn("master moved (failover)", "from", s.master, "to", addr)
+	} else {
+		s.log.Info("master resolved", "address", addr)
+	}
+	s.master = addr
+	s.m.addressInfo.WithLabelValues(s.cfg.MasterName, addr).Set(1)
+}
+
+// ask queries one sentinel.
+func (s *Sentinel) ask(ctx context.Context, addr string) answer {
+	a := answer{from: addr}
+	c := goredis.NewSentinelClient(s.options(addr))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
+	defer cancel()
+	hp, err := c.GetMasterAddrByName(ctx, s.cfg.MasterName).Result()
+	if err != nil {
+		if errors.Is(err, goredis.Nil) {
+			a.err = fmt.Errorf("does not monitor a master named %q", s.cfg.MasterName)
+		} else {
+			a.err = fmt.Errorf("SENTINEL get-master-addr-by-name: %w", err)
+		}
+		return a
+	}
+	if len(hp) != 2 {
+		a.err = fmt.Errorf("SENTINEL get-master-addr-by-name: unexpected reply %q", hp)
+		return a
+	}
+	a.master = net.JoinHostPort(hp[0], hp[1])
+	m, err := c.Master(ctx, s.cfg.MasterName).Result()
+	if err != nil {
+		a.err = fmt.Errorf("SENTINEL master: %w", err)
+		return a
+	}
+	a.epoch, _ = strconv.ParseInt(m["config-epoch"], 10, 64)
+	if s.cfg.monitors(MonitorReplicas) {
+		rs, err := c.Replicas(ctx, s.cfg.MasterName).Result()
+		if err != nil {
+			a.err = fmt.Errorf("SENTINEL replicas: %w", err)
+			return a
+		}
+		a.replicas = instanceAddrs(rs)
+	}
+	ps, err := c.Sentinels(ctx, s.cfg.MasterName).Result()
+	if err != nil {
+		a.err = fmt.Errorf("SENTINEL sentinels: %w", err)
+		return a
+	}
+	a.peers = instanceAddrs(ps)
+	return a
+}
+
+// instanceAddrs are the host:port of SENTINEL replicas / sentinels
+// entries. Instances flagged down stay: a down replica is exactly what its
+// redis_up 0 should show.
+func instanceAddrs(entries []map[string]string) []string {
+	var out []string
+	for _, e := range entries {
+		if e["ip"] == "" || e["port"] == "" {
+			continue
+		}
+		out = append(out, net.JoinHostPort(e["ip"], e["port"]))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// sentinelList is every sentinel worth asking: the configured ones first,
+// then peers they told us about (a configured one may be gone for good).
+func (s *Sentinel) sentinelList() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sentinelListLocked()
+}
+
+func (s *Sentinel) send(ctx context.Context, up chan<- Group) {
+	s.mu.Lock()
+	var replicas []string
+	for _, t := range s.sent {
+		if t.Labels[LabelSentinelRole] == "replica" {
+			replicas = append(replicas, strings.TrimPrefix(t.Addr, s.cfg.scheme()+"://"))
+		}
+	}
+	s.mu.Unlock()
+	s.sendWith(ctx, up, replicas)
+}
+
+// sendWith builds the group from the current master and peers plus
+// replicas, and sends it if it differs from the last one sent.
+func (s *Sentinel) sendWith(ctx context.Context, up chan<- Group, replicas []string) {
+	s.mu.Lock()
+	var ts []redis.TargetConfig
+	if s.cfg.monitors(MonitorMaster) && s.master != "" {
+		ts = append(ts, s.cfg.serverTarget(s.cfg.MasterName, "master", s.master))
+	}
+	if s.cfg.monitors(MonitorReplicas) {
+		for _, r := range replicas {
+			if r != s.master { // just promoted; sentinels may list it a moment longer
+				ts = append(ts, s.cfg.serverTarget("", "replica", r))
+			}
+		}
+	}
+	if s.cfg.monitors(MonitorSentinels) {
+		seen := map[string]bool{}
+		for _, a := range s.sentinelListLocked() {
+			if !seen[a] {
+				seen[a] = true
+				ts = append(ts, s.cfg.sentinelTarget(a))
+			}
+		}
+	}
+	same := s.hasSent && slices.EqualFunc(ts, s.sent, func(a, b redis.TargetConfig) bool {
+		return a.Name == b.Name && a.Addr == b.Addr && a.Labels[LabelSentinelRole] == b.Labels[LabelSentinelRole]
+	})
+	s.sent, s.hasSent = ts, true
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	select {
+	case up <- Group{Source: "sentinel:" + s.cfg.MasterName, Targets: ts, Refresh: s.Refresh}:
+	case <-ctx.Done():
+	}
+}
+
+// sentinelListLocked is sentinelList with mu held.
+func (s *Sentinel) sentinelListLocked() []string {
+	var out []string
+	for _, a := range s.cfg.Addrs {
+		u, _ := sentinelURL(a)
+		out = append(out, u.Host)
+	}
+	for _, p := range s.peers {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// subscribe listens to one sentinel's events until ctx is done,
+// re-subscribing with backoff when the connection drops.
+func (s *Sentinel) subscribe(ctx context.Context, addr string) {
+	u, _ := sentinelURL(addr)
+	host := u.Host
+	c := goredis.NewClient(s.options(addr))
+	defer c.Close()
+	bo := newBackoff()
+	for ctx.Err() == nil {
+		ps := c.Subscribe(ctx, sentinelEvents...)
+		// Receive confirms the subscription (or fails to connect).
+		if _, err := ps.Receive(ctx); err != nil {
+			ps.Close()
+			if !pause(ctx, bo.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		s.log.Debug("subscribed to sentinel events", "sentinel", host)
+		// A blocked read ignores ctx; closing the subscription ends it.
+		stop := context.AfterFunc(ctx, func() { ps.Close() })
+		for {
+			msg, err := ps.ReceiveMessage(ctx)
+			if err != nil {
+				break
+			}
+			s.event(host, msg.Channel, msg.Payload)
+		}
+		stop()
+		ps.Close()
+	}
+}
+
+// event handles one announcement. +switch-master's payload is
+// "<name> <old ip> <old port> <new ip> <new port>"; the instance events'
+// is "<type> <name> <ip> <port> @ <master name> <master ip> <master port>"
+// (or "master <name> <ip> <port>" for the master itself).
+func (s *Sentinel) event(from, channel, payload string) {
+	f := strings.Fields(payload)
+	switch channel {
+	case "+switch-master":
+		if len(f) != 5 || f[0] != s.cfg.MasterName {
+			return
+		}
+		addr := net.JoinHostPort(f[3], f[4])
+		s.log.Info("+switch-master received", "sentinel", from, "to", addr)
+		// The newest announcement wins: drop a stale nudge first.
+		select {
+		case <-s.nudge:
+		default:
+		}
+		select {
+		case s.nudge <- addr:
+		default:
+		}
+	default:
+		if !slices.Contains(f, s.cfg.MasterName) {
+			return
+		}
+		s.log.Debug("sentinel event", "sentinel", from, "event", channel, "payload", payload)
+		s.Refresh()
+	}
+}
+
+// options are the connection settings for the sentinel at addr: one
+// connection, no client-side retries (the loops here retry with backoff),
+// credentials from the URL unless given explicitly, and a password file
+// re-read at every connection.
+func (s *Sentinel) options(addr string) *goredis.Options {
+	u, _ := sentinelURL(addr)
+	user, pass := "", ""
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	cfg := s.cfg
+	o := &goredis.Options{
+		Addr: u.Host, Protocol: 2, PoolSize: 1, MaxRetries: -1,
+		DisableIdentity: true, ContextTimeoutEnabled: true,
+		DialTimeout:              sentinelTimeout,
+		DialerRetries:            1,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		CredentialsProviderContext: func(context.Context) (string, string, error) {
+			user, pass := user, pass
+			if cfg.SentinelUsername != "" {
+				user = cfg.SentinelUsername
+			}
+			switch {
+			case cfg.SentinelPassword != "":
+				pass = string(cfg.SentinelPassword)
+			case cfg.SentinelPasswordFile != "":
+				b, err := os.ReadFile(cfg.SentinelPasswordFile)
+				if err != nil {
+					return "", "", fmt.Errorf("sentinel_password_file: %w", err)
+				}
+				pass = strings.TrimSpace(string(b))
+			}
+			return user, pass, nil
+		},
+	}
+	if tlsScheme(u.Scheme) {
+		tlsCfg := cfg.TLS
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			tc, err := config.NewTLSConfig(&tlsCfg)
+			if err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+			if tc.ServerName == "" {
+				tc.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			d := tls.Dialer{Config: tc}
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	return o
+}
+
+func newBackoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = sentinelMinBackoff
+	bo.MaxInterval = sentinelMaxBackoff
+	bo.MaxElapsedTime = 0
+	return bo
+}
+
+// pause waits d or until ctx is done; false if ctx ended it.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
