@@ -131,11 +131,21 @@ func (s *Sentinel) Master() string {
 
 // Run implements Discoverer.
 func (s *Sentinel) Run(ctx context.Context, up chan<- Group) {
+	// Subscribe to every sentinel known, the configured ones and the
+	// peers they name: a failover is announced by all of them, and any
+	// one that is reachable is enough.
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for _, a := range s.cfg.Addrs {
-		wg.Go(func() { s.subscribe(ctx, a) })
+	subscribed := map[string]bool{}
+	subscribeAll := func() {
+		for _, a := range s.sentinelList() {
+			if !subscribed[a] {
+				subscribed[a] = true
+				wg.Go(func() { s.subscribe(ctx, a) })
+			}
+		}
 	}
+	subscribeAll()
 
 	bo := newBackoff()
 	failing := false
@@ -154,6 +164,7 @@ func (s *Sentinel) Run(ctx context.Context, up chan<- Group) {
 			wait = bo.NextBackOff()
 		} else {
 			s.m.up.WithLabelValues(s.cfg.MasterName).Set(1)
+			subscribeAll()
 			if failing {
 				s.log.Info("sentinels answer again", "master", s.Master())
 				failing = false
@@ -392,10 +403,8 @@ func (s *Sentinel) sentinelListLocked() []string {
 
 // subscribe listens to one sentinel's events until ctx is done,
 // re-subscribing with backoff when the connection drops.
-func (s *Sentinel) subscribe(ctx context.Context, addr string) {
-	u, _ := sentinelURL(addr)
-	host := u.Host
-	c := goredis.NewClient(s.options(addr))
+func (s *Sentinel) subscribe(ctx context.Context, host string) {
+	c := goredis.NewClient(s.options(host))
 	defer c.Close()
 	bo := newBackoff()
 	for ctx.Err() == nil {
@@ -459,16 +468,22 @@ func (s *Sentinel) event(from, channel, payload string) {
 // connection, no client-side retries (the loops here retry with backoff),
 // credentials from the URL unless given explicitly, and a password file
 // re-read at every connection.
+//
+// addr is host:port: peers learnt from SENTINEL sentinels have no URL, so
+// scheme and user info come from the configured addresses (the same for
+// all, as a sentinel deployment shares its auth and TLS settings).
 func (s *Sentinel) options(addr string) *goredis.Options {
-	u, _ := sentinelURL(addr)
-	user, pass := "", ""
-	if u.User != nil {
-		user = u.User.Username()
-		pass, _ = u.User.Password()
+	scheme, user, pass := s.cfg.scheme(), "", ""
+	for _, a := range s.cfg.Addrs {
+		if u, err := sentinelURL(a); err == nil && u.User != nil {
+			user = u.User.Username()
+			pass, _ = u.User.Password()
+			break
+		}
 	}
 	cfg := s.cfg
 	o := &goredis.Options{
-		Addr: u.Host, Protocol: 2, PoolSize: 1, MaxRetries: -1,
+		Addr: addr, Protocol: 2, PoolSize: 1, MaxRetries: -1,
 		DisableIdentity: true, ContextTimeoutEnabled: true,
 		DialTimeout:              sentinelTimeout,
 		DialerRetries:            1,
@@ -491,7 +506,7 @@ func (s *Sentinel) options(addr string) *goredis.Options {
 			return user, pass, nil
 		},
 	}
-	if tlsScheme(u.Scheme) {
+	if tlsScheme(scheme) {
 		tlsCfg := cfg.TLS
 		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			tc, err := config.NewTLSConfig(&tlsCfg)

@@ -171,3 +171,18 @@ func (c *SentinelConfig) labels(role string) map[string]string {
 	}
 	return ls
 }
+
+// MarshalYAML prints the entry with any password in Addrs replaced, so
+// `redwire check-config` never shows a secret.
+func (c SentinelConfig) MarshalYAML() (any, error) {
+	type plain SentinelConfig
+	p := plain(c)
+	p.Addrs = make([]string, len(c.Addrs))
+	for i, a := range c.Addrs {
+		p.Addrs[i] = a
+		if strings.Contains(a, "@") {
+			p.Addrs[i] = redis.RedactAddr(a)
+		}
+	}
+	return p, nil
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/redwire/redwire/internal/harness"
 )
@@ -178,5 +179,20 @@ func TestSentinelConfigErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("error shows the password: %v", err)
 		}
+	}
+}
+
+func TestSentinelConfigRedactsSecrets(t *testing.T) {
+	cfg := SentinelConfig{MasterName: "m", Addrs: []string{"redis://u:canary-pw@h:26379", "h2:26379"},
+		SentinelPassword: "canary-sp", Password: "canary-p"}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "canary") {
+		t.Errorf("a secret leaks into the printed config:\n%s", out)
+	}
+	if !strings.Contains(string(out), "h2:26379") {
+		t.Errorf("addresses without secrets should print as they are:\n%s", out)
 	}
 }
