@@ -28,6 +28,11 @@ type TargetConfig struct {
 	// SoftFailThreshold consecutive failed scrapes turn redis_up to 0;
 	// default 3, 1 gives redis_exporter's immediate semantics.
 	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
+	// SlowlogCommands, if not empty, replaces the built-in list of command
+	// names kept as the cmd label of the slow log families (compared
+	// case-insensitively; others are cmd="other"), so a site can follow its
+	// own or a module's commands, or keep fewer names off the host.
+	SlowlogCommands []string `yaml:"slowlog_commands,omitempty"`
 }
 
 // MarshalYAML prints the target with any password in Addr replaced, so
@@ -66,6 +71,9 @@ func (c *TargetConfig) Validate() error {
 	}
 	if c.Password != "" && c.PasswordFile != "" {
 		return errors.New("password and password_file are mutually exclusive")
+	}
+	if err := ValidateSlowlogCommands(c.SlowlogCommands); err != nil {
+		return err
 	}
 	return nil
 }

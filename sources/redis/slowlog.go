@@ -2,7 +2,9 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,12 +24,15 @@ import (
 //
 // Only the command name leaves the host, never an argument: arguments are
 // keys and values (customer data, tokens). The name is lower-cased and kept
-// only if it is in slowlogCommands, others become cmd="other", so a client
-// sending junk command names cannot grow the number of series.
+// only if it is in the target's allowlist (slowlog_commands, by default
+// slowlogCommands), others become cmd="other", so a client sending junk
+// command names cannot grow the number of series.
 //
 // The first scrape only records where the log stands: history from before
 // the agent started is not counted, as with the topology counters.
 type slowlog struct {
+	allow map[string]bool // lower-case names kept as cmd; nil: slowlogCommands
+
 	seen   bool
 	lastID int64     // newest entry id accounted for; -1 if none yet
 	runID  string    // the server process lastID belongs to
@@ -94,6 +99,46 @@ var slowlogCommands = func() map[string]bool {
 	}
 	return m
 }()
+
+// newSlowlog returns the slow log collector of a target whose
+// slowlog_commands are names: nil or empty keeps the built-in
+// slowlogCommands, anything else replaces it. names must have passed
+// ValidateSlowlogCommands.
+func newSlowlog(names []string) *slowlog {
+	if len(names) == 0 {
+		return &slowlog{}
+	}
+	allow := make(map[string]bool, len(names))
+	for _, n := range names {
+		allow[strings.ToLower(n)] = true
+	}
+	return &slowlog{allow: allow}
+}
+
+// slowlogCommandName is what a slowlog_commands entry may be: a command
+// name as Redis and its modules spell them (JSON.GET, FT.SEARCH,
+// CLIENT|LIST as ACL rules write subcommands), compared lower-cased. A
+// label value from config must not be anything else.
+var slowlogCommandName = regexp.MustCompile(`(?i)^[a-z0-9_|.-]+$`)
+
+// ValidateSlowlogCommands checks slowlog_commands entries and names the
+// first bad one.
+func ValidateSlowlogCommands(names []string) error {
+	for i, n := range names {
+		if !slowlogCommandName.MatchString(n) {
+			return fmt.Errorf("slowlog_commands[%d]: %q is not a command name (want letters, digits and _ | . -)", i, n)
+		}
+	}
+	return nil
+}
+
+// allowed reports whether cmd, lower-cased, is kept as a cmd label value.
+func (l *slowlog) allowed(cmd string) bool {
+	if l.allow == nil {
+		return slowlogCommands[cmd]
+	}
+	return l.allow[cmd]
+}
 
 func (l *slowlog) collect(ctx context.Context, s *session, sc *sample.Scrape) {
 	if n, ok := respInt(s.do(ctx, "SLOWLOG", "LEN")); ok {
@@ -202,7 +247,7 @@ func (l *slowlog) selfAddrs(ctx context.Context, s *session) []string {
 
 func (l *slowlog) observe(e slowlogEntry) {
 	cmd := strings.ToLower(e.name)
-	if !slowlogCommands[cmd] {
+	if !l.allowed(cmd) {
 		cmd = "other"
 	}
 	st := l.cmds[cmd]

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -197,5 +198,59 @@ func TestParseSlowlog(t *testing.T) {
 	}
 	if len(parseSlowlog("ERR")) != 0 || len(parseSlowlog(nil)) != 0 {
 		t.Fatal("a non-array reply must give no entries")
+	}
+}
+
+// TestSlowlogConfiguredCommands: slowlog_commands replaces the built-in
+// allowlist, case-insensitively: a listed command outside the default list
+// keeps its name, and a default one not listed becomes "other".
+func TestSlowlogConfiguredCommands(t *testing.T) {
+	r := harness.StartRedis(t, harness.WithArgs("--slowlog-log-slower-than", "0"))
+	ctx := t.Context()
+	c := r.Client()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := NewTarget(TargetConfig{Addr: r.URL(), SlowlogCommands: []string{"ECHO", "Get"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.Close() })
+	collectorScrape(t, tg) // the baseline
+
+	for _, args := range [][]any{
+		{"SET", "k", "v"}, {"SET", "k2", "v"}, // in the default list only
+		{"GET", "k"},      // listed, in the default list too
+		{"ECHO", "hello"}, // listed, not in the default list
+	} {
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	sc := collectorScrape(t, tg)
+	want := map[string]float64{"echo": 1, "get": 1, "other": 2}
+	if got := byLabel(t, sc, "redis_slowlog_entries_total", "cmd"); !maps.Equal(got, want) {
+		t.Errorf("redis_slowlog_entries_total = %v, want %v", got, want)
+	}
+}
+
+// TestSlowlogCommandsValidation: an entry that is not a command name is
+// refused with the field and the value, whatever its case.
+func TestSlowlogCommandsValidation(t *testing.T) {
+	if err := ValidateSlowlogCommands([]string{"get", "JSON.GET", "client|list", "my-cmd_2"}); err != nil {
+		t.Errorf("valid names refused: %v", err)
+	}
+	if err := ValidateSlowlogCommands(nil); err != nil {
+		t.Errorf("no list refused: %v", err)
+	}
+	for _, bad := range []string{"", "get key", "del\n", "cmd/x", `ev"al`, "zädd"} {
+		err := ValidateSlowlogCommands([]string{"get", bad})
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "slowlog_commands[1]") || !strings.Contains(msg, fmt.Sprintf("%q", bad)) {
+			t.Errorf("%q: error %q does not name the field and the value", bad, msg)
+		}
 	}
 }

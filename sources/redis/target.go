@@ -112,7 +112,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 			&topology{},
 			replicationLag{},
 			&configInfo{},
-			&slowlog{},
+			newSlowlog(cfg.SlowlogCommands),
 			latencyMonitor{},
 			clusterInfo{},
 			sentinel{},
@@ -234,3 +234,27 @@ func isRefused(err error) bool {
 
 // Close releases the connection.
 func (t *Target) Close() error { return t.client.Close() }
+
+// Retarget points the target at another address while keeping what makes
+// it the same logical target: its name, labels and soft-failure state. It
+// is how the logical master of a Sentinel follows a failover without a gap
+// in its series and without a redis_up 0 for a switch shorter than the
+// soft-failure window. What was learnt about the old server (refused
+// commands, slow log position, topology baseline) is forgotten: the new
+// server is another process, and its first scrape is a new baseline
+// rather than a restart. cfg must have the same instance as the target.
+func (t *Target) Retarget(cfg TargetConfig, external map[string]string) error {
+	if cfg.Instance() != t.name {
+		return fmt.Errorf("target %s: retarget to instance %s: only the address may change", t.name, cfg.Instance())
+	}
+	fresh, err := NewTarget(cfg, external)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	old := t.client
+	t.client, t.base, t.collectors = fresh.client, fresh.base, fresh.collectors
+	t.infoAll, t.optional = true, optionalCommands{}
+	t.mu.Unlock()
+	return old.Close()
+}
