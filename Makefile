@@ -40,6 +40,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./sources/... ./buffer/... ./remotewrite/... | tee bench.out
 	$(GO) test -run '^$$' -bench 'ScrapeEncode' -benchmem -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'TargetScrapeCPU' -benchtime 5x -count 6 ./agent | tee -a bench.out
 
 # Short fuzz runs of every parser; the corpus lives in testdata/fuzz.
 fuzz:

@@ -226,7 +226,7 @@ func (a *run) loops(reg *prometheus.Registry) []*scrapeLoop {
 		})
 	}
 	g := a.cfg.Global
-	slots := make(chan struct{}, g.MaxConcurrentScrapes)
+	slots := newScrapePool(g.MaxConcurrentScrapes)
 	newLoop := func(s scraper, keep bool) *scrapeLoop {
 		l := &scrapeLoop{
 			target: s, interval: time.Duration(g.ScrapeInterval),

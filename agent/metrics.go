@@ -16,6 +16,7 @@ type metrics struct {
 	lastSuccess         *prometheus.GaugeVec   // target
 	consecutiveFailures *prometheus.GaugeVec   // target
 	scrapeDuration      *prometheus.GaugeVec   // target
+	scrapesSkipped      *prometheus.CounterVec // target
 	samplesQueued       *prometheus.CounterVec // endpoint
 	samplesDropped      *prometheus.CounterVec // endpoint, reason
 	rwSamples           *prometheus.CounterVec // endpoint, result
@@ -46,6 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lastSuccess:         gauge("redwire_target_last_success_timestamp_seconds", "Unix time of the target's last successful scrape.", "target"),
 		consecutiveFailures: gauge("redwire_target_consecutive_failures", "Scrapes of the target that failed in a row.", "target"),
 		scrapeDuration:      gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
+		scrapesSkipped:      counter("redwire_target_scrapes_skipped_total", "Scrapes of the target skipped because no slot of global.max_concurrent_scrapes was free before the next one was due.", "target"),
 		samplesQueued:       counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
 		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown).", "endpoint", "reason"),
 		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
 	}
-	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.samplesQueued,
+	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
 		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
 		m.corruptions, m.buffers)
@@ -126,5 +128,16 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
 		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Store().Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
+	}
+}
+
+// forgetTarget deletes the per-target series of a target that is no
+// longer scraped, so a churning cluster does not grow /metrics forever.
+func (m *metrics) forgetTarget(name string) {
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess,
+		m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped,
+	} {
+		v.DeletePartialMatch(prometheus.Labels{"target": name})
 	}
 }

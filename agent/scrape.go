@@ -31,41 +31,53 @@ type scrapeLoop struct {
 	keep             *relabel.Regexp // nil: keep everything, also when degraded
 	modes            *modes
 	sinks            []func(sample.Batch)
-	slots            chan struct{} // shared by all loops: global.max_concurrent_scrapes
+	slots            *scrapePool // shared by all loops: global.max_concurrent_scrapes
 	m                *metrics
 	log              *slog.Logger
 
 	state int // stateUnknown until the first scrape; logs only changes
+
+	// refresh, if set, asks the target's discovery source to look again
+	// after a failed scrape (a cluster node gone, a master moved).
+	refresh func()
+	// last are the series of the last scrape, to end them with stale
+	// markers if the target is removed.
+	last []labels.Labels
 }
 
 func (l *scrapeLoop) run(ctx context.Context) {
+	// A target that never misses a slot shows 0, not a gap.
+	l.m.scrapesSkipped.WithLabelValues(l.target.Name())
 	// Spread targets over the interval so many of them do not fire at
 	// once; the offset is stable per target, so its samples stay evenly
 	// spaced across restarts.
 	if !sleep(ctx, offset(l.target.Name(), l.interval)) {
 		return
 	}
+	var scraped time.Time // when the last scrape began; zero: never
 	for {
 		last := time.Now()
 		degraded, changed := l.modes.degraded()
-		// A slot in the pool bounds concurrent scrapes; each scrape has its
-		// own deadline, so a dead target holds its slot for at most the
-		// scrape timeout and never delays the others beyond that.
-		select {
-		case l.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
+		// A slot in the pool bounds concurrent scrapes. A target whose last
+		// scrape failed waits in the failing lane, so dead targets, which
+		// hold their slot for the whole scrape timeout, queue only behind
+		// each other. A slot that is not free before the next scrape is due
+		// skips this one: late scrapes would only pile up behind it.
+		failures := l.failures()
+		if !l.acquire(ctx, failures, scraped, last.Add(l.pace(degraded))) {
+			if ctx.Err() != nil {
+				return
+			}
+			l.m.scrapesSkipped.WithLabelValues(l.target.Name()).Inc()
+			continue
 		}
+		scraped = last
 		l.scrapeOnce(ctx, last, degraded)
-		<-l.slots
+		l.slots.release(failures)
 		// Wait for the next slot; a change of mode re-plans it, so the
 		// agent returns to the normal pace as soon as the link is back.
 		for {
-			next := l.interval
-			if degraded {
-				next = l.degradedInterval
-			}
-			t := time.NewTimer(time.Until(last.Add(next)))
+			t := time.NewTimer(time.Until(last.Add(l.pace(degraded))))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -81,6 +93,35 @@ func (l *scrapeLoop) run(ctx context.Context) {
 	}
 }
 
+// pace is the time between two scrapes of the loop in the given mode.
+func (l *scrapeLoop) pace(degraded bool) time.Duration {
+	if degraded {
+		return l.degradedInterval
+	}
+	return l.interval
+}
+
+// acquire takes a slot in the pool for a target with that many
+// consecutive failures, last scraped at since, giving up at due, when the
+// next scrape is due.
+func (l *scrapeLoop) acquire(ctx context.Context, failures int, since, due time.Time) bool {
+	actx, cancel := context.WithDeadline(ctx, due)
+	defer cancel()
+	return l.slots.acquire(actx, failures, since)
+}
+
+// failures is how many scrapes of the target failed in a row, as far as
+// the loop knows: the target's own count if it keeps one.
+func (l *scrapeLoop) failures() int {
+	if h, ok := l.target.(health); ok {
+		return h.ConsecutiveFailures()
+	}
+	if l.state == stateFailing || l.state == stateDown {
+		return 1
+	}
+	return 0
+}
+
 func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded bool) {
 	sctx, cancel := context.WithTimeout(ctx, l.timeout)
 	sc, err := l.target.Scrape(sctx, start)
@@ -94,7 +135,14 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded b
 	if degraded && l.keep != nil {
 		filter(sc, l.keep)
 	}
+	if err != nil && l.refresh != nil {
+		l.refresh()
+	}
 	batch := sc.Batch()
+	l.last = l.last[:0]
+	for _, s := range batch.Samples {
+		l.last = append(l.last, s.Labels)
+	}
 	for _, sink := range l.sinks {
 		sink(batch)
 	}

@@ -45,7 +45,7 @@ func (h hangingScraper) Scrape(ctx context.Context, now time.Time) (*sample.Scra
 // and hanging targets release their slot at the scrape deadline.
 func TestScrapePoolBoundsConcurrency(t *testing.T) {
 	var active, maxSeen, total atomic.Int32
-	slots := make(chan struct{}, 2)
+	slots := newScrapePool(2) // one main slot, one failing slot
 	m := newMetrics(prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
