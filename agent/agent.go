@@ -20,12 +20,17 @@ import (
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
+	"github.com/redwire/redwire/sources/discovery"
 	"github.com/redwire/redwire/sources/redis"
 )
 
 // DefaultShutdownTimeout bounds how long a graceful stop spends sending
 // what is queued; whatever is left then is committed to disk.
 const DefaultShutdownTimeout = 10 * time.Second
+
+// targetsFileRefresh re-reads the targets file even without a change
+// event, for filesystems where inotify says nothing (NFS, bind mounts).
+const targetsFileRefresh = time.Minute
 
 // localBuffer names the buffer of buffer-only mode (no endpoint).
 const localBuffer = "local"
@@ -78,11 +83,19 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	var maintaining sync.WaitGroup
 	maintaining.Go(func() { a.maintain(ctx) })
 
-	var scraping sync.WaitGroup
-	for _, l := range a.loops(opts.Registry) {
-		scraping.Go(func() { l.run(ctx) })
+	sources, err := a.discoverers(opts.Registry)
+	if err != nil {
+		return err
 	}
-	log.Info("redwire started", "targets", len(a.targets), "endpoints", len(a.endpoints),
+	newLoop, self := a.loops(opts.Registry)
+	tm := newTargetManager(&cfg.Global, newLoop, m, log)
+	var scraping sync.WaitGroup
+	scraping.Go(func() { tm.run(ctx, cfg.Targets, sources) })
+	if self != nil {
+		scraping.Go(func() { self.run(ctx) })
+	}
+	log.Info("redwire started", "targets", len(cfg.Targets), "sentinels", len(cfg.Sentinels), "clusters", len(cfg.Clusters),
+		"targets_file", cfg.TargetsFile, "endpoints", len(a.endpoints),
 		"scrape_interval", cfg.Global.ScrapeInterval, "buffer", cfg.Buffer.Path,
 		"buffer_mode", cfg.Buffer.Mode, "listen_address", web.addr())
 	web.setReady()
@@ -118,19 +131,20 @@ type run struct {
 	m     *metrics
 	modes *modes
 
-	targets   []*redis.Target
 	buffers   []*buffer.Buffer
 	bufNames  []string
 	endpoints []*endpoint
 }
 
 func (a *run) open(version string) error {
+	// Fail at start on a target that cannot be set up (unreadable TLS
+	// files); the target manager creates them for real.
 	for _, tc := range a.cfg.Targets {
 		t, err := redis.NewTarget(tc, a.cfg.Global.ExternalLabels)
 		if err != nil {
 			return err
 		}
-		a.targets = append(a.targets, t)
+		t.Close()
 	}
 	if err := os.MkdirAll(a.cfg.Buffer.Path, 0o700); err != nil {
 		return fmt.Errorf("buffer.path: %w", err)
@@ -207,8 +221,9 @@ func storeFileName(endpoint string) string {
 	return unsafeFileChars.ReplaceAllString(endpoint, "_") + ".bbolt"
 }
 
-// loops builds a scrape loop per target, plus one for the agent itself.
-func (a *run) loops(reg *prometheus.Registry) []*scrapeLoop {
+// loops returns how to build the scrape loop of a target, and the loop
+// of the agent's own metrics (nil if self_metrics is off).
+func (a *run) loops(reg *prometheus.Registry) (newLoop func(scraper) *scrapeLoop, self *scrapeLoop) {
 	var sinks []func(sample.Batch)
 	for i, b := range a.buffers {
 		name := a.bufNames[i]
@@ -227,7 +242,7 @@ func (a *run) loops(reg *prometheus.Registry) []*scrapeLoop {
 	}
 	g := a.cfg.Global
 	slots := newScrapePool(g.MaxConcurrentScrapes)
-	newLoop := func(s scraper, keep bool) *scrapeLoop {
+	build := func(s scraper, keep bool) *scrapeLoop {
 		l := &scrapeLoop{
 			target: s, interval: time.Duration(g.ScrapeInterval),
 			degradedInterval: time.Duration(a.cfg.Degraded.Interval),
@@ -240,15 +255,43 @@ func (a *run) loops(reg *prometheus.Registry) []*scrapeLoop {
 		}
 		return l
 	}
-	var loops []*scrapeLoop
-	for _, t := range a.targets {
-		loops = append(loops, newLoop(t, true))
-	}
 	if a.cfg.SelfMetrics.On() {
 		host, _ := os.Hostname()
-		loops = append(loops, newLoop(newSelfScraper(reg, host, g.ExternalLabels), false))
+		self = build(newSelfScraper(reg, host, g.ExternalLabels), false)
 	}
-	return loops
+	return func(s scraper) *scrapeLoop { return build(s, true) }, self
+}
+
+// discoverers are the sources of targets beyond the static ones.
+func (a *run) discoverers(reg prometheus.Registerer) ([]discovery.Discoverer, error) {
+	interval := time.Duration(a.cfg.Global.ScrapeInterval)
+	var ds []discovery.Discoverer
+	if f := a.cfg.TargetsFile; f != "" {
+		// Refuse a broken file at start, as for the config itself; later
+		// a broken version is logged and the last good one kept.
+		if _, err := discovery.ReadTargetsFile(f); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("targets_file: %w", err)
+		}
+		ds = append(ds, discovery.NewFile(f, targetsFileRefresh, a.log))
+	}
+	if len(a.cfg.Sentinels) > 0 {
+		sm := discovery.NewSentinelMetrics(reg)
+		for _, sc := range a.cfg.Sentinels {
+			d, err := discovery.NewSentinel(sc, interval, sm, a.log.With("source", "sentinel"))
+			if err != nil {
+				return nil, err
+			}
+			ds = append(ds, d)
+		}
+	}
+	for _, cc := range a.cfg.Clusters {
+		d, err := discovery.NewCluster(cc, interval, reg, a.log.With("source", "cluster"))
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
 }
 
 // maintain applies buffer.max_age even while nothing is appended.
@@ -286,8 +329,5 @@ func (a *run) close() {
 		if err != nil {
 			a.log.Error("closing the buffer failed", "endpoint", a.bufNames[i], "err", err)
 		}
-	}
-	for _, t := range a.targets {
-		t.Close()
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sources/discovery"
 	"github.com/redwire/redwire/sources/redis"
 )
 
@@ -41,8 +42,12 @@ const (
 // Config is the whole agent configuration: the YAML file with the command
 // line applied on top.
 type Config struct {
-	Global      GlobalConfig                 `yaml:"global,omitempty"`
-	Targets     []redis.TargetConfig         `yaml:"targets,omitempty"`
+	Global  GlobalConfig         `yaml:"global,omitempty"`
+	Targets []redis.TargetConfig `yaml:"targets,omitempty"`
+	// TargetsFile is a YAML list of more targets, re-read when it changes.
+	TargetsFile string                       `yaml:"targets_file,omitempty"`
+	Sentinels   []discovery.SentinelConfig   `yaml:"sentinels,omitempty"`
+	Clusters    []discovery.ClusterConfig    `yaml:"clusters,omitempty"`
 	RemoteWrite []remotewrite.EndpointConfig `yaml:"remote_write,omitempty"`
 	Buffer      buffer.Config                `yaml:"buffer,omitempty"`
 	Degraded    DegradedConfig               `yaml:"degraded,omitempty"`
@@ -63,6 +68,19 @@ type GlobalConfig struct {
 	SoftFailThreshold int `yaml:"soft_fail_threshold,omitempty"`
 	// MaxConcurrentScrapes bounds how many targets are polled at once.
 	MaxConcurrentScrapes int `yaml:"max_concurrent_scrapes,omitempty"`
+	// SlowlogCommands is the default of every target's slowlog_commands.
+	SlowlogCommands []string `yaml:"slowlog_commands,omitempty"`
+}
+
+// targetDefaults fills what a target leaves to the global settings; it
+// applies to discovered targets as to static ones.
+func (g *GlobalConfig) targetDefaults(t *redis.TargetConfig) {
+	if t.SoftFailThreshold == 0 {
+		t.SoftFailThreshold = g.SoftFailThreshold
+	}
+	if len(t.SlowlogCommands) == 0 {
+		t.SlowlogCommands = g.SlowlogCommands
+	}
 }
 
 // DegradedConfig is how the agent stretches its disk budget while an
@@ -137,6 +155,15 @@ func (c *Config) setDirectory(dir string) {
 	for i := range c.RemoteWrite {
 		c.RemoteWrite[i].SetDirectory(dir)
 	}
+	for i := range c.Sentinels {
+		c.Sentinels[i].SetDirectory(dir)
+	}
+	for i := range c.Clusters {
+		c.Clusters[i].SetDirectory(dir)
+	}
+	if c.TargetsFile != "" && !filepath.IsAbs(c.TargetsFile) {
+		c.TargetsFile = filepath.Join(dir, c.TargetsFile)
+	}
 	if c.Web.ConfigFile != "" && !filepath.IsAbs(c.Web.ConfigFile) {
 		c.Web.ConfigFile = filepath.Join(dir, c.Web.ConfigFile)
 	}
@@ -167,7 +194,7 @@ func (c *Config) setDefaults() {
 	if g.ScrapeTimeout == 0 {
 		g.ScrapeTimeout = model.Duration(float64(g.ScrapeInterval) * scrapeTimeoutShare)
 	}
-	if len(c.Targets) == 0 {
+	if len(c.Targets) == 0 && c.TargetsFile == "" && len(c.Sentinels) == 0 && len(c.Clusters) == 0 {
 		c.Targets = []redis.TargetConfig{{Addr: DefaultTarget}}
 	}
 	if g.MaxConcurrentScrapes == 0 {
@@ -177,8 +204,16 @@ func (c *Config) setDefaults() {
 		g.SoftFailThreshold = redis.DefaultSoftFailThreshold
 	}
 	for i := range c.Targets {
-		if c.Targets[i].SoftFailThreshold == 0 {
-			c.Targets[i].SoftFailThreshold = g.SoftFailThreshold
+		g.targetDefaults(&c.Targets[i])
+	}
+	for i := range c.Sentinels {
+		if c.Sentinels[i].SoftFailThreshold == 0 {
+			c.Sentinels[i].SoftFailThreshold = g.SoftFailThreshold
+		}
+	}
+	for i := range c.Clusters {
+		if c.Clusters[i].SoftFailThreshold == 0 {
+			c.Clusters[i].SoftFailThreshold = g.SoftFailThreshold
 		}
 	}
 	for i := range c.RemoteWrite {
@@ -210,6 +245,9 @@ func (c *Config) validate() error {
 	if g.SoftFailThreshold < 1 {
 		return fieldErr("global.soft_fail_threshold", errors.New("must be at least 1"))
 	}
+	if err := redis.ValidateSlowlogCommands(g.SlowlogCommands); err != nil {
+		return fieldErr("global", err)
+	}
 	if err := validateLabels(g.ExternalLabels); err != nil {
 		return fieldErr("global.external_labels", err)
 	}
@@ -227,6 +265,40 @@ func (c *Config) validate() error {
 			return fieldErr(path, fmt.Errorf("instance %q is also targets[%d]: give one a distinct name", t.Instance(), j))
 		}
 		seen[t.Instance()] = i
+	}
+	masters := map[string]int{}
+	for i := range c.Sentinels {
+		sc := &c.Sentinels[i]
+		path := fmt.Sprintf("sentinels[%d]", i)
+		if err := sc.Validate(); err != nil {
+			return fieldErr(path, err)
+		}
+		if err := validateLabels(sc.Labels); err != nil {
+			return fieldErr(path+".labels", err)
+		}
+		if j, dup := masters[sc.MasterName]; dup {
+			return fieldErr(path, fmt.Errorf("master_name %q is also sentinels[%d]", sc.MasterName, j))
+		}
+		masters[sc.MasterName] = i
+	}
+	clusters := map[string]int{}
+	for i := range c.Clusters {
+		cc := &c.Clusters[i]
+		path := fmt.Sprintf("clusters[%d]", i)
+		if err := cc.Validate(); err != nil {
+			var ce *discovery.ClusterConfigError
+			if errors.As(err, &ce) {
+				return fieldErr(path+"."+ce.Field, ce.Err)
+			}
+			return fieldErr(path, err)
+		}
+		if err := validateLabels(cc.Labels); err != nil {
+			return fieldErr(path+".labels", err)
+		}
+		if j, dup := clusters[cc.Name]; dup {
+			return fieldErr(path+".name", fmt.Errorf("%q is also clusters[%d]", cc.Name, j))
+		}
+		clusters[cc.Name] = i
 	}
 	names := map[string]int{}
 	for i := range c.RemoteWrite {

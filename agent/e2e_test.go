@@ -60,6 +60,12 @@ func (s *syncBuffer) count(parts ...string) int {
 // to writeURL (none: buffer-only) with short batch deadlines.
 func testConfig(t *testing.T, writeURL string, targets ...redis.TargetConfig) *Config {
 	t.Helper()
+	return editedTestConfig(t, writeURL, nil, targets...)
+}
+
+// editedTestConfig is testConfig with edit applied before Finalize.
+func editedTestConfig(t *testing.T, writeURL string, edit func(*Config), targets ...redis.TargetConfig) *Config {
+	t.Helper()
 	cfg := &Config{
 		Global:  GlobalConfig{ScrapeInterval: model.Duration(time.Second), ExternalLabels: map[string]string{"site": "test"}},
 		Targets: targets,
@@ -76,6 +82,9 @@ func testConfig(t *testing.T, writeURL string, targets ...redis.TargetConfig) *C
 		ep.QueueConfig.MinBackoff = model.Duration(50 * time.Millisecond)
 		ep.QueueConfig.MaxBackoff = model.Duration(200 * time.Millisecond)
 		cfg.RemoteWrite = []remotewrite.EndpointConfig{ep}
+	}
+	if edit != nil {
+		edit(cfg)
 	}
 	if err := cfg.Finalize(); err != nil {
 		t.Fatal(err)

@@ -102,6 +102,9 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		return nil
 	})
 
+	o.string(app.Flag("targets_file", "YAML file listing more targets (entries as under targets:); re-read when it changes."),
+		func(c *agent.Config, s string) { c.TargetsFile = s })
+
 	var rwSet bool
 	rw := app.Flag("remote-write.url", "Remote-write endpoint URL; replaces the config file's remote_write list. None set: buffer-only mode.").
 		IsSetByUser(&rwSet).String()
@@ -143,7 +146,7 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	o.duration(app.Flag("scrape.timeout", "Deadline of one poll (global.scrape_timeout; default 80% of the interval)."),
 		func(c *agent.Config, d model.Duration) { c.Global.ScrapeTimeout = d })
 
-	o.int(app.Flag("global.max_concurrent_scrapes", "Targets polled at once at most (default 64)."),
+	o.int(app.Flag("global.max_concurrent_scrapes", "Targets polled at once at most; a quarter of the slots is kept for failing targets (default 64)."),
 		func(c *agent.Config, n int) { c.Global.MaxConcurrentScrapes = n })
 	o.int(app.Flag("global.soft_fail_threshold", "Consecutive failed scrapes before redis_up turns 0 (default 3; 1: immediately, as redis_exporter)."),
 		func(c *agent.Config, n int) { c.Global.SoftFailThreshold = n })

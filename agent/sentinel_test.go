@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sources/discovery"
+)
+
+// logTime is the time= of the first log line containing every part.
+func logTime(t *testing.T, logs *syncBuffer, parts ...string) (time.Time, bool) {
+	t.Helper()
+	for _, line := range strings.Split(logs.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if !all {
+			continue
+		}
+		v, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		ts, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			t.Fatalf("log line without a time: %q", line)
+		}
+		return ts, true
+	}
+	return time.Time{}, false
+}
+
+// TestSentinelFailoverIsFollowed kills the master of a real Sentinel
+// group (2 replicas, 3 sentinels) under a running agent and checks what an
+// operator would: the logical master's series carry on at the promoted
+// replica, redis_up never reports 0 for a failover shorter than the
+// soft-failure window, replica lag is measured on the new master, the
+// failover is counted once, and the promoted replica's own replica target
+// ends cleanly (stale markers) rather than lingering.
+func TestSentinelFailoverIsFollowed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master, 2 replicas, 3 sentinels and Prometheus")
+	}
+	t.Parallel()
+	sg := harness.StartSentinelGroup(t, "mymaster", 2, 3)
+	prom := harness.StartPrometheus(t)
+	var sentinels []string
+	for _, s := range sg.Sentinels {
+		sentinels = append(sentinels, s.Addr())
+	}
+	cfg := editedTestConfig(t, prom.WriteURL(), func(c *Config) {
+		c.Sentinels = []discovery.SentinelConfig{{
+			MasterName: "mymaster", Addrs: sentinels,
+			// Ten 1 s scrapes: a sentinel failover (1 s down-after, then
+			// an election) completes well within.
+			SoftFailThreshold: 10,
+		}}
+	})
+	a := runAgent(t, cfg)
+	ctx := context.Background()
+
+	queryOne(t, prom, `redis_up{instance="mymaster",redis_sentinel_role="master",redis_sentinel_master_name="mymaster"}`, nil)
+	for _, r := range sg.Replicas {
+		queryOne(t, prom, fmt.Sprintf(`redis_replica_lag_bytes{instance="mymaster",replica=%q}`, r.Addr()), nil)
+		queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q,redis_sentinel_role="replica"}`, r.Addr()), nil)
+	}
+	for _, s := range sg.Sentinels {
+		queryOne(t, prom, fmt.Sprintf(`redis_sentinel_masters{instance=%q,redis_sentinel_role="sentinel"}`, s.Addr()), nil)
+	}
+
+	killed := time.Now()
+	sg.Master.Kill()
+	var promoted string
+	harness.WaitFor(t, 60*time.Second, "the sentinels to promote a replica", func() (bool, error) {
+		addr, err := sg.MasterAddr(ctx)
+		promoted = addr
+		return err == nil && addr != "" && addr != sg.Master.Addr(), err
+	})
+	harness.WaitFor(t, 30*time.Second, "the agent to re-point the master target", func() (bool, error) {
+		return a.logs.count("target re-pointed", "instance=mymaster", "to=redis://"+promoted) == 1, nil
+	})
+	repointed, _ := logTime(t, a.logs, "target re-pointed", "instance=mymaster")
+	if switched, ok := logTime(t, a.logs, "+switch-master received"); ok {
+		t.Logf("master killed → +switch-master: %v; +switch-master → re-pointed: %v",
+			switched.Sub(killed).Round(time.Millisecond), repointed.Sub(switched).Round(time.Millisecond))
+	} else {
+		t.Errorf("no +switch-master was received from any of 3 sentinels")
+	}
+	if !repointed.After(killed) {
+		t.Fatalf("re-pointed at %v, before the master was killed at %v", repointed, killed)
+	}
+
+	// Lag resumes on the new master: the remaining replica, as seen from
+	// the promoted one, with samples taken after the re-point.
+	var other string
+	for _, r := range sg.Replicas {
+		if r.Addr() != promoted {
+			other = r.Addr()
+		}
+	}
+	harness.WaitFor(t, 60*time.Second, "replica lag measured on the new master", func() (bool, error) {
+		series, err := prom.Samples(ctx, fmt.Sprintf(`redis_replica_lag_bytes{instance="mymaster",replica=%q}`, other), outageWindow)
+		if err != nil || len(series) != 1 {
+			return false, err
+		}
+		pts := series[0].Points
+		return pts[len(pts)-1].T.After(repointed), nil
+	})
+	harness.WaitFor(t, 30*time.Second, "a successful scrape of the new master", func() (bool, error) {
+		v := agentMetric(t, cfg, `redwire_target_consecutive_failures{target="mymaster"}`)
+		return v == 0, nil
+	})
+
+	// redis_up of the logical master was never 0.
+	ups, err := prom.Samples(ctx, `redis_up{instance="mymaster"}`, outageWindow)
+	if err != nil || len(ups) != 1 {
+		t.Fatalf("redis_up{instance=mymaster}: %d series, %v (series must be continuous: one)", len(ups), err)
+	}
+	for _, p := range ups[0].Points {
+		if p.V != 1 {
+			t.Errorf("redis_up{instance=mymaster} = %v at %v, during a failover within the soft-failure window", p.V, p.T)
+		}
+	}
+	raw, err := prom.Samples(ctx, `redwire_target_scrape_success{instance="mymaster"}`, outageWindow)
+	if err == nil && len(raw) == 1 {
+		failed := 0
+		for _, p := range raw[0].Points {
+			if p.V == 0 {
+				failed++
+			}
+		}
+		t.Logf("scrapes of the logical master that failed during the failover: %d", failed)
+	}
+	if v := agentMetric(t, cfg, `redwire_sentinel_failovers_total{master_name="mymaster"}`); v != 1 {
+		t.Errorf("redwire_sentinel_failovers_total = %v, want 1", v)
+	}
+	if v := agentMetric(t, cfg, fmt.Sprintf(`redwire_sentinel_master_address_info{address=%q,master_name="mymaster"}`, promoted)); v != 1 {
+		t.Errorf("redwire_sentinel_master_address_info{address=%q} = %v, want 1", promoted, v)
+	}
+
+	// The promoted server is no longer a replica: its replica target is
+	// gone, and its series end with stale markers, so an instant query
+	// finds nothing instead of the last value for five minutes.
+	harness.WaitFor(t, 30*time.Second, "the promoted replica's replica series to end", func() (bool, error) {
+		vec, err := prom.Query(ctx, fmt.Sprintf(`redis_up{instance=%q}`, promoted))
+		return err == nil && len(vec) == 0, err
+	})
+	assertNoRejections(t, prom)
+}
