@@ -45,6 +45,14 @@ type Options struct {
 	Version string
 	// ShutdownTimeout bounds the final flush; 0 means the default.
 	ShutdownTimeout time.Duration
+
+	// Reload, if set, builds a new config (the file with the flags on
+	// top); the agent calls it on POST /-/reload, on every value from
+	// ReloadSignal (SIGHUP) and, with WatchConfig, when ConfigFile changes.
+	Reload       func() (*Config, error)
+	ReloadSignal <-chan os.Signal
+	ConfigFile   string
+	WatchConfig  bool
 }
 
 // Run runs the agent until ctx is cancelled, then stops scraping, sends
@@ -76,39 +84,47 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// cancelled only when the shutdown flush deadline has passed.
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSend()
-	var sending sync.WaitGroup
+	a.sendCtx = sendCtx
 	for _, e := range a.endpoints {
-		sending.Go(func() { e.run(sendCtx) })
+		a.startSender(e)
 	}
 	var maintaining sync.WaitGroup
 	maintaining.Go(func() { a.maintain(ctx) })
 
-	sources, err := a.discoverers(opts.Registry)
+	setup, self, err := a.scrapeSetup(cfg, opts.Registry)
 	if err != nil {
 		return err
 	}
-	newLoop, self := a.loops(opts.Registry)
-	tm := newTargetManager(&cfg.Global, newLoop, m, log)
+	tm := newTargetManager(m, log)
+	reloads := make(chan targetSetup)
 	var scraping sync.WaitGroup
-	scraping.Go(func() { tm.run(ctx, cfg.Targets, sources) })
-	if self != nil {
-		scraping.Go(func() { self.run(ctx) })
-	}
+	scraping.Go(func() { tm.run(ctx, setup, reloads) })
+	selfLoops := newSelfRunner(ctx, &scraping)
+	selfLoops.replace(self)
 	log.Info("redwire started", "targets", len(cfg.Targets), "sentinels", len(cfg.Sentinels), "clusters", len(cfg.Clusters),
 		"targets_file", cfg.TargetsFile, "endpoints", len(a.endpoints),
 		"scrape_interval", cfg.Global.ScrapeInterval, "buffer", cfg.Buffer.Path,
 		"buffer_mode", cfg.Buffer.Mode, "listen_address", web.addr())
+	a.m.reloadSuccess.Set(1)
+	a.m.reloadTime.SetToCurrentTime()
+	rl := &reloader{a: a, reg: opts.Registry, reloads: reloads, self: selfLoops, load: opts.Reload, log: log, ctx: ctx}
+	web.setReload(rl.reload)
+	var watching sync.WaitGroup
+	watching.Go(func() { rl.watch(ctx, opts) })
 	web.setReady()
 
 	<-ctx.Done()
 	log.Info("shutting down: sending what is queued", "timeout", opts.ShutdownTimeout)
+	watching.Wait()
 	scraping.Wait()
 	maintaining.Wait()
+	a.mu.Lock()
 	for _, b := range a.buffers {
 		b.Drain()
 	}
+	a.mu.Unlock()
 	flushed := make(chan struct{})
-	go func() { sending.Wait(); close(flushed) }()
+	go func() { a.sending.Wait(); close(flushed) }()
 	select {
 	case <-flushed:
 	case <-time.After(opts.ShutdownTimeout):
@@ -126,10 +142,21 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 // run is one run of the agent: what Run opened and must close.
 type run struct {
-	cfg   *Config
-	log   *slog.Logger
-	m     *metrics
-	modes *modes
+	cfg     *Config
+	log     *slog.Logger
+	m       *metrics
+	modes   *modes
+	version string
+
+	// mu guards the outputs below: scrapes deliver to them while a
+	// reload may add, replace or remove endpoints.
+	mu        sync.RWMutex
+	sendCtx   context.Context
+	sending   sync.WaitGroup
+	senders   map[*endpoint]senderHandle
+	sentinelM *discovery.SentinelMetrics
+	pool      *scrapePool // shared by every loop while its size stays
+	poolSize  int
 
 	buffers   []*buffer.Buffer
 	bufNames  []string
@@ -137,6 +164,7 @@ type run struct {
 }
 
 func (a *run) open(version string) error {
+	a.version = version
 	// Fail at start on a target that cannot be set up (unreadable TLS
 	// files); the target manager creates them for real.
 	for _, tc := range a.cfg.Targets {
@@ -150,40 +178,62 @@ func (a *run) open(version string) error {
 		return fmt.Errorf("buffer.path: %w", err)
 	}
 	for _, ec := range a.cfg.RemoteWrite {
-		name := ec.Label()
 		c, err := remotewrite.NewClient(ec, version)
 		if err != nil {
 			return err
 		}
-		q := ec.QueueConfig
-		buf, err := a.openBuffer(name, buffer.Options{
-			Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend,
-			Deadline: time.Duration(q.BatchSendDeadline), Always: a.cfg.Buffer.Mode == buffer.ModeAlways,
-		})
+		buf, err := a.openBuffer(ec.Label(), a.bufferOptions(ec))
 		if err != nil {
 			return err
 		}
-		a.endpoints = append(a.endpoints, &endpoint{
-			name: name, client: c, buf: buf,
-			threshold: a.cfg.Degraded.FailureThreshold,
-			minWait:   time.Duration(q.MinBackoff), maxWait: time.Duration(q.MaxBackoff),
-			replayRate: a.cfg.Replay.MaxSamplesPerSecond,
-			modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
-		})
-		a.m.initEndpoint(name)
+		a.addOutput(ec.Label(), buf)
+		a.endpoints = append(a.endpoints, a.newEndpoint(a.cfg, ec, c, buf))
 	}
 	if len(a.endpoints) == 0 {
-		// Buffer-only mode: everything goes to disk and stays there until
-		// it is exported or an endpoint is configured.
-		buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
-		if err != nil {
-			return err
-		}
-		a.m.initEndpoint(localBuffer)
-		a.log.Warn("no remote_write endpoint configured: buffer-only mode, samples are kept in the local buffer", "path", a.cfg.Buffer.Path)
-		_ = buf
+		return a.openLocal()
 	}
 	return nil
+}
+
+// openLocal opens the buffer of buffer-only mode: everything goes to disk
+// and stays there until it is exported or an endpoint is configured.
+func (a *run) openLocal() error {
+	buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
+	if err != nil {
+		return err
+	}
+	a.addOutput(localBuffer, buf)
+	a.log.Warn("no remote_write endpoint configured: buffer-only mode, samples are kept in the local buffer", "path", a.cfg.Buffer.Path)
+	return nil
+}
+
+func (a *run) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
+	q := ec.QueueConfig
+	return buffer.Options{
+		Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend,
+		Deadline: time.Duration(q.BatchSendDeadline), Always: a.cfg.Buffer.Mode == buffer.ModeAlways,
+	}
+}
+
+// newEndpoint is the sender of ec's buffer under cfg's delivery settings.
+func (a *run) newEndpoint(cfg *Config, ec remotewrite.EndpointConfig, c *remotewrite.Client, buf *buffer.Buffer) *endpoint {
+	name, q := ec.Label(), ec.QueueConfig
+	return &endpoint{
+		name: name, cfg: ec, client: c, buf: buf,
+		threshold: cfg.Degraded.FailureThreshold,
+		minWait:   time.Duration(q.MinBackoff), maxWait: time.Duration(q.MaxBackoff),
+		replayRate: cfg.Replay.MaxSamplesPerSecond,
+		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
+	}
+}
+
+// addOutput makes buf receive every scrape from now on; mu must be held
+// once the agent runs.
+func (a *run) addOutput(name string, buf *buffer.Buffer) {
+	a.buffers = append(a.buffers, buf)
+	a.bufNames = append(a.bufNames, name)
+	a.m.buffers.add(name, buf)
+	a.m.initEndpoint(name)
 }
 
 // openBuffer opens an endpoint's store, moving a corrupt file aside.
@@ -205,11 +255,7 @@ func (a *run) openBuffer(name string, opts buffer.Options) (*buffer.Buffer, erro
 		a.log.Info("found a backlog from an earlier run: replaying it first", "endpoint", name,
 			"samples", st.Samples, "oldest", time.UnixMilli(st.OldestT).UTC())
 	}
-	b := buffer.New(store, opts)
-	a.buffers = append(a.buffers, b)
-	a.bufNames = append(a.bufNames, name)
-	a.m.buffers.add(name, b)
-	return b, nil
+	return buffer.New(store, opts), nil
 }
 
 // unsafeFileChars are replaced in endpoint names used as file names.
@@ -221,52 +267,66 @@ func storeFileName(endpoint string) string {
 	return unsafeFileChars.ReplaceAllString(endpoint, "_") + ".bbolt"
 }
 
-// loops returns how to build the scrape loop of a target, and the loop
-// of the agent's own metrics (nil if self_metrics is off).
-func (a *run) loops(reg *prometheus.Registry) (newLoop func(scraper) *scrapeLoop, self *scrapeLoop) {
-	var sinks []func(sample.Batch)
-	for i, b := range a.buffers {
-		name := a.bufNames[i]
-		sinks = append(sinks, func(batch sample.Batch) {
-			a.m.samplesQueued.WithLabelValues(name).Add(float64(batch.Len()))
-			dropped, err := b.Append(batch)
-			for _, d := range dropped {
-				if d.Samples > 0 {
-					a.m.samplesDropped.WithLabelValues(name, d.Reason).Add(float64(d.Samples))
-				}
-			}
-			if err != nil {
-				a.log.Error("buffering a batch failed; kept in memory", "endpoint", name, "err", err)
-			}
-		})
+// scrapeSetup is what the scrape side runs from for cfg: the target
+// manager's setup and the loop of the agent's own metrics (nil if
+// self_metrics is off).
+func (a *run) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *scrapeLoop, error) {
+	sources, err := a.discoverers(cfg, reg)
+	if err != nil {
+		return targetSetup{}, nil, err
 	}
-	g := a.cfg.Global
-	slots := newScrapePool(g.MaxConcurrentScrapes)
+	g := cfg.Global
+	if a.pool == nil || a.poolSize != g.MaxConcurrentScrapes {
+		a.pool, a.poolSize = newScrapePool(g.MaxConcurrentScrapes), g.MaxConcurrentScrapes
+	}
+	slots := a.pool
 	build := func(s scraper, keep bool) *scrapeLoop {
 		l := &scrapeLoop{
 			target: s, interval: time.Duration(g.ScrapeInterval),
-			degradedInterval: time.Duration(a.cfg.Degraded.Interval),
+			degradedInterval: time.Duration(cfg.Degraded.Interval),
 			timeout:          time.Duration(g.ScrapeTimeout),
-			modes:            a.modes, sinks: sinks, slots: slots, m: a.m,
+			modes:            a.modes, sinks: []func(sample.Batch){a.deliver}, slots: slots, m: a.m,
 			log: a.log.With("target", s.Name()),
 		}
 		if keep {
-			l.keep = a.cfg.Degraded.Metrics
+			l.keep = cfg.Degraded.Metrics
 		}
 		return l
 	}
-	if a.cfg.SelfMetrics.On() {
+	var self *scrapeLoop
+	if cfg.SelfMetrics.On() {
 		host, _ := os.Hostname()
 		self = build(newSelfScraper(reg, host, g.ExternalLabels), false)
 	}
-	return func(s scraper) *scrapeLoop { return build(s, true) }, self
+	setup := targetSetup{global: &cfg.Global, static: cfg.Targets, sources: sources,
+		newLoop: func(s scraper) *scrapeLoop { return build(s, true) }}
+	return setup, self, nil
+}
+
+// deliver hands a scrape's batch to every endpoint's buffer.
+func (a *run) deliver(batch sample.Batch) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for i, b := range a.buffers {
+		name := a.bufNames[i]
+		a.m.samplesQueued.WithLabelValues(name).Add(float64(batch.Len()))
+		dropped, err := b.Append(batch)
+		for _, d := range dropped {
+			if d.Samples > 0 {
+				a.m.samplesDropped.WithLabelValues(name, d.Reason).Add(float64(d.Samples))
+			}
+		}
+		if err != nil {
+			a.log.Error("buffering a batch failed; kept in memory", "endpoint", name, "err", err)
+		}
+	}
 }
 
 // discoverers are the sources of targets beyond the static ones.
-func (a *run) discoverers(reg prometheus.Registerer) ([]discovery.Discoverer, error) {
-	interval := time.Duration(a.cfg.Global.ScrapeInterval)
+func (a *run) discoverers(cfg *Config, reg prometheus.Registerer) ([]discovery.Discoverer, error) {
+	interval := time.Duration(cfg.Global.ScrapeInterval)
 	var ds []discovery.Discoverer
-	if f := a.cfg.TargetsFile; f != "" {
+	if f := cfg.TargetsFile; f != "" {
 		// Refuse a broken file at start, as for the config itself; later
 		// a broken version is logged and the last good one kept.
 		if _, err := discovery.ReadTargetsFile(f); err != nil && !os.IsNotExist(err) {
@@ -274,17 +334,19 @@ func (a *run) discoverers(reg prometheus.Registerer) ([]discovery.Discoverer, er
 		}
 		ds = append(ds, discovery.NewFile(f, targetsFileRefresh, a.log))
 	}
-	if len(a.cfg.Sentinels) > 0 {
-		sm := discovery.NewSentinelMetrics(reg)
-		for _, sc := range a.cfg.Sentinels {
-			d, err := discovery.NewSentinel(sc, interval, sm, a.log.With("source", "sentinel"))
+	if len(cfg.Sentinels) > 0 {
+		if a.sentinelM == nil {
+			a.sentinelM = discovery.NewSentinelMetrics(reg)
+		}
+		for _, sc := range cfg.Sentinels {
+			d, err := discovery.NewSentinel(sc, interval, a.sentinelM, a.log.With("source", "sentinel"))
 			if err != nil {
 				return nil, err
 			}
 			ds = append(ds, d)
 		}
 	}
-	for _, cc := range a.cfg.Clusters {
+	for _, cc := range cfg.Clusters {
 		d, err := discovery.NewCluster(cc, interval, reg, a.log.With("source", "cluster"))
 		if err != nil {
 			return nil, err
@@ -304,6 +366,7 @@ func (a *run) maintain(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		a.mu.RLock()
 		for i, b := range a.buffers {
 			d, err := b.Store().Expire()
 			if err != nil {
@@ -313,12 +376,15 @@ func (a *run) maintain(ctx context.Context) {
 				a.m.samplesDropped.WithLabelValues(a.bufNames[i], d.Reason).Add(float64(d.Samples))
 			}
 		}
+		a.mu.RUnlock()
 	}
 }
 
 // close commits memory to disk and releases everything; safe after a
 // partial open.
 func (a *run) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for i, b := range a.buffers {
 		dropped, err := b.Close()
 		for _, d := range dropped {

@@ -108,13 +108,17 @@ type agentRun struct {
 
 // runAgent starts agent.Run, waits for /-/ready and stops it when the
 // test ends (or earlier, through stop).
-func runAgent(t *testing.T, cfg *Config) *agentRun {
+func runAgent(t *testing.T, cfg *Config, edit ...func(*Options)) *agentRun {
 	t.Helper()
 	a := &agentRun{logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	opts := Options{Logger: slog.New(slog.NewTextHandler(a.logs, nil)), Registry: a.reg, Version: "test"}
+	for _, e := range edit {
+		e(&opts)
+	}
 	go func() {
-		done <- Run(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(a.logs, nil)), Registry: a.reg, Version: "test"})
+		done <- Run(ctx, cfg, opts)
 	}()
 	var once sync.Once
 	a.stop = func() {

@@ -33,6 +33,7 @@ const (
 // batches append to its tail, and memory takes over once it is empty.
 type endpoint struct {
 	name       string
+	cfg        remotewrite.EndpointConfig // what it was built from, for reloads
 	client     *remotewrite.Client
 	buf        *buffer.Buffer
 	enc        remotewrite.Encoder
@@ -67,6 +68,12 @@ func (e *endpoint) run(ctx context.Context) {
 			continue
 		}
 		e.deliver(ctx, l)
+		if ctx.Err() != nil {
+			// Stopped mid-delivery (shutdown, or a reload replacing this
+			// sender): the batch stays the head for whoever sends next.
+			e.buf.Release(l)
+			return
+		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"slices"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/redwire/redwire/buffer"
@@ -30,6 +33,8 @@ type metrics struct {
 	paused              *prometheus.GaugeVec   // endpoint, reason
 	corruptions         *prometheus.CounterVec // endpoint
 	buffers             *bufferCollector
+	reloadSuccess       prometheus.Gauge
+	reloadTime          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -65,11 +70,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		paused:          gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
+		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_successful",
+			Help: "Whether the last configuration reload attempt succeeded."}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_success_timestamp_seconds",
+			Help: "Timestamp of the last successful configuration reload (or of the start)."}),
 	}
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
 		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
-		m.corruptions, m.buffers)
+		m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
 }
 
@@ -92,6 +101,7 @@ func (m *metrics) initEndpoint(name string) {
 // bufferCollector reads every buffer's state when /metrics is scraped,
 // so the gauges are never stale and cost nothing between scrapes.
 type bufferCollector struct {
+	mu    sync.Mutex // a reload adds and removes buffers
 	names []string
 	bufs  []*buffer.Buffer
 }
@@ -108,8 +118,20 @@ var (
 
 // add is called before the collector is first gathered.
 func (c *bufferCollector) add(name string, b *buffer.Buffer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.names = append(c.names, name)
 	c.bufs = append(c.bufs, b)
+}
+
+// remove stops reporting the named buffer (an endpoint removed by reload).
+func (c *bufferCollector) remove(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.names, name); i >= 0 {
+		c.names = slices.Delete(c.names, i, i+1)
+		c.bufs = slices.Delete(c.bufs, i, i+1)
+	}
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -119,6 +141,8 @@ func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for i, b := range c.bufs {
 		st, n := b.Stats(), c.names[i]
 		ch <- prometheus.MustNewConstMetric(bufBytesDesc, prometheus.GaugeValue, float64(st.Store.Bytes), n)

@@ -49,41 +49,96 @@ type managedTarget struct {
 	done   chan struct{}
 }
 
-func newTargetManager(global *GlobalConfig, newLoop func(scraper) *scrapeLoop, m *metrics, log *slog.Logger) *targetManager {
+func newTargetManager(m *metrics, log *slog.Logger) *targetManager {
 	return &targetManager{
-		global: global, external: global.ExternalLabels, newLoop: newLoop, m: m, log: log,
+		m: m, log: log,
 		groups: map[string]discovery.Group{}, running: map[string]*managedTarget{},
 		dupes: map[string]string{},
 	}
 }
 
-// run applies the static targets, then every group the discoverers send,
-// until ctx is done; it returns once every loop has stopped.
-func (tm *targetManager) run(ctx context.Context, static []redis.TargetConfig, sources []discovery.Discoverer) {
+// targetSetup is what the manager runs from: the static targets, the
+// discovery sources and how to build a loop. A reload sends a new one.
+type targetSetup struct {
+	global  *GlobalConfig
+	static  []redis.TargetConfig
+	sources []discovery.Discoverer
+	newLoop func(s scraper) *scrapeLoop
+	// restart stops every running loop so the next apply starts it anew:
+	// set when loop settings (interval, timeout, degraded) changed.
+	restart bool
+}
+
+// run applies setup, then every group the discoverers send and every
+// setup a reload sends, until ctx is done; it returns once every loop has
+// stopped. A reload replaces the discoverers but keeps the groups of the
+// sources that are still configured until their new discoverer reports,
+// so a reload that does not touch a source does not touch its targets.
+func (tm *targetManager) run(ctx context.Context, setup targetSetup, reloads <-chan targetSetup) {
 	up := make(chan discovery.Group)
 	var discovering sync.WaitGroup
-	for _, d := range sources {
-		discovering.Go(func() { d.Run(ctx, up) })
-	}
-	tm.apply(ctx, discovery.Group{Source: staticSource, Targets: static})
+	var stopSources context.CancelFunc
 	for {
-		select {
-		case g := <-up:
-			tm.apply(ctx, g)
-			continue
-		case <-ctx.Done():
+		tm.global, tm.external, tm.newLoop = setup.global, setup.global.ExternalLabels, setup.newLoop
+		if setup.restart {
+			for inst, mt := range tm.running {
+				delete(tm.running, inst)
+				mt.cancel()
+				<-mt.done
+				mt.target.Close()
+			}
 		}
-		break
+		keep := map[string]bool{staticSource: true}
+		for _, d := range setup.sources {
+			keep[d.Source()] = true
+		}
+		for src := range tm.groups {
+			if !keep[src] {
+				delete(tm.groups, src)
+				tm.order = slices.DeleteFunc(tm.order, func(s string) bool { return s == src })
+			}
+		}
+		var dctx context.Context
+		dctx, stopSources = context.WithCancel(ctx)
+		for _, d := range setup.sources {
+			discovering.Go(func() { d.Run(dctx, up) })
+		}
+		tm.apply(ctx, discovery.Group{Source: staticSource, Targets: setup.static})
+
+		reloaded := false
+		for !reloaded {
+			select {
+			case g := <-up:
+				tm.apply(ctx, g)
+			case setup = <-reloads:
+				reloaded = true
+			case <-ctx.Done():
+				stopSources()
+				discovering.Wait()
+				for _, mt := range tm.running {
+					mt.cancel()
+				}
+				for _, mt := range tm.running {
+					<-mt.done
+					mt.target.Close()
+				}
+				tm.stopped.Wait()
+				return
+			}
+		}
+		// Old discoverers may be blocked sending: drain until they stop.
+		stopSources()
+		stopped := make(chan struct{})
+		go func() { discovering.Wait(); close(stopped) }()
+	drain:
+		for {
+			select {
+			case <-up:
+			case <-stopped:
+				break drain
+			}
+		}
 	}
-	discovering.Wait()
-	for _, mt := range tm.running {
-		mt.cancel()
-	}
-	for _, mt := range tm.running {
-		<-mt.done
-		mt.target.Close()
-	}
-	tm.stopped.Wait()
 }
 
 // count is how many targets run; only for the start-up log line.

@@ -17,10 +17,11 @@ import (
 
 // webServer serves /metrics, /-/healthy and /-/ready.
 type webServer struct {
-	srv   *http.Server
-	ln    net.Listener
-	ready atomic.Bool
-	done  chan error
+	srv    *http.Server
+	reload atomic.Pointer[func() error] // POST /-/reload; nil until set
+	ln     net.Listener
+	ready  atomic.Bool
+	done   chan error
 }
 
 // startWeb binds the listen address before returning, so a port clash is an
@@ -48,6 +49,23 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 		}
 		fmt.Fprintln(rw, "redwire is ready.")
 	})
+	mux.HandleFunc("/-/reload", func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			rw.Header().Set("Allow", "POST, PUT")
+			http.Error(rw, "use POST or PUT to reload the config.", http.StatusMethodNotAllowed)
+			return
+		}
+		reload := w.reload.Load()
+		if reload == nil {
+			http.Error(rw, "redwire is starting.", http.StatusServiceUnavailable)
+			return
+		}
+		if err := (*reload)(); err != nil {
+			http.Error(rw, fmt.Sprintf("failed to reload config: %s", err), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(rw, "config reloaded.")
+	})
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(rw, r)
@@ -65,6 +83,8 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 func (w *webServer) addr() string { return w.ln.Addr().String() }
 
 func (w *webServer) setReady() { w.ready.Store(true) }
+
+func (w *webServer) setReload(f func() error) { w.reload.Store(&f) }
 
 func (w *webServer) stop(ctx context.Context) error {
 	err := w.srv.Shutdown(ctx)

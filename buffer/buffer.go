@@ -40,6 +40,7 @@ type Buffer struct {
 	mu       sync.Mutex
 	mem      memFIFO
 	inflight *Lease // leased from memory, not yet acked
+	released bool   // inflight was given back: Next hands it out again
 	meta     metadataSet
 	spill    bool // endpoint down: appends go to the store
 	draining bool // shutting down: partial batches leave at once
@@ -112,7 +113,7 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		}
 		dropped = append(dropped, d...)
 		l.FromStore, l.upTo = true, b.store.LastSeq()
-		b.inflight = nil
+		b.inflight, b.released = nil, false
 	}
 	for b.mem.len() > 0 {
 		n := min(b.mem.len(), b.opts.MaxBatch)
@@ -151,7 +152,13 @@ func (b *Buffer) Next(ctx context.Context) (*Lease, error) {
 	for {
 		b.mu.Lock()
 		if b.inflight != nil {
+			l := b.inflight
+			released := b.released
+			b.released = false
 			b.mu.Unlock()
+			if released {
+				return l, nil
+			}
 			return nil, errors.New("buffer: Next before the previous lease was acked")
 		}
 		if b.store.Stats().Batches > 0 {
@@ -218,7 +225,7 @@ func (b *Buffer) Ack(l *Lease) error {
 	defer b.mu.Unlock()
 	defer b.signal()
 	if b.inflight == l {
-		b.inflight = nil
+		b.inflight, b.released = nil, false
 	}
 	if l.FromStore {
 		if err := b.store.Delete(l.upTo); err != nil {
@@ -226,6 +233,19 @@ func (b *Buffer) Ack(l *Lease) error {
 		}
 	}
 	return nil
+}
+
+// Release gives back a lease that was neither acked nor given up on: the
+// next call to Next hands out the same batch again. It lets the sender be
+// replaced (a config reload changed the endpoint) without dropping or
+// reordering anything.
+func (b *Buffer) Release(l *Lease) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight == l {
+		b.released = true
+	}
+	b.signal()
 }
 
 // Unsent marks the lease's metadata as not delivered (the receiver

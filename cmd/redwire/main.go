@@ -45,12 +45,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app.Terminate(func(int) { done = true })
 
 	configFile := app.Flag("config.file", "YAML config file (optional: flags alone are enough to run).").String()
+	watch := app.Flag("config.watch", "Reload the config when the file changes (as SIGHUP and POST /-/reload do).").Bool()
 	flags := addAgentFlags(app)
 	logCfg := &promslog.Config{Writer: stderr}
 	promslogflag.AddFlags(app, logCfg)
 
 	runCmd := app.Command("run", "Run the agent (the default).").Default()
 	checkCmd := app.Command("check-config", "Validate the config and print it with defaults applied and secrets redacted.")
+	tools := addTools(app, configFile, flags, logCfg) // buffer inspect|export, replay: cmd/redwire/buffer.go
 
 	cmd, err := app.Parse(args)
 	if done {
@@ -59,6 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "redwire: %v\n", err)
 		return 2
+	}
+	if tools.handles(cmd) {
+		return tools.exec(ctx, cmd, stdout, stderr)
 	}
 
 	cfg, err := loadConfig(*configFile, flags)
@@ -84,7 +89,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// logs a target's state changes, so keep the library's lines at debug.
 	goredis.SetLogger(redisLogger{log})
 	log.Info("starting redwire", "version", version.Info(), "build_context", version.BuildContext())
-	if err := agent.Run(ctx, cfg, agent.Options{Logger: log, Registry: reg, Version: version.Version}); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	opts := agent.Options{
+		Logger: log, Registry: reg, Version: version.Version,
+		Reload:       func() (*agent.Config, error) { return loadConfig(*configFile, flags) },
+		ReloadSignal: hup, ConfigFile: *configFile, WatchConfig: *watch,
+	}
+	if err := agent.Run(ctx, cfg, opts); err != nil {
 		log.Error("redwire stopped", "err", err)
 		return 1
 	}

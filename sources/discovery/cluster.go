@@ -508,3 +508,6 @@ func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, 
 	}
 	return c, err
 }
+
+// Source implements Discoverer.
+func (c *Cluster) Source() string { return c.source }

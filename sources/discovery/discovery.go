@@ -38,4 +38,8 @@ type Discoverer interface {
 	// by the discoverer itself: a source that fails keeps its last good
 	// group rather than dropping targets.
 	Run(ctx context.Context, up chan<- Group)
+	// Source is the Source of every Group the discoverer sends, known
+	// before it sends any: a reload keeps the targets of a source that is
+	// still configured until its new discoverer reports.
+	Source() string
 }

@@ -41,6 +41,9 @@ func NewFile(path string, interval time.Duration, log *slog.Logger) *File {
 	return &File{path: path, interval: interval, log: log.With("targets_file", path)}
 }
 
+// Source implements Discoverer.
+func (f *File) Source() string { return "file:" + f.path }
+
 // ReadTargetsFile reads and validates a targets file. Relative paths in it
 // (password_file, TLS files) are relative to the file's directory.
 func ReadTargetsFile(path string) ([]redis.TargetConfig, error) {
@@ -96,7 +99,7 @@ func (f *File) Run(ctx context.Context, up chan<- Group) {
 		last, sent = data, true
 		f.log.Info("targets file read", "targets", len(targets))
 		select {
-		case up <- Group{Source: "file:" + f.path, Targets: targets}:
+		case up <- Group{Source: f.Source(), Targets: targets}:
 		case <-ctx.Done():
 		}
 	}

@@ -114,6 +114,9 @@ func NewSentinel(cfg SentinelConfig, defaultRefresh time.Duration, m *SentinelMe
 	}, nil
 }
 
+// Source implements Discoverer.
+func (s *Sentinel) Source() string { return "sentinel:" + s.cfg.MasterName }
+
 // Refresh asks for a new resolution now; it never blocks.
 func (s *Sentinel) Refresh() {
 	select {
@@ -381,7 +384,7 @@ func (s *Sentinel) sendWith(ctx context.Context, up chan<- Group, replicas []str
 		return
 	}
 	select {
-	case up <- Group{Source: "sentinel:" + s.cfg.MasterName, Targets: ts, Refresh: s.Refresh}:
+	case up <- Group{Source: s.Source(), Targets: ts, Refresh: s.Refresh}:
 	case <-ctx.Done():
 	}
 }

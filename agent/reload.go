@@ -1,0 +1,357 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// configDebounce lets an editor or config management finish writing the
+// config file before it is read.
+const configDebounce = time.Second
+
+// senderHandle stops one endpoint's sender.
+type senderHandle struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startSender runs e until the shutdown flush ends or a reload replaces it.
+func (a *run) startSender(e *endpoint) {
+	ctx, cancel := context.WithCancel(a.sendCtx)
+	h := senderHandle{cancel: cancel, done: make(chan struct{})}
+	if a.senders == nil {
+		a.senders = map[*endpoint]senderHandle{}
+	}
+	a.senders[e] = h
+	a.sending.Go(func() {
+		defer close(h.done)
+		e.run(ctx)
+	})
+}
+
+// stopSender stops e's sender and waits for it. A batch it was sending
+// stays the buffer's head (Buffer.Release), so whoever sends next sends it
+// first: nothing is lost or reordered.
+func (a *run) stopSender(e *endpoint) {
+	h := a.senders[e]
+	h.cancel()
+	<-h.done
+	delete(a.senders, e)
+}
+
+// selfRunner runs the loop of the agent's own metrics, replaced on reload.
+type selfRunner struct {
+	ctx    context.Context
+	wg     *sync.WaitGroup
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newSelfRunner(ctx context.Context, wg *sync.WaitGroup) *selfRunner {
+	return &selfRunner{ctx: ctx, wg: wg}
+}
+
+func (r *selfRunner) replace(l *scrapeLoop) {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		r.cancel = nil
+	}
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	r.cancel, r.done = cancel, done
+	r.wg.Go(func() {
+		defer close(done)
+		l.run(ctx)
+	})
+}
+
+// reloader applies a new config to the running agent: targets, discovery,
+// labels, intervals, degraded and replay settings and remote-write
+// endpoints change in place; buffered data is neither lost nor reordered.
+// A config that does not load or validate is refused whole and the running
+// one stays.
+type reloader struct {
+	a       *run
+	reg     *prometheus.Registry
+	reloads chan<- targetSetup
+	self    *selfRunner
+	load    func() (*Config, error)
+	log     *slog.Logger
+	ctx     context.Context // the agent's: a reload after shutdown is refused
+
+	mu sync.Mutex // one reload at a time
+}
+
+// reload loads the config again and applies it.
+func (r *reloader) reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.load == nil {
+		return errors.New("reloading is not enabled")
+	}
+	cfg, err := r.load()
+	if err == nil {
+		err = r.apply(cfg)
+	}
+	if err != nil {
+		r.a.m.reloadSuccess.Set(0)
+		r.log.Error("config reload refused; the running config stays", "err", err)
+		return err
+	}
+	r.a.m.reloadSuccess.Set(1)
+	r.a.m.reloadTime.SetToCurrentTime()
+	r.log.Info("config reloaded")
+	return nil
+}
+
+func (r *reloader) apply(cfg *Config) error {
+	if r.ctx.Err() != nil {
+		return errors.New("shutting down")
+	}
+	a, old := r.a, r.a.cfg
+	if !reflect.DeepEqual(cfg.Buffer, old.Buffer) {
+		r.log.Warn("buffer settings change only at restart; keeping the running ones")
+		cfg.Buffer = old.Buffer
+	}
+	if cfg.Web != old.Web {
+		r.log.Warn("web settings change only at restart; keeping the running ones")
+		cfg.Web = old.Web
+	}
+	// Everything that can fail is done before anything changes.
+	for i, tc := range cfg.Targets {
+		t, err := redis.NewTarget(tc, cfg.Global.ExternalLabels)
+		if err != nil {
+			return fmt.Errorf("targets[%d]: %w", i, err)
+		}
+		t.Close()
+	}
+	plan, err := a.planEndpoints(cfg)
+	if err != nil {
+		return err
+	}
+	setup, self, err := a.scrapeSetup(cfg, r.reg)
+	if err != nil {
+		plan.abort()
+		return err
+	}
+	setup.restart = loopSettingsChanged(old, cfg)
+
+	a.mu.Lock()
+	a.cfg = cfg
+	plan.commit()
+	a.mu.Unlock()
+	select {
+	case r.reloads <- setup:
+	case <-r.ctx.Done():
+		return errors.New("shutting down")
+	}
+	r.self.replace(self)
+	return nil
+}
+
+// loopSettingsChanged reports whether running loops must be rebuilt.
+func loopSettingsChanged(old, cfg *Config) bool {
+	og, ng := old.Global, cfg.Global
+	return og.ScrapeInterval != ng.ScrapeInterval || og.ScrapeTimeout != ng.ScrapeTimeout ||
+		og.MaxConcurrentScrapes != ng.MaxConcurrentScrapes ||
+		!reflect.DeepEqual(old.Degraded, cfg.Degraded)
+}
+
+// endpointPlan is a reload's change to the endpoints, prepared (clients
+// built, new buffers opened) so that commit cannot fail.
+type endpointPlan struct {
+	a       *run
+	cfg     *Config
+	keep    map[string]bool                // unchanged endpoints
+	replace map[string]*remotewrite.Client // same buffer, new sender
+	add     map[string]*remotewrite.Client // new endpoints
+	addBufs map[string]*buffer.Buffer      // their buffers, opened
+	configs map[string]remotewrite.EndpointConfig
+	local   *buffer.Buffer // buffer-only mode starts
+}
+
+func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
+	p := &endpointPlan{a: a, cfg: cfg, keep: map[string]bool{}, replace: map[string]*remotewrite.Client{},
+		add: map[string]*remotewrite.Client{}, addBufs: map[string]*buffer.Buffer{}, configs: map[string]remotewrite.EndpointConfig{}}
+	running := map[string]*endpoint{}
+	for _, e := range a.endpoints {
+		running[e.name] = e
+	}
+	sameDelivery := a.cfg.Degraded.FailureThreshold == cfg.Degraded.FailureThreshold &&
+		a.cfg.Replay == cfg.Replay
+	for i, ec := range cfg.RemoteWrite {
+		name := ec.Label()
+		p.configs[name] = ec
+		e, ok := running[name]
+		if ok && sameDelivery && reflect.DeepEqual(e.cfg, ec) {
+			p.keep[name] = true
+			continue
+		}
+		c, err := remotewrite.NewClient(ec, a.version)
+		if err != nil {
+			p.abort()
+			return nil, fmt.Errorf("remote_write[%d]: %w", i, err)
+		}
+		if ok {
+			if !reflect.DeepEqual(e.cfg.QueueConfig, ec.QueueConfig) {
+				a.log.Warn("queue_config changes of a running endpoint apply at restart; its memory queue keeps its size", "endpoint", name)
+			}
+			p.replace[name] = c
+			continue
+		}
+		buf, err := a.openBuffer(name, a.bufferOptions(ec))
+		if err != nil {
+			p.abort()
+			return nil, fmt.Errorf("remote_write[%d]: %w", i, err)
+		}
+		p.add[name], p.addBufs[name] = c, buf
+	}
+	if len(cfg.RemoteWrite) == 0 && len(a.endpoints) > 0 {
+		buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
+		if err != nil {
+			p.abort()
+			return nil, err
+		}
+		p.local = buf
+	}
+	return p, nil
+}
+
+// abort closes what the plan opened.
+func (p *endpointPlan) abort() {
+	for _, b := range p.addBufs {
+		b.Close()
+	}
+	if p.local != nil {
+		p.local.Close()
+	}
+}
+
+// commit applies the plan; a.mu must be held, so no scrape is delivered
+// half to the old and half to the new set.
+func (p *endpointPlan) commit() {
+	a := p.a
+	var endpoints []*endpoint
+	for _, e := range a.endpoints {
+		switch {
+		case p.keep[e.name]:
+			endpoints = append(endpoints, e)
+		case p.replace[e.name] != nil:
+			a.stopSender(e)
+			ne := a.newEndpoint(p.cfg, p.configs[e.name], p.replace[e.name], e.buf)
+			// The circuit's state is the endpoint's, not the sender's: a
+			// down endpoint stays down (and its buffer spilling) until the
+			// new sender gets an answer.
+			ne.failures, ne.open, ne.paused, ne.replay = e.failures, e.open, e.paused, e.replay
+			a.startSender(ne)
+			endpoints = append(endpoints, ne)
+			a.log.Info("endpoint settings changed: sender replaced, buffer kept", "endpoint", e.name)
+		default:
+			a.stopSender(e)
+			a.removeOutput(e.name)
+			a.modes.set(e.name, false)
+			st := e.buf.Stats()
+			dropped, err := e.buf.Close()
+			for _, d := range dropped {
+				if d.Samples > 0 {
+					a.m.samplesDropped.WithLabelValues(e.name, d.Reason).Add(float64(d.Samples))
+				}
+			}
+			path := filepath.Join(a.cfg.Buffer.Path, storeFileName(e.name))
+			a.log.Warn("endpoint removed: its backlog stays on disk; add the endpoint back (same name) to send it, or move it with `redwire buffer export`",
+				"endpoint", e.name, "backlog_samples", st.Store.Samples+int64(st.MemorySamples), "file", path, "err", err)
+		}
+	}
+	for _, ec := range p.cfg.RemoteWrite {
+		name := ec.Label()
+		c := p.add[name]
+		if c == nil {
+			continue
+		}
+		buf := p.addBufs[name]
+		a.addOutput(name, buf)
+		e := a.newEndpoint(p.cfg, ec, c, buf)
+		a.startSender(e)
+		endpoints = append(endpoints, e)
+		a.log.Info("endpoint added", "endpoint", name)
+	}
+	if slices.Contains(a.bufNames, localBuffer) && len(p.cfg.RemoteWrite) > 0 {
+		a.removeOutput(localBuffer)
+		a.log.Warn("left buffer-only mode: the local buffer keeps what it holds; move it with `redwire buffer export` and `redwire replay`")
+	}
+	if p.local != nil {
+		a.addOutput(localBuffer, p.local)
+		a.log.Warn("no remote_write endpoint configured any more: buffer-only mode")
+	}
+	a.endpoints = endpoints
+}
+
+// removeOutput stops delivering scrapes to the named buffer and closes it
+// if it is the local one (an endpoint's buffer is closed by the caller).
+func (a *run) removeOutput(name string) {
+	i := slices.Index(a.bufNames, name)
+	if i < 0 {
+		return
+	}
+	b := a.buffers[i]
+	a.buffers = slices.Delete(a.buffers, i, i+1)
+	a.bufNames = slices.Delete(a.bufNames, i, i+1)
+	a.m.buffers.remove(name)
+	if name == localBuffer {
+		b.Close()
+	}
+}
+
+// watch reloads on every signal from opts.ReloadSignal and, with
+// opts.WatchConfig, when the config file changes, until ctx is done.
+func (r *reloader) watch(ctx context.Context, opts Options) {
+	var changes <-chan fsnotify.Event
+	if opts.WatchConfig && opts.ConfigFile != "" {
+		w, err := fsnotify.NewWatcher()
+		if err == nil {
+			defer w.Close()
+			err = w.Add(filepath.Dir(opts.ConfigFile))
+		}
+		if err != nil {
+			r.log.Error("cannot watch the config file; reload with SIGHUP or POST /-/reload", "file", opts.ConfigFile, "err", err)
+		} else {
+			changes = w.Events
+		}
+	}
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-opts.ReloadSignal:
+			r.log.Info("SIGHUP: reloading the config")
+			r.reload()
+		case ev := <-changes:
+			if filepath.Clean(ev.Name) == filepath.Clean(opts.ConfigFile) {
+				debounce = time.After(configDebounce)
+			}
+		case <-debounce:
+			debounce = nil
+			r.log.Info("config file changed: reloading")
+			r.reload()
+		}
+	}
+}

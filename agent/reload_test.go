@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redwire/redwire/internal/harness"
+)
+
+// reloadConfig is the YAML of the reload test: one endpoint named main,
+// thinning off, a replay rate limit so a backlog drains for a while.
+func reloadConfig(listen, bufDir, writeURL, extra string, replayRate int, targets ...*harness.Redis) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global: {scrape_interval: 1s}\ndegraded: {interval: 1s}\nself_metrics: {enabled: false}\n")
+	fmt.Fprintf(&b, "web: {listen_address: %q}\nbuffer: {path: %q}\nreplay: {max_samples_per_second: %d}\n", listen, bufDir, replayRate)
+	b.WriteString("targets:\n")
+	for _, r := range targets {
+		fmt.Fprintf(&b, "  - addr: %s\n", r.URL())
+	}
+	fmt.Fprintf(&b, "remote_write:\n  - name: main\n    url: %s\n%s", writeURL, extra)
+	b.WriteString("    queue_config: {batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms, max_samples_per_send: 200}\n")
+	return b.String()
+}
+
+func postReload(t *testing.T, cfg *Config) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+cfg.Web.ListenAddress+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestReloadWhileDrainingLosesNothing reloads the config while a backlog
+// drains into a real Prometheus: a new target, a new header (so the
+// endpoint's sender is replaced mid-drain) and a new replay rate. Every
+// scrape taken must arrive, in order; then an invalid config is refused
+// whole and the agent keeps running on the old one.
+func TestReloadWhileDrainingLosesNothing(t *testing.T) {
+	t.Parallel()
+	r1, r2 := harness.StartRedis(t), harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "redwire.yml")
+	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	bufDir := filepath.Join(dir, "data")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func() (*Config, error) {
+		c, err := LoadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		return c, c.Finalize()
+	}
+	write(reloadConfig(listen, bufDir, prom.WriteURL(), "", 400, r1))
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runAgent(t, cfg, func(o *Options) { o.Reload = load })
+	ep := map[string]string{"endpoint": "main"}
+
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r1.Addr()), nil)
+	beginOutage(t, a, prom, cfg, r1.Addr(), 8)
+	prom.Start()
+	harness.WaitFor(t, time.Minute, "the backlog to start draining", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_replay_samples_total", ep) > 0, nil
+	})
+	if gathered(t, a.reg, "redwire_buffer_batches", ep) == 0 {
+		t.Fatal("the backlog drained before the reload: nothing tested (raise the outage or lower the rate)")
+	}
+
+	write(reloadConfig(listen, bufDir, prom.WriteURL(), "    headers: {X-Reloaded: \"1\"}\n", 2000, r1, r2))
+	if code, body := postReload(t, cfg); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	if gathered(t, a.reg, "redwire_config_last_reload_successful", nil) != 1 {
+		t.Error("redwire_config_last_reload_successful != 1 after a good reload")
+	}
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r2.Addr()), nil)
+	harness.WaitFor(t, 2*time.Minute, "backlog replayed and normal mode", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
+	})
+
+	// An invalid config is refused whole, naming the field.
+	write(reloadConfig(listen, bufDir, prom.WriteURL(), "    queue_confg: {}\n", 2000, r1, r2))
+	code, body := postReload(t, cfg)
+	if code != http.StatusInternalServerError || !strings.Contains(body, "queue_confg") {
+		t.Errorf("invalid reload: %d %q, want 500 naming queue_confg", code, body)
+	}
+	if gathered(t, a.reg, "redwire_config_last_reload_successful", nil) != 0 {
+		t.Error("redwire_config_last_reload_successful != 0 after a refused reload")
+	}
+	before := gathered(t, a.reg, "redwire_target_scrapes_total", map[string]string{"target": r2.Addr()})
+	harness.WaitFor(t, 30*time.Second, "scraping to go on under the old config", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_target_scrapes_total", map[string]string{"target": r2.Addr()}) > before, nil
+	})
+
+	a.stop()
+	for _, r := range []*harness.Redis{r1, r2} {
+		taken := int(gathered(t, a.reg, "redwire_target_scrapes_total", map[string]string{"target": r.Addr()}))
+		if got := delivered(t, prom, r.Addr()); got != taken {
+			t.Errorf("%s: receiver has %d redis_up samples, agent took %d scrapes", r.Addr(), got, taken)
+		}
+	}
+	if v := gathered(t, a.reg, "redwire_samples_dropped_total", nil); v != 0 {
+		t.Errorf("dropped %v samples", v)
+	}
+	assertNoRejections(t, prom)
+	if a.logs.count("sender replaced, buffer kept") != 1 {
+		t.Error("the reload did not replace the endpoint's sender: the header change was not applied")
+	}
+}

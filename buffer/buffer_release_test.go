@@ -1,0 +1,51 @@
+package buffer
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// TestReleaseHandsOutTheSameBatchAgain: a sender replaced mid-delivery
+// gives its lease back, and the next sender gets that very batch first.
+func TestReleaseHandsOutTheSameBatchAgain(t *testing.T) {
+	store, _, err := OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(store, Options{Capacity: 100000, MaxBatch: 10})
+	defer b.Close()
+	for i := range 4 {
+		if _, err := b.Append(redisBatch(int64(i)*1000, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	first, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Next(ctx); err == nil {
+		t.Fatal("a second Next before Ack or Release must fail")
+	}
+	b.Release(first)
+	again, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Fatalf("after Release, Next handed out another batch: %v, want %v", again.Batch.Samples, first.Batch.Samples)
+	}
+	if err := b.Ack(again); err != nil {
+		t.Fatal(err)
+	}
+	next, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := next.Batch.Samples[0], first.Batch.Samples[0]; a.T == b.T && labels.Equal(a.Labels, b.Labels) {
+		t.Fatal("the acked batch came back")
+	}
+}
