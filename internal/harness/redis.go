@@ -26,6 +26,7 @@ type Redis struct {
 type redisConfig struct {
 	password string
 	args     []string
+	sentinel []string // extra sentinel.conf lines (StartSentinel only)
 }
 
 // RedisOption adjusts how StartRedis runs redis-server.

@@ -42,7 +42,7 @@ func StartSentinelOn(t testing.TB, port int, master, masterAddr string, opts ...
 	for _, o := range opts {
 		o(&r.cfg)
 	}
-	sc := &sentinelConfig{path: filepath.Join(r.srv.dir, "sentinel.conf"), master: master, masterAddr: masterAddr}
+	sc := &sentinelConfig{path: filepath.Join(r.srv.dir, "sentinel.conf"), master: master, masterAddr: masterAddr, extra: r.cfg.sentinel}
 	r.srv.args = func(port int) []string {
 		if err := sc.write(port, r.srv.dir); err != nil {
 			t.Fatalf("redis-sentinel: %v", err)
@@ -65,7 +65,8 @@ func StartSentinelOn(t testing.TB, port int, master, masterAddr string, opts ...
 // (replicas, peers, epochs).
 type sentinelConfig struct {
 	path, master, masterAddr string
-	port                     int // the port the file was written for; 0 before the first write
+	extra                    []string // lines after the monitor line
+	port                     int      // the port the file was written for; 0 before the first write
 }
 
 // write (re)writes the file when the port changes: on the first start and
@@ -83,11 +84,20 @@ func (c *sentinelConfig) write(port int, dir string) error {
 	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
 		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s %d\n",
 		port, strconv.Quote(dir), c.master, host, mport, c.master, SentinelDownAfter)
+	for _, l := range c.extra {
+		conf += l + "\n"
+	}
 	if err := os.WriteFile(c.path, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("write config %s: %w", c.path, err)
 	}
 	c.port = port
 	return nil
+}
+
+// WithSentinelConfig adds a line to the config file of a sentinel, after
+// its monitor line: "sentinel failover-timeout mymaster 2000".
+func WithSentinelConfig(line string) RedisOption {
+	return func(c *redisConfig) { c.sentinel = append(c.sentinel, line) }
 }
 
 // SentinelGroup is a master, its replicas and the sentinels watching them.
@@ -117,7 +127,12 @@ func StartSentinelGroup(t testing.TB, name string, replicas, sentinels int) *Sen
 		return strings.Count(info, "state=online") == replicas, nil
 	})
 	for range sentinels {
-		g.Sentinels = append(g.Sentinels, StartSentinel(t, name, g.Master.Addr()))
+		// With every sentinel able to call odown alone (quorum 1), two
+		// may start an election at once and split the vote; the retry
+		// waits failover-timeout (3 minutes by default). Two seconds
+		// keeps a failover test about failovers, not about that wait.
+		g.Sentinels = append(g.Sentinels, StartSentinel(t, name, g.Master.Addr(),
+			WithSentinelConfig(fmt.Sprintf("sentinel failover-timeout %s 2000", name))))
 	}
 	WaitFor(t, startTimeout, "every sentinel knows every replica and peer", func() (bool, error) {
 		for _, s := range g.Sentinels {
