@@ -109,6 +109,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.m.reloadTime.SetToCurrentTime()
 	rl := &reloader{a: a, reg: opts.Registry, reloads: reloads, self: selfLoops, load: opts.Reload, log: log, ctx: ctx}
 	web.setReload(rl.reload)
+	started := time.Now().UTC()
+	web.setAPI(func() any { return tm.view.targets() }, func() any { return a.status(&tm.view, started) })
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
 	web.setReady()

@@ -39,3 +39,10 @@ func (m *modes) degraded() (bool, <-chan struct{}) {
 	defer m.mu.Unlock()
 	return len(m.down) > 0, m.changed
 }
+
+// isDown reports whether the named endpoint is down.
+func (m *modes) isDown(endpoint string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.down[endpoint]
+}

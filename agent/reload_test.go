@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sources/redis"
 )
 
 // reloadConfig is the YAML of the reload test: one endpoint named main,
@@ -122,5 +123,41 @@ func TestReloadWhileDrainingLosesNothing(t *testing.T) {
 	assertNoRejections(t, prom)
 	if a.logs.count("sender replaced, buffer kept") != 1 {
 		t.Error("the reload did not replace the endpoint's sender: the header change was not applied")
+	}
+}
+
+// TestAPITargetsAndStatus: tooling can ask the agent what it scrapes and
+// how its endpoints are doing, and never sees a password.
+func TestAPITargetsAndStatus(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t, harness.WithPassword("canary-secret"))
+	prom := harness.StartPrometheus(t)
+	cfg := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
+	runAgent(t, cfg)
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + cfg.Web.ListenAddress + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		return string(body)
+	}
+	harness.WaitFor(t, 30*time.Second, "the target to be reported up", func() (bool, error) {
+		body := get("/api/v1/targets")
+		return strings.Contains(body, `"instance": "`+r.Addr()+`"`) && strings.Contains(body, `"up": true`), nil
+	})
+	status := get("/api/v1/status")
+	for _, want := range []string{`"version": "test"`, `"degraded": false`, `"name": "` + cfg.RemoteWrite[0].Label() + `"`} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %s:\n%s", want, status)
+		}
+	}
+	if body := get("/api/v1/targets") + status; strings.Contains(body, "canary-secret") {
+		t.Errorf("the API shows a password:\n%s", body)
 	}
 }

@@ -36,6 +36,7 @@ type targetManager struct {
 	order   []string                   // sources in the order they first reported, static first
 	running map[string]*managedTarget  // by instance
 	dupes   map[string]string          // instance → source refused as a duplicate (logged once)
+	view    targetView                 // what the HTTP API reads
 	stopped sync.WaitGroup
 }
 
@@ -204,6 +205,7 @@ func (tm *targetManager) apply(ctx context.Context, g discovery.Group) {
 			tm.start(ctx, w.cfg, w.source)
 		}
 	}
+	tm.view.publish(tm.running)
 }
 
 // sameButAddr reports whether two configs differ in their address only.

@@ -19,6 +19,7 @@ import (
 type webServer struct {
 	srv    *http.Server
 	reload atomic.Pointer[func() error] // POST /-/reload; nil until set
+	api    atomic.Pointer[apiSource]    // GET /api/v1/*; nil until set
 	ln     net.Listener
 	ready  atomic.Bool
 	done   chan error
@@ -39,6 +40,16 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 	w := &webServer{ln: ln, done: make(chan error, 1)}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	get := func(pick func(*apiSource) func() any) func() any {
+		return func() any {
+			if src := w.api.Load(); src != nil {
+				return pick(src)()
+			}
+			return nil
+		}
+	}
+	apiHandlers(mux, get(func(s *apiSource) func() any { return s.targets }),
+		get(func(s *apiSource) func() any { return s.status }))
 	mux.HandleFunc("/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "redwire is healthy.")
 	})
@@ -85,6 +96,13 @@ func (w *webServer) addr() string { return w.ln.Addr().String() }
 func (w *webServer) setReady() { w.ready.Store(true) }
 
 func (w *webServer) setReload(f func() error) { w.reload.Store(&f) }
+
+// apiSource is what the JSON API reports, set once the agent runs.
+type apiSource struct{ targets, status func() any }
+
+func (w *webServer) setAPI(targets, status func() any) {
+	w.api.Store(&apiSource{targets: targets, status: status})
+}
 
 func (w *webServer) stop(ctx context.Context) error {
 	err := w.srv.Shutdown(ctx)

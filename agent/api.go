@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// targetInfo is one target as GET /api/v1/targets shows it.
+type targetInfo struct {
+	Instance            string            `json:"instance"`
+	Addr                string            `json:"addr"` // password redacted
+	Source              string            `json:"source"`
+	Labels              map[string]string `json:"labels,omitempty"`
+	Up                  bool              `json:"up"`
+	ConsecutiveFailures int               `json:"consecutive_failures"`
+}
+
+// targetView is what the HTTP API reads of the target manager: copies
+// published after every change, so a request never touches the manager's
+// own state.
+type targetView struct {
+	published atomic.Pointer[[]publishedTarget]
+}
+
+type publishedTarget struct {
+	cfg    redis.TargetConfig
+	source string
+	target *redis.Target // Up and ConsecutiveFailures are safe to call
+}
+
+func (v *targetView) publish(running map[string]*managedTarget) {
+	list := make([]publishedTarget, 0, len(running))
+	for _, mt := range running {
+		list = append(list, publishedTarget{cfg: mt.cfg, source: mt.source, target: mt.target})
+	}
+	slices.SortFunc(list, func(a, b publishedTarget) int { return strings.Compare(a.cfg.Instance(), b.cfg.Instance()) })
+	v.published.Store(&list)
+}
+
+func (v *targetView) targets() []targetInfo {
+	p := v.published.Load()
+	if p == nil {
+		return []targetInfo{}
+	}
+	out := make([]targetInfo, 0, len(*p))
+	for _, t := range *p {
+		out = append(out, targetInfo{
+			Instance: t.cfg.Instance(), Addr: redis.RedactAddr(t.cfg.Addr), Source: t.source,
+			Labels: t.cfg.Labels, Up: t.target.Up(), ConsecutiveFailures: t.target.ConsecutiveFailures(),
+		})
+	}
+	return out
+}
+
+// endpointStatus is one endpoint (or the local buffer) in /api/v1/status.
+type endpointStatus struct {
+	Name           string    `json:"name"`
+	Degraded       bool      `json:"degraded"`
+	BacklogSamples int64     `json:"backlog_samples"`
+	BacklogBytes   int64     `json:"backlog_bytes"`
+	MemorySamples  int       `json:"memory_samples"`
+	Oldest         time.Time `json:"oldest,omitzero"`
+}
+
+// status is GET /api/v1/status.
+type status struct {
+	Version   string           `json:"version"`
+	StartedAt time.Time        `json:"started_at"`
+	Degraded  bool             `json:"degraded"`
+	Targets   int              `json:"targets"`
+	Endpoints []endpointStatus `json:"endpoints"`
+}
+
+func (a *run) status(v *targetView, started time.Time) status {
+	degraded, _ := a.modes.degraded()
+	st := status{Version: a.version, StartedAt: started, Degraded: degraded, Targets: len(v.targets())}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for i, b := range a.buffers {
+		s := b.Stats()
+		es := endpointStatus{Name: a.bufNames[i], BacklogSamples: s.Store.Samples, BacklogBytes: s.Store.Bytes, MemorySamples: s.MemorySamples}
+		es.Degraded = a.modes.isDown(es.Name)
+		if s.Store.OldestT > 0 {
+			es.Oldest = time.UnixMilli(s.Store.OldestT).UTC()
+		}
+		st.Endpoints = append(st.Endpoints, es)
+	}
+	return st
+}
+
+// apiHandlers serve the agent's state as JSON for tooling.
+func apiHandlers(mux *http.ServeMux, targets func() any, status func() any) {
+	serve := func(get func() any) http.HandlerFunc {
+		return func(rw http.ResponseWriter, _ *http.Request) {
+			rw.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(rw)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(map[string]any{"status": "success", "data": get()})
+		}
+	}
+	mux.Handle("GET /api/v1/targets", serve(targets))
+	mux.Handle("GET /api/v1/status", serve(status))
+}
