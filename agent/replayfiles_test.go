@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sample"
+)
+
+// exportFixture stores batches scrapes of perScrape series (instance
+// inst, one scrape every 10s ending a minute ago) and exports them with
+// delete into a file split at splitAt scrapes (0: one file).
+func exportFixture(t *testing.T, inst string, scrapes, perScrape, splitAt int) (files []string, start time.Time) {
+	t.Helper()
+	dir := t.TempDir()
+	sf := StoreFile(dir, "ep")
+	store, _, err := buffer.OpenStore(sf.Path, buffer.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now().Add(-time.Minute - time.Duration(scrapes)*10*time.Second).Truncate(time.Second)
+	base := labels.FromStrings("instance", inst, "job", "redis")
+	for k := range scrapes {
+		sc := sample.NewScrape(start.Add(time.Duration(k)*10*time.Second), base)
+		for i := range perScrape {
+			sc.Gauge("redis_test_series", "test", float64(k), "i", fmt.Sprint(i))
+		}
+		if _, err := store.Append(sc.Batch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ranges := [][2]int64{{0, 0}}
+	if splitAt > 0 {
+		split := start.Add(time.Duration(splitAt) * 10 * time.Second).UnixMilli()
+		ranges = [][2]int64{{0, split}, {split, 0}}
+	}
+	for i, r := range ranges {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("part%d.rwexport", i))
+		if _, err := buffer.Export(context.Background(), out, []buffer.StoreFile{sf}, buffer.ExportOptions{FromMs: r[0], ToMs: r[1], Delete: true}); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, out)
+	}
+	in, err := buffer.InspectStore(sf, buffer.ReadOptions{})
+	if err != nil || in.Batches != 0 {
+		t.Fatalf("buffer after export --delete: %+v %v", in, err)
+	}
+	return files, start
+}
+
+func replayOpts(t *testing.T, writeURL string, maxSend int) ReplayOptions {
+	t.Helper()
+	u, err := url.Parse(writeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := remotewrite.NewEndpointConfig(u)
+	ec.QueueConfig.MaxSamplesPerSend = maxSend
+	ec.QueueConfig.MinBackoff = model.Duration(10 * time.Millisecond)
+	ec.QueueConfig.MaxBackoff = model.Duration(50 * time.Millisecond)
+	return ReplayOptions{Endpoint: ec, Version: "test"}
+}
+
+// requireArrived: every series holds every scrape in the receiver.
+func requireArrived(t *testing.T, prom *harness.Prometheus, inst string, scrapes, perScrape int) {
+	t.Helper()
+	q := fmt.Sprintf(`count(count_over_time(redis_test_series{instance=%q}[1h]) == %d)`, inst, scrapes)
+	vec, err := prom.Query(context.Background(), q)
+	if err != nil || len(vec) != 1 || vec[0].Value != float64(perScrape) {
+		t.Fatalf("%s: %v %v; want %d series with %d samples each", q, vec, err, perScrape, scrapes)
+	}
+}
+
+// TestReplayFilesResumes: export → delete → replay into a real
+// Prometheus; the receiver turns 401 after three requests, so the replay
+// stops with ErrReceiverRefused and its progress saved; the rerun sends
+// only the remainder, and every sample arrives.
+func TestReplayFilesResumes(t *testing.T) {
+	const scrapes, perScrape, maxSend = 20, 50, 100 // 2 scrapes a request: 10 requests
+	prom := harness.StartPrometheus(t)
+	proxy := harness.StartProxy(t, prom.URL())
+	files, _ := exportFixture(t, "resume", scrapes, perScrape, 0)
+	progress := files[0] + ".progress"
+
+	opts := replayOpts(t, proxy.URL()+"/api/v1/write", maxSend)
+	acks := 0
+	opts.Progress = func(ReplayProgress) {
+		if acks++; acks == 3 {
+			proxy.Fail(-1, http.StatusUnauthorized, nil, "token expired")
+		}
+	}
+	sum, err := ReplayFiles(context.Background(), files, opts)
+	if !errors.Is(err, ErrReceiverRefused) || !strings.Contains(err.Error(), progress) {
+		t.Fatalf("first run: %v, want ErrReceiverRefused naming %s", err, progress)
+	}
+	if sum.SamplesSent != 3*maxSend {
+		t.Fatalf("first run sent %d samples, want %d", sum.SamplesSent, 3*maxSend)
+	}
+	st, err := ReadReplayState(progress)
+	if err != nil || st.Done || st.Records != 6 || st.SamplesSent != 3*maxSend {
+		t.Fatalf("progress after the 401: %+v %v; want 6 records, %d samples", st, err, 3*maxSend)
+	}
+
+	proxy.Clear()
+	before := len(proxy.Requests())
+	opts.Progress = nil
+	sum, err = ReplayFiles(context.Background(), files, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(scrapes * perScrape)
+	if sum.SamplesSent != total-3*maxSend || sum.SamplesAlreadyDone != 3*maxSend || len(sum.Dropped) != 0 {
+		t.Fatalf("second run: %+v; want %d sent, %d already done", sum, total-3*maxSend, 3*maxSend)
+	}
+	if n := len(proxy.Requests()) - before; n != 7 {
+		t.Fatalf("second run made %d requests, want 7", n)
+	}
+	if st, _ = ReadReplayState(progress); !st.Done || st.SamplesSent != total {
+		t.Fatalf("progress after completion: %+v", st)
+	}
+	requireArrived(t, prom, "resume", scrapes, perScrape)
+
+	before = len(proxy.Requests())
+	if sum, err = ReplayFiles(context.Background(), files, opts); err != nil || sum.SamplesSent != 0 || len(proxy.Requests()) != before {
+		t.Fatalf("third run of a finished file: %+v %v", sum, err)
+	}
+}
+
+// TestReplayFilesOldestFirst: files given newest first are pushed oldest
+// first; a 400 drops and counts; 5xx is retried.
+func TestReplayFilesOldestFirst(t *testing.T) {
+	const scrapes, perScrape = 8, 10
+	prom := harness.StartPrometheus(t)
+	proxy := harness.StartProxy(t, prom.URL())
+	files, _ := exportFixture(t, "order", scrapes, perScrape, 5)
+	proxy.Fail(2, http.StatusServiceUnavailable, nil, "busy")
+	sum, err := ReplayFiles(context.Background(), []string{files[1], files[0]}, replayOpts(t, proxy.URL()+"/api/v1/write", 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SamplesSent != scrapes*perScrape || sum.Retries != 2 || sum.Files[0].Path != files[0] {
+		t.Fatalf("summary %+v", sum)
+	}
+	// One request per file: every sample of the second request is newer
+	// than every sample of the first.
+	var got [][2]int64 // min, max timestamp of each forwarded request
+	for _, r := range proxy.Requests() {
+		if !r.Forwarded {
+			continue
+		}
+		mm := [2]int64{1<<63 - 1, -1 << 63}
+		for _, ts := range r.Write.Timeseries {
+			for _, s := range ts.Samples {
+				mm[0], mm[1] = min(mm[0], s.Timestamp), max(mm[1], s.Timestamp)
+			}
+		}
+		got = append(got, mm)
+	}
+	if len(got) != 2 || got[1][0] <= got[0][1] {
+		t.Fatalf("forwarded requests' time ranges %v: want 2, oldest first", got)
+	}
+	requireArrived(t, prom, "order", scrapes, perScrape)
+
+	files, _ = exportFixture(t, "rejected", 4, perScrape, 0)
+	proxy.Fail(1, http.StatusBadRequest, nil, "out of order")
+	sum, err = ReplayFiles(context.Background(), files, replayOpts(t, proxy.URL()+"/api/v1/write", 2*perScrape))
+	if err != nil || sum.Dropped["http_400"] != 2*perScrape || sum.SamplesSent != 2*perScrape {
+		t.Fatalf("400: %+v %v", sum, err)
+	}
+}
+
+// TestReplayFilesRefusesCorrupt: a flipped byte is reported with its
+// offset and nothing is sent; SkipCorrupt sends the rest.
+func TestReplayFilesRefusesCorrupt(t *testing.T) {
+	prom := harness.StartPrometheus(t)
+	proxy := harness.StartProxy(t, prom.URL())
+	files, _ := exportFixture(t, "corrupt", 5, 10, 0)
+	f, fh, err := buffer.ReadExportFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second buffer.ExportRecord
+	n := 0
+	f.Records(f.Start(), func(r buffer.ExportRecord) error {
+		if n++; n == 2 {
+			second = r
+		}
+		return nil
+	}, nil)
+	fh.Close()
+	raw, _ := os.ReadFile(files[0])
+	raw[second.Offset+30] ^= 0xff
+	if err := os.WriteFile(files[0], raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := replayOpts(t, proxy.URL()+"/api/v1/write", 1000)
+	_, err = ReplayFiles(context.Background(), files, opts)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", second.Offset)) {
+		t.Fatalf("corrupt file: %v, want the offset %d named", err, second.Offset)
+	}
+	if len(proxy.Requests()) != 0 {
+		t.Fatalf("%d requests sent from a refused file", len(proxy.Requests()))
+	}
+	opts.SkipCorrupt = true
+	sum, err := ReplayFiles(context.Background(), files, opts)
+	if err != nil || sum.SamplesSent != 40 || sum.CorruptRecords < 1 {
+		t.Fatalf("--skip-corrupt: %+v %v", sum, err)
+	}
+}
