@@ -10,7 +10,7 @@ LDFLAGS  := -s -w \
 # binary=Debian package, for scripts/install-deps.sh
 TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
 	victoria-metrics=victoria-metrics prometheus-redis-exporter=prometheus-redis-exporter \
-	redis-sentinel=redis-sentinel
+	redis-sentinel=redis-sentinel etcd=etcd-server
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
 .PHONY: all build test deps demo bench fuzz clean

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,6 +114,22 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	web.setAPI(func() any { return tm.view.targets() }, func() any { return a.status(&tm.view, started) })
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
+	if cfg.Registration.Enabled() {
+		state := func() RegistrationState {
+			degraded, _ := a.modes.degraded()
+			st := RegistrationState{ListenURL: "http://" + web.addr(), Version: opts.Version, Degraded: degraded, StartedAt: started}
+			for _, t := range tm.view.targets() {
+				st.Targets = append(st.Targets, t.Instance)
+			}
+			for _, e := range a.status(&tm.view, started).Endpoints {
+				st.BacklogBytes += e.BacklogBytes
+			}
+			return st
+		}
+		r := newRegistrar(cfg.Registration.Etcd, state, opts.Registry, log)
+		a.registrar.Store(r)
+		watching.Go(func() { r.run(ctx) })
+	}
 	web.setReady()
 
 	<-ctx.Done()
@@ -157,7 +174,8 @@ type run struct {
 	sending   sync.WaitGroup
 	senders   map[*endpoint]senderHandle
 	sentinelM *discovery.SentinelMetrics
-	pool      *scrapePool // shared by every loop while its size stays
+	pool      *scrapePool               // shared by every loop while its size stays
+	registrar atomic.Pointer[registrar] // nil unless registration is configured
 	poolSize  int
 
 	buffers   []*buffer.Buffer
@@ -367,6 +385,11 @@ func (a *run) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if r := a.registrar.Load(); r != nil {
+			// Degraded flag, targets and backlog change without telling
+			// anyone: let the registrar compare its value once per interval.
+			r.changed()
 		}
 		a.mu.RLock()
 		for i, b := range a.buffers {

@@ -54,6 +54,8 @@ type Config struct {
 	Replay      ReplayConfig                 `yaml:"replay,omitempty"`
 	SelfMetrics SelfMetricsConfig            `yaml:"self_metrics,omitempty"`
 	Web         WebConfig                    `yaml:"web,omitempty"`
+	// Registration announces the agent in etcd (optional).
+	Registration RegistrationConfig `yaml:"registration,omitempty"`
 
 	source []byte // the YAML it came from, to name lines in errors
 }
@@ -161,6 +163,7 @@ func (c *Config) setDirectory(dir string) {
 	for i := range c.Clusters {
 		c.Clusters[i].SetDirectory(dir)
 	}
+	c.Registration.SetDirectory(dir)
 	if c.TargetsFile != "" && !filepath.IsAbs(c.TargetsFile) {
 		c.TargetsFile = filepath.Join(dir, c.TargetsFile)
 	}
@@ -229,6 +232,7 @@ func (c *Config) setDefaults() {
 	if c.Web.ListenAddress == "" {
 		c.Web.ListenAddress = DefaultListenAddress
 	}
+	c.Registration.SetDefaults()
 }
 
 func (c *Config) validate() error {
@@ -324,6 +328,9 @@ func (c *Config) validate() error {
 	}
 	if c.Replay.MaxSamplesPerSecond < 0 {
 		return fieldErr("replay.max_samples_per_second", errors.New("must not be negative"))
+	}
+	if err := c.Registration.validateAt("registration"); err != nil {
+		return err
 	}
 	return nil
 }

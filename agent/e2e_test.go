@@ -108,7 +108,7 @@ type agentRun struct {
 
 // runAgent starts agent.Run, waits for /-/ready and stops it when the
 // test ends (or earlier, through stop).
-func runAgent(t *testing.T, cfg *Config, edit ...func(*Options)) *agentRun {
+func runAgent(t testing.TB, cfg *Config, edit ...func(*Options)) *agentRun {
 	t.Helper()
 	a := &agentRun{logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"net/url"
 	"slices"
 	"testing"
@@ -213,37 +211,10 @@ func manyConfig(tb testing.TB, writeURL string, interval time.Duration, maxScrap
 
 // startManyAgent runs the agent until the test or benchmark ends and
 // returns its registry once the agent is ready: only then may the registry
-// be gathered (the buffer collector is filled during start-up). Its log is
-// discarded: with hundreds of targets it is no help in a failure message.
+// be gathered (the buffer collector is filled during start-up).
 func startManyAgent(tb testing.TB, cfg *Config) *prometheus.Registry {
 	tb.Helper()
-	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{Logger: slog.New(slog.DiscardHandler), Registry: reg, Version: "test"})
-	}()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("agent: %v", err)
-		}
-	})
-	harness.WaitFor(tb, 30*time.Second, "agent /-/ready", func() (bool, error) {
-		select {
-		case err := <-done:
-			done <- err
-			return false, fmt.Errorf("agent exited: %v", err)
-		default:
-		}
-		resp, err := http.Get("http://" + cfg.Web.ListenAddress + "/-/ready")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	return reg
+	return runAgent(tb, cfg).reg
 }
 
 // byTarget reads one per-target counter or gauge of the agent's registry

@@ -39,7 +39,7 @@ const (
 
 // installHint is the fix for a missing binary; the Makefile's test target
 // installs exactly these packages.
-const installHint = "run `make test` (it installs redis-server, redis-tools, prometheus, victoria-metrics) or apt-get install"
+const installHint = "run `make test` (it installs redis-server, redis-tools, redis-sentinel, prometheus, victoria-metrics, etcd-server) or apt-get install"
 
 // errExited marks a readiness failure caused by the child dying, the only
 // case in which its output can explain a port clash.

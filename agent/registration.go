@@ -1,0 +1,585 @@
+package agent
+
+// Service registration: the agent announces itself in etcd under a lease,
+// so a central inventory sees which agents are alive, where they listen
+// and whether they are degraded, and an agent that dies without a word
+// disappears by itself once its lease expires.
+//
+// Registration is a side channel: an unreachable etcd never blocks the
+// agent. Everything happens in the registrar's own goroutine, which
+// retries with backoff and says so once per state change.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Defaults of registration.etcd; documented in configs/redwire.example.yml.
+const (
+	DefaultRegistrationKeyPrefix   = "/redwire/agents"
+	DefaultRegistrationLeaseTTL    = model.Duration(30 * time.Second)
+	DefaultRegistrationDialTimeout = model.Duration(5 * time.Second)
+	// MinRegistrationLeaseTTL: keepalives go out every ttl/3, and below
+	// 5s one leader election or a long GC pause would expire the lease of
+	// a live agent.
+	MinRegistrationLeaseTTL = model.Duration(5 * time.Second)
+)
+
+const (
+	// regMinBackoff and regMaxBackoff bound the wait between attempts
+	// while etcd is unreachable: soon enough to re-register quickly after
+	// an etcd restart, rare enough not to hammer it when it is gone.
+	regMinBackoff = 500 * time.Millisecond
+	regMaxBackoff = 15 * time.Second
+	// regRevokeTimeout bounds the graceful deregistration, so a dead etcd
+	// delays the agent's shutdown by at most this long.
+	regRevokeTimeout = 2 * time.Second
+)
+
+// RegistrationConfig is the `registration:` section. Registration is off
+// unless a backend is configured.
+type RegistrationConfig struct {
+	Etcd *EtcdRegistrationConfig `yaml:"etcd,omitempty"`
+}
+
+// Enabled reports whether the agent registers anywhere.
+func (c *RegistrationConfig) Enabled() bool { return c.Etcd != nil }
+
+// SetDefaults fills the defaults of the configured backend.
+func (c *RegistrationConfig) SetDefaults() {
+	if c.Etcd != nil {
+		c.Etcd.SetDefaults()
+	}
+}
+
+// Validate checks the configured backend; errors are *FieldError with a
+// path relative to the section ("etcd.endpoints: …").
+func (c *RegistrationConfig) Validate() error { return c.validateAt("") }
+
+// validateAt is Validate with the error's path below parent (e.g.
+// "registration"), so Config.validate gets a path lineOf can find.
+func (c *RegistrationConfig) validateAt(parent string) error {
+	if c.Etcd == nil {
+		return nil
+	}
+	field, err := c.Etcd.check()
+	if err == nil {
+		return nil
+	}
+	path := "etcd." + field
+	if parent != "" {
+		path = parent + "." + path
+	}
+	return fieldErr(path, err)
+}
+
+// SetDirectory makes relative file paths relative to the config file.
+func (c *RegistrationConfig) SetDirectory(dir string) {
+	if c.Etcd != nil {
+		c.Etcd.SetDirectory(dir)
+	}
+}
+
+// EtcdRegistrationConfig registers the agent as one key in etcd,
+// <key_prefix>/<agent_id>, whose JSON value is the agent's
+// RegistrationState, attached to a lease the agent keeps alive.
+type EtcdRegistrationConfig struct {
+	// Endpoints are etcd client URLs: http://host:port, https://host:port
+	// or host:port (TLS if tls is set). Credentials go in username and
+	// password, never in a URL.
+	Endpoints []string `yaml:"endpoints"`
+	// KeyPrefix is the directory of the agents' keys; it starts with "/".
+	KeyPrefix string `yaml:"key_prefix,omitempty"`
+	// AgentID names the key; default the hostname. Two agents with the
+	// same id overwrite each other's key.
+	AgentID string `yaml:"agent_id,omitempty"`
+	// LeaseTTL is how long the key outlives an agent that died without
+	// deregistering; whole seconds, at least 5s.
+	LeaseTTL model.Duration `yaml:"lease_ttl,omitempty"`
+	// DialTimeout bounds connecting (authentication included) and each
+	// request to etcd.
+	DialTimeout  model.Duration   `yaml:"dial_timeout,omitempty"`
+	Username     string           `yaml:"username,omitempty"`
+	Password     config.Secret    `yaml:"password,omitempty"`
+	PasswordFile string           `yaml:"password_file,omitempty"`
+	TLS          config.TLSConfig `yaml:"tls,omitempty"`
+}
+
+// SetDefaults fills unset fields. The hostname is left empty if it
+// cannot be read; Validate then asks for agent_id.
+func (c *EtcdRegistrationConfig) SetDefaults() {
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultRegistrationKeyPrefix
+	}
+	if c.AgentID == "" {
+		c.AgentID, _ = os.Hostname()
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultRegistrationLeaseTTL
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultRegistrationDialTimeout
+	}
+}
+
+// Validate checks the settings; errors are *FieldError naming the field
+// ("etcd.endpoints[1]: …").
+func (c *EtcdRegistrationConfig) Validate() error {
+	if field, err := c.check(); err != nil {
+		return fieldErr("etcd."+field, err)
+	}
+	return nil
+}
+
+// SetDirectory makes relative file paths relative to the config file.
+func (c *EtcdRegistrationConfig) SetDirectory(dir string) {
+	c.PasswordFile = config.JoinDir(dir, c.PasswordFile)
+	c.TLS.SetDirectory(dir)
+}
+
+// check returns the first invalid field, relative to the etcd section.
+func (c *EtcdRegistrationConfig) check() (string, error) {
+	if len(c.Endpoints) == 0 {
+		return "endpoints", errors.New("required: at least one etcd client URL")
+	}
+	var plain, secure string // an endpoint of each kind, for the mixing error
+	for i, ep := range c.Endpoints {
+		tls, err := checkEtcdEndpoint(ep)
+		if err != nil {
+			return fmt.Sprintf("endpoints[%d]", i), err
+		}
+		switch {
+		case tls == nil:
+		case *tls:
+			secure = ep
+		default:
+			plain = ep
+		}
+	}
+	if plain != "" && secure != "" {
+		return "endpoints", fmt.Errorf("mixes plain (%s) and TLS (%s) endpoints", plain, secure)
+	}
+	if plain != "" && c.TLS != (config.TLSConfig{}) {
+		return "tls", fmt.Errorf("set, but endpoint %s is plain http: use https://", plain)
+	}
+	if !strings.HasPrefix(c.KeyPrefix, "/") {
+		return "key_prefix", fmt.Errorf("%q must start with /", c.KeyPrefix)
+	}
+	if c.AgentID == "" {
+		return "agent_id", errors.New("required: the hostname could not be read")
+	}
+	if strings.Contains(c.AgentID, "/") {
+		return "agent_id", fmt.Errorf("%q must not contain /: it is one segment of the key", c.AgentID)
+	}
+	if c.LeaseTTL < MinRegistrationLeaseTTL {
+		return "lease_ttl", fmt.Errorf("%s must be at least %s", c.LeaseTTL, MinRegistrationLeaseTTL)
+	}
+	if time.Duration(c.LeaseTTL)%time.Second != 0 {
+		return "lease_ttl", fmt.Errorf("%s must be whole seconds (etcd's lease granularity)", c.LeaseTTL)
+	}
+	if c.DialTimeout <= 0 {
+		return "dial_timeout", errors.New("must be positive")
+	}
+	hasPassword := c.Password != "" || c.PasswordFile != ""
+	if c.Password != "" && c.PasswordFile != "" {
+		return "password_file", errors.New("password and password_file are mutually exclusive")
+	}
+	if hasPassword && c.Username == "" {
+		return "username", errors.New("required with password or password_file")
+	}
+	if c.Username != "" && !hasPassword {
+		return "password", errors.New("required with username (or password_file)")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return "tls", err
+	}
+	return "", nil
+}
+
+// checkEtcdEndpoint accepts what clientv3 dials. It reports whether the
+// endpoint asks for TLS (https, unixs), for plain (http, unix) or leaves
+// it to the tls setting (host:port, nil). An endpoint with credentials is
+// refused and not echoed.
+func checkEtcdEndpoint(ep string) (*bool, error) {
+	if ep == "" {
+		return nil, errors.New("must not be empty")
+	}
+	if !strings.Contains(ep, "://") {
+		if _, _, err := net.SplitHostPort(ep); err != nil {
+			return nil, fmt.Errorf("%q: want http://host:port, https://host:port or host:port", ep)
+		}
+		return nil, nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return nil, errors.New("not a valid URL")
+	}
+	if u.User != nil {
+		return nil, errors.New("credentials in the URL: use username and password (or password_file)")
+	}
+	secure := u.Scheme == "https" || u.Scheme == "unixs"
+	switch u.Scheme {
+	case "http", "https":
+		if u.Port() == "" {
+			return nil, fmt.Errorf("%q: want %s://host:port", ep, u.Scheme)
+		}
+	case "unix", "unixs":
+	default:
+		return nil, fmt.Errorf("%q: unsupported scheme %q (want http, https, unix or unixs)", ep, u.Scheme)
+	}
+	return &secure, nil
+}
+
+// key is where the agent registers.
+func (c *EtcdRegistrationConfig) key() string {
+	return strings.TrimRight(c.KeyPrefix, "/") + "/" + c.AgentID
+}
+
+// usesTLS reports whether the client dials with TLS: an https endpoint or
+// a tls section (validation refuses both with a plain http endpoint).
+func (c *EtcdRegistrationConfig) usesTLS() bool {
+	if c.TLS != (config.TLSConfig{}) {
+		return true
+	}
+	return slices.ContainsFunc(c.Endpoints, func(ep string) bool {
+		return strings.HasPrefix(ep, "https://") || strings.HasPrefix(ep, "unixs://")
+	})
+}
+
+// password is read on every connection, so a rotated password_file is
+// picked up at the next reconnect.
+func (c *EtcdRegistrationConfig) password() (string, error) {
+	if c.PasswordFile == "" {
+		return string(c.Password), nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("password_file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// RegistrationState is the value of the agent's key, as JSON: what a
+// central inventory needs to find the agent and judge its health.
+type RegistrationState struct {
+	// ListenURL is where the agent's /metrics and health endpoints are.
+	ListenURL string `json:"listen_url"`
+	Version   string `json:"version"`
+	// AgentID is the key's last segment; the registrar sets it.
+	AgentID string `json:"agent_id"`
+	// Targets are the instances scraped; the registrar sorts them, so the
+	// order they are listed in does not count as a change.
+	Targets []string `json:"targets"`
+	// Degraded is true while any endpoint is down and the agent buffers.
+	Degraded     bool      `json:"degraded"`
+	BacklogBytes int64     `json:"backlog_bytes"`
+	StartedAt    time.Time `json:"started_at"`
+}
+
+// errLeaseLost ends a session whose keepalive channel closed: etcd did not
+// answer for a whole lease_ttl, or restarted without the lease.
+var errLeaseLost = errors.New("lease lost: no keepalive answer within lease_ttl, or etcd no longer knows it")
+
+// registrar keeps the agent's key in etcd. Invariant: up is 1 only while
+// a session holds a granted lease that the keepalive channel says is
+// alive, and the key was last written under it.
+type registrar struct {
+	cfg   *EtcdRegistrationConfig
+	state func() RegistrationState
+	log   *slog.Logger
+	key   string
+	nudge chan struct{} // capacity 1: changes pending, coalesced
+	up    prometheus.Gauge
+	errs  prometheus.Counter
+
+	// Owned by run's goroutine.
+	last     string // the JSON last written under the current lease
+	logged   regLogState
+	conflict bool // the key was last found under another lease
+}
+
+// regLogState is what the log last said, so each change is said once.
+type regLogState int
+
+const (
+	regLogNone regLogState = iota
+	regLogUp
+	regLogDown
+)
+
+// newRegistrar builds the registrar of cfg, which must have defaults set
+// and be valid. state is called from run's goroutine whenever the value
+// is (re)computed; it must be safe to call concurrently with the agent.
+// The metrics are registered on reg (nil: not registered).
+func newRegistrar(cfg *EtcdRegistrationConfig, state func() RegistrationState, reg prometheus.Registerer, log *slog.Logger) *registrar {
+	r := &registrar{
+		cfg: cfg, state: state, log: log.With("registration", "etcd"), key: cfg.key(),
+		nudge: make(chan struct{}, 1),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "redwire_registration_up",
+			Help: "1 while the agent's key is registered in etcd under a live lease.",
+		}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "redwire_registration_errors_total",
+			Help: "Failed registration attempts and lost registrations (unreachable etcd, lost lease, refused request).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(r.up, r.errs)
+	}
+	return r
+}
+
+// changed tells the registrar that the state has changed; it rewrites the
+// value soon if the JSON differs. It never blocks.
+func (r *registrar) changed() {
+	select {
+	case r.nudge <- struct{}{}:
+	default: // a nudge is pending already and will read the newest state
+	}
+}
+
+// run keeps the agent registered until ctx ends, then revokes the lease
+// (which deletes the key) within regRevokeTimeout and returns.
+func (r *registrar) run(ctx context.Context) {
+	defer r.up.Set(0)
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(regMinBackoff),
+		backoff.WithMaxInterval(regMaxBackoff),
+		backoff.WithMaxElapsedTime(0),
+	) // with its default randomization: agents restarted together spread out
+	for {
+		err := r.session(ctx, bo.Reset)
+		if ctx.Err() != nil {
+			return
+		}
+		r.up.Set(0)
+		r.errs.Inc()
+		if r.logged != regLogDown {
+			r.log.Warn("service registration failed; retrying in the background", "key", r.key, "endpoints", r.cfg.Endpoints, "err", err)
+			r.logged = regLogDown
+		} else {
+			r.log.Debug("service registration failed again", "key", r.key, "err", err)
+		}
+		if !sleep(ctx, bo.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// session is one registration: a client, a lease kept alive, and the key
+// under it. It returns nil when ctx ends (after revoking the lease), or
+// the error that ended it; the caller starts a new session with a new
+// client, so no connection state outlives a failure.
+func (r *registrar) session(ctx context.Context, registered func()) error {
+	cli, err := r.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	rctx, cancel := r.request(ctx)
+	lease, err := cli.Grant(rctx, int64(time.Duration(r.cfg.LeaseTTL)/time.Second))
+	cancel()
+	if err != nil {
+		return r.failed("grant lease", err)
+	}
+	// Whatever ends the session from here on, a shutdown deregisters: a
+	// request cut short by ctx returns an error, not nil.
+	defer func() {
+		if ctx.Err() != nil {
+			r.revoke(ctx, cli, lease.ID)
+		}
+	}()
+	alive, err := cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return fmt.Errorf("keep lease %x alive: %w", lease.ID, err)
+	}
+	r.last = ""
+	if err := r.update(ctx, cli, lease.ID, false); err != nil {
+		return err
+	}
+	r.up.Set(1)
+	registered()
+	if r.logged != regLogUp {
+		r.log.Info("registered in etcd", "key", r.key, "lease", fmt.Sprintf("%x", lease.ID), "lease_ttl", r.cfg.LeaseTTL)
+		r.logged = regLogUp
+	}
+
+	check := time.NewTicker(time.Duration(r.cfg.LeaseTTL) / 3)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-alive:
+			// Answers are only drained: the channel closing is the news.
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("lease %x: %w", lease.ID, errLeaseLost)
+			}
+		case <-r.nudge:
+			if err := r.update(ctx, cli, lease.ID, false); err != nil {
+				return err
+			}
+		case <-check.C:
+			if err := r.update(ctx, cli, lease.ID, true); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// dial creates a client. clientv3.New connects lazily, except that it
+// authenticates at once when a username is set; ctx can cut that short.
+func (r *registrar) dial(ctx context.Context) (*clientv3.Client, error) {
+	c := r.cfg
+	cc := clientv3.Config{
+		Endpoints:   c.Endpoints,
+		DialTimeout: time.Duration(c.DialTimeout),
+		Username:    c.Username,
+		// The client's own zap logger warns on every retry, in JSON on
+		// stderr; the registrar logs the state changes that matter.
+		Logger: zap.NewNop(),
+	}
+	if c.Username != "" {
+		pw, err := c.password()
+		if err != nil {
+			return nil, err
+		}
+		cc.Password = pw
+	}
+	if c.usesTLS() {
+		tc, err := config.NewTLSConfig(&c.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		cc.TLS = tc
+	}
+	// The client's context must outlive ctx, since deregistering at
+	// shutdown uses the client; only the dial itself follows ctx.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	cc.Context = cctx
+	cli, err := clientv3.New(cc)
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			cli.Close()
+			err = ctx.Err()
+		}
+		return nil, r.failed("connect", err)
+	}
+	// Close cancels the client's context, derived from cctx; nothing else
+	// holds cctx.
+	context.AfterFunc(cli.Ctx(), cancel)
+	return cli, nil
+}
+
+// failed wraps the error of a request. A timeout is what an unreachable
+// etcd looks like to a gRPC client (it waits for a connection), so it is
+// said in those words.
+func (r *registrar) failed(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no answer within dial_timeout (%s): %w", what, r.cfg.DialTimeout, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// request bounds one request to etcd.
+func (r *registrar) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Duration(r.cfg.DialTimeout))
+}
+
+// update writes the current state under lease if it differs from what was
+// last written. With verify it also reads the key back, so a key deleted
+// or overwritten in etcd (by an operator, another agent with the same id,
+// a restore) is written again within a check interval.
+func (r *registrar) update(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, verify bool) error {
+	value, err := r.value()
+	if err != nil {
+		return err
+	}
+	if verify {
+		rctx, cancel := r.request(ctx)
+		resp, err := cli.Get(rctx, r.key)
+		cancel()
+		if err != nil {
+			return r.failed("read back "+r.key, err)
+		}
+		switch {
+		case len(resp.Kvs) == 0:
+			r.log.Info("registration key is gone from etcd; writing it again", "key", r.key)
+			r.last = ""
+		case clientv3.LeaseID(resp.Kvs[0].Lease) != lease:
+			if !r.conflict {
+				r.log.Warn("registration key is held under another lease, by another agent with the same agent_id or a restored etcd; taking it back",
+					"key", r.key, "lease", fmt.Sprintf("%x", resp.Kvs[0].Lease))
+				r.conflict = true
+			}
+			r.last = ""
+		case string(resp.Kvs[0].Value) != r.last:
+			r.last = ""
+		default:
+			r.conflict = false
+		}
+	}
+	if value == r.last {
+		return nil
+	}
+	rctx, cancel := r.request(ctx)
+	_, err = cli.Put(rctx, r.key, value, clientv3.WithLease(lease))
+	cancel()
+	if err != nil {
+		return r.failed("put "+r.key, err)
+	}
+	r.last = value
+	return nil
+}
+
+// value is the JSON of the current state.
+func (r *registrar) value() (string, error) {
+	s := r.state()
+	s.AgentID = r.cfg.AgentID
+	s.Targets = slices.Sorted(slices.Values(s.Targets))
+	if s.Targets == nil {
+		s.Targets = []string{} // [] rather than null for readers
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("encode state: %w", err)
+	}
+	return string(b), nil
+}
+
+// revoke ends the lease, which deletes the key with it in one step, and
+// only the key still under this lease: a newer agent with the same id
+// keeps its own. Bounded, since etcd may be the reason we are stopping.
+func (r *registrar) revoke(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) {
+	r.up.Set(0)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(regRevokeTimeout, time.Duration(r.cfg.DialTimeout)))
+	defer cancel()
+	if _, err := cli.Revoke(rctx, lease); err != nil {
+		r.log.Warn("could not deregister from etcd; the key expires with its lease", "key", r.key, "lease_ttl", r.cfg.LeaseTTL, "err", err)
+		return
+	}
+	r.log.Info("deregistered from etcd", "key", r.key)
+}
