@@ -53,10 +53,9 @@ func TestPromtoolTestRules(t *testing.T) {
 	}
 }
 
-// rule is the part of a Prometheus rule this package checks. Prometheus'
-// own model/rulefmt (and promql/parser) cannot be imported: they pull in
-// modules go.sum does not list. promtool check rules validates the files
-// fully instead (TestPromtoolCheckRules).
+// rule is the part of a Prometheus rule this package checks; promtool
+// check rules validates the files fully (TestPromtoolCheckRules), and
+// expressions are parsed with promql/parser (promql_test.go).
 type rule struct {
 	Alert       string            `yaml:"alert"`
 	Record      string            `yaml:"record"`
