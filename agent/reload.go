@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -186,6 +187,15 @@ type endpointPlan struct {
 	addBufs map[string]*buffer.Buffer      // their buffers, opened
 	configs map[string]remotewrite.EndpointConfig
 	local   *buffer.Buffer // buffer-only mode starts
+	move    *endpointMove  // an unnamed endpoint's URL changed
+}
+
+// endpointMove is an unnamed endpoint whose URL changed: its buffer file
+// is named after the URL, so it is renamed rather than left behind.
+type endpointMove struct {
+	from   *endpoint
+	to     remotewrite.EndpointConfig
+	client *remotewrite.Client
 }
 
 func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
@@ -217,12 +227,37 @@ func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
 			p.replace[name] = c
 			continue
 		}
+		p.add[name] = c
+	}
+	// One unnamed endpoint gone and one unnamed endpoint new: the same
+	// endpoint with another URL, which keeps its backlog.
+	var gone []*endpoint
+	for _, e := range a.endpoints {
+		if _, still := p.configs[e.name]; !still {
+			gone = append(gone, e)
+		}
+	}
+	if len(gone) == 1 && len(p.add) == 1 && gone[0].cfg.Name == "" {
+		for name, c := range p.add {
+			ec := p.configs[name]
+			_, err := os.Stat(filepath.Join(a.cfg.Buffer.Path, storeFileName(name)))
+			if ec.Name == "" && os.IsNotExist(err) {
+				p.move = &endpointMove{from: gone[0], to: ec, client: c}
+				delete(p.add, name)
+			}
+		}
+	}
+	for i, ec := range cfg.RemoteWrite {
+		name := ec.Label()
+		if p.add[name] == nil {
+			continue
+		}
 		buf, err := a.openBuffer(name, a.bufferOptions(ec))
 		if err != nil {
 			p.abort()
 			return nil, fmt.Errorf("remote_write[%d]: %w", i, err)
 		}
-		p.add[name], p.addBufs[name] = c, buf
+		p.addBufs[name] = buf
 	}
 	if len(cfg.RemoteWrite) == 0 && len(a.endpoints) > 0 {
 		buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
@@ -252,6 +287,8 @@ func (p *endpointPlan) commit() {
 	var endpoints []*endpoint
 	for _, e := range a.endpoints {
 		switch {
+		case p.move != nil && p.move.from == e:
+			endpoints = append(endpoints, a.moveEndpoint(p.cfg, p.move))
 		case p.keep[e.name]:
 			endpoints = append(endpoints, e)
 		case p.replace[e.name] != nil:
@@ -302,6 +339,32 @@ func (p *endpointPlan) commit() {
 		a.log.Warn("no remote_write endpoint configured any more: buffer-only mode")
 	}
 	a.endpoints = endpoints
+}
+
+// moveEndpoint re-points an unnamed endpoint at its new URL: its buffer
+// file is renamed to the new URL's name (so a restart finds it), and its
+// backlog and circuit state carry over. a.mu must be held.
+func (a *run) moveEndpoint(cfg *Config, mv *endpointMove) *endpoint {
+	from, to := mv.from, mv.to.Label()
+	a.stopSender(from)
+	newPath := filepath.Join(a.cfg.Buffer.Path, storeFileName(to))
+	if err := from.buf.Store().Rename(newPath); err != nil {
+		a.log.Error("cannot rename the buffer file; it keeps its old name until restart", "endpoint", to, "err", err)
+	}
+	a.removeOutput(from.name)
+	a.addOutput(to, from.buf)
+	ne := a.newEndpoint(cfg, mv.to, mv.client, from.buf)
+	ne.failures, ne.open, ne.paused, ne.replay = from.failures, from.open, from.paused, from.replay
+	a.modes.set(from.name, false)
+	if ne.open {
+		a.modes.set(to, true)
+		a.m.degraded.WithLabelValues(to).Set(1)
+		a.m.circuitState.WithLabelValues(to).Set(circuitOpen)
+	}
+	a.startSender(ne)
+	a.log.Info("endpoint URL changed: backlog kept, buffer file renamed", "from", from.name, "to", to,
+		"backlog_samples", from.buf.Stats().Store.Samples, "file", newPath)
+	return ne
 }
 
 // removeOutput stops delivering scrapes to the named buffer and closes it

@@ -161,3 +161,67 @@ func TestAPITargetsAndStatus(t *testing.T) {
 		t.Errorf("the API shows a password:\n%s", body)
 	}
 }
+
+// TestReloadURLChangeKeepsBacklog: an unnamed endpoint (its buffer file is
+// named after its URL) gets a new URL while it holds a backlog. The
+// backlog follows it: the file is renamed and everything is delivered
+// through the new URL.
+func TestReloadURLChangeKeepsBacklog(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	proxy := harness.StartProxy(t, prom.URL())
+	dir := t.TempDir()
+	path := filepath.Join(dir, "redwire.yml")
+	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	bufDir := filepath.Join(dir, "data")
+	write := func(url string) {
+		t.Helper()
+		content := strings.Replace(reloadConfig(listen, bufDir, url, "", 0, r), "  - name: main\n    url:", "  - url:", 1)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func() (*Config, error) {
+		c, err := LoadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		return c, c.Finalize()
+	}
+	write(prom.WriteURL())
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runAgent(t, cfg, func(o *Options) { o.Reload = load })
+	oldEP := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), nil)
+	beginOutage(t, a, prom, cfg, r.Addr(), 5)
+	backlog := gathered(t, a.reg, "redwire_buffer_samples", oldEP)
+	if backlog == 0 {
+		t.Fatal("no backlog to move")
+	}
+
+	newURL := proxy.URL() + "/api/v1/write"
+	write(newURL)
+	prom.Start()
+	if code, body := postReload(t, cfg); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	newCfg, _ := load()
+	newEP := map[string]string{"endpoint": newCfg.RemoteWrite[0].Label()}
+	harness.WaitFor(t, 2*time.Minute, "the moved backlog to drain through the new URL", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_replay_samples_total", newEP) > 0 &&
+			gathered(t, a.reg, "redwire_buffer_batches", newEP) == 0 && gathered(t, a.reg, "redwire_degraded", newEP) == 0, nil
+	})
+	if _, err := os.Stat(filepath.Join(bufDir, storeFileName(newCfg.RemoteWrite[0].Label()))); err != nil {
+		t.Errorf("the buffer file was not renamed to the new URL's name: %v", err)
+	}
+	a.stop()
+	taken := int(gathered(t, a.reg, "redwire_target_scrapes_total", map[string]string{"target": r.Addr()}))
+	if got := delivered(t, prom, r.Addr()); got != taken {
+		t.Errorf("receiver has %d redis_up samples, agent took %d scrapes", got, taken)
+	}
+	assertNoRejections(t, prom)
+}
