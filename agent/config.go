@@ -337,7 +337,7 @@ func (c *Config) validate() error {
 
 func validateLabels(ls map[string]string) error {
 	for k := range ls {
-		if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
+		if !model.LegacyValidation.IsValidLabelName(k) || strings.HasPrefix(k, "__") {
 			return fmt.Errorf("invalid label name %q", k)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 
@@ -163,7 +164,7 @@ func offset(name string, interval time.Duration) time.Duration {
 func filter(sc *sample.Scrape, keep *relabel.Regexp) {
 	kept := sc.Samples[:0]
 	for _, s := range sc.Samples {
-		if keep.MatchString(s.Labels.Get(labels.MetricName)) {
+		if keep.MatchString(s.Labels.Get(model.MetricNameLabel)) {
 			kept = append(kept, s)
 		}
 	}

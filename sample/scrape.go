@@ -3,6 +3,7 @@ package sample
 import (
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -61,7 +62,7 @@ func (s *Scrape) Add(name string, typ Type, help string, v float64, kv ...string
 		}
 		s.b.Set(k, val)
 	}
-	s.b.Set(labels.MetricName, name)
+	s.b.Set(model.MetricNameLabel, name)
 	s.Samples = append(s.Samples, Sample{Labels: s.b.Labels(), T: s.T, V: v})
 }
 

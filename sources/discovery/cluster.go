@@ -124,7 +124,7 @@ func (c *ClusterConfig) Validate() error {
 		switch {
 		case k == ClusterLabel:
 			return fail("labels", fmt.Errorf("%s is set from name", ClusterLabel))
-		case !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__"):
+		case !model.LegacyValidation.IsValidLabelName(k) || strings.HasPrefix(k, "__"):
 			return fail("labels", fmt.Errorf("invalid label name %q", k))
 		case !utf8.ValidString(v):
 			return fail("labels", fmt.Errorf("label %s: value is not UTF-8", k))

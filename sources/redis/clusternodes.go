@@ -202,6 +202,9 @@ func countSlots(entries []string) (int, error) {
 // (importing).
 func isSlotMove(e string) bool {
 	inner, ok := strings.CutPrefix(e, "[")
+	if !ok {
+		return false
+	}
 	if inner, ok = strings.CutSuffix(inner, "]"); !ok {
 		return false
 	}

@@ -315,13 +315,13 @@ func redwireFamilies(t *testing.T, redisURL string) map[string]compatFamily {
 	}
 	names := map[string]map[string]bool{}
 	for _, s := range sc.Samples {
-		fam := s.Labels.Get(labels.MetricName)
+		fam := s.Labels.Get(model.MetricNameLabel)
 		if names[fam] == nil {
 			names[fam] = map[string]bool{}
 		}
 		s.Labels.Range(func(l labels.Label) {
 			switch l.Name {
-			case labels.MetricName, "instance", "job": // the target's, not the family's
+			case model.MetricNameLabel, "instance", "job": // the target's, not the family's
 			default:
 				names[fam][l.Name] = true
 			}

@@ -49,7 +49,7 @@ func find(sc *sample.Scrape, name string, kv ...string) (float64, bool) {
 	var v float64
 	n := 0
 	for _, s := range sc.Samples {
-		if s.Labels.Get(labels.MetricName) != name {
+		if s.Labels.Get(model.MetricNameLabel) != name {
 			continue
 		}
 		match := true
@@ -286,8 +286,8 @@ func checkScrape(t testing.TB, sc *sample.Scrape) {
 	t.Helper()
 	seen := make(map[string]bool, len(sc.Samples))
 	for _, s := range sc.Samples {
-		name := s.Labels.Get(labels.MetricName)
-		if !model.IsValidLegacyMetricName(name) {
+		name := s.Labels.Get(model.MetricNameLabel)
+		if !model.LegacyValidation.IsValidMetricName(name) {
 			t.Errorf("invalid metric name %q", name)
 		}
 		s.Labels.Range(func(l labels.Label) {
@@ -330,11 +330,11 @@ func TestEmitInfoReorderedSubfields(t *testing.T) {
 	for _, s := range ref.Samples {
 		kv := []string{}
 		s.Labels.Range(func(l labels.Label) {
-			if l.Name != labels.MetricName {
+			if l.Name != model.MetricNameLabel {
 				kv = append(kv, l.Name, l.Value)
 			}
 		})
-		v, ok := find(got, s.Labels.Get(labels.MetricName), kv...)
+		v, ok := find(got, s.Labels.Get(model.MetricNameLabel), kv...)
 		if !ok || v != s.V {
 			t.Errorf("%s: reordered gives %v (found %v), in order %v", s.Labels, v, ok, s.V)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/internal/harness"
@@ -48,7 +49,7 @@ func TestLatencyMonitor(t *testing.T) {
 	}
 	var bs []bucket
 	for _, s := range sc.Samples {
-		if s.Labels.Get(labels.MetricName) != "redis_commands_latencies_usec_bucket" || s.Labels.Get("cmd") != "set" {
+		if s.Labels.Get(model.MetricNameLabel) != "redis_commands_latencies_usec_bucket" || s.Labels.Get("cmd") != "set" {
 			continue
 		}
 		lv := s.Labels.Get("le")

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
@@ -17,7 +17,7 @@ import (
 // replicaValue returns family{replica=replica} from sc, or -1.
 func replicaValue(sc *sample.Scrape, family, replica string) float64 {
 	for _, s := range sc.Samples {
-		if s.Labels.Get(labels.MetricName) == family && s.Labels.Get("replica") == replica {
+		if s.Labels.Get(model.MetricNameLabel) == family && s.Labels.Get("replica") == replica {
 			return s.V
 		}
 	}

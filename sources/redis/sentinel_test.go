@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/internal/harness"
@@ -66,7 +67,7 @@ func checkSentinelFamilies(t *testing.T, sc *sample.Scrape) {
 	t.Helper()
 	seen := map[string]bool{}
 	for _, s := range sc.Samples {
-		name := s.Labels.Get(labels.MetricName)
+		name := s.Labels.Get(model.MetricNameLabel)
 		if !strings.HasPrefix(name, "redis_sentinel_") {
 			continue
 		}
@@ -82,7 +83,7 @@ func checkSentinelFamilies(t *testing.T, sc *sample.Scrape) {
 		seen[name] = true
 		var got []string
 		s.Labels.Range(func(l labels.Label) {
-			if l.Name != labels.MetricName && l.Name != "job" && l.Name != "instance" {
+			if l.Name != model.MetricNameLabel && l.Name != "job" && l.Name != "instance" {
 				got = append(got, l.Name)
 			}
 		})
@@ -188,7 +189,7 @@ func TestSentinelCollector(t *testing.T) {
 	plain := collectorTarget(t, master.URL())
 	sc = sentinelScrape(t, plain)
 	for _, s := range sc.Samples {
-		if name := s.Labels.Get(labels.MetricName); strings.HasPrefix(name, "redis_sentinel_") {
+		if name := s.Labels.Get(model.MetricNameLabel); strings.HasPrefix(name, "redis_sentinel_") {
 			t.Errorf("regular server: %s", s.Labels)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/internal/harness"
@@ -40,7 +41,7 @@ func byLabel(t *testing.T, sc *sample.Scrape, family, label string) map[string]f
 	t.Helper()
 	out := map[string]float64{}
 	for _, s := range sc.Samples {
-		if s.Labels.Get(labels.MetricName) != family {
+		if s.Labels.Get(model.MetricNameLabel) != family {
 			continue
 		}
 		k := s.Labels.Get(label)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
@@ -17,7 +17,7 @@ import (
 func value(t *testing.T, sc *sample.Scrape, family string) float64 {
 	t.Helper()
 	for _, s := range sc.Samples {
-		if s.Labels.Get(labels.MetricName) == family {
+		if s.Labels.Get(model.MetricNameLabel) == family {
 			return s.V
 		}
 	}
