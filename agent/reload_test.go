@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,4 +225,55 @@ func TestReloadURLChangeKeepsBacklog(t *testing.T) {
 		t.Errorf("receiver has %d redis_up samples, agent took %d scrapes", got, taken)
 	}
 	assertNoRejections(t, prom)
+}
+
+// TestReloadTriggers: SIGHUP (Options.ReloadSignal) reloads, and with
+// WatchConfig so does writing the config file.
+func TestReloadTriggers(t *testing.T) {
+	t.Parallel()
+	r1, r2 := harness.StartRedis(t), harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "redwire.yml")
+			listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+			write := func(rs ...*harness.Redis) {
+				t.Helper()
+				if err := os.WriteFile(path, []byte(reloadConfig(listen, filepath.Join(dir, "data"), prom.WriteURL(), "", 0, rs...)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			load := func() (*Config, error) {
+				c, err := LoadFile(path)
+				if err != nil {
+					return nil, err
+				}
+				return c, c.Finalize()
+			}
+			write(r1)
+			cfg, err := load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			hup := make(chan os.Signal, 1)
+			a := runAgent(t, cfg, func(o *Options) {
+				o.Reload, o.ReloadSignal, o.ConfigFile, o.WatchConfig = load, hup, path, watch
+			})
+			write(r1, r2)
+			if !watch {
+				hup <- syscall.SIGHUP
+			}
+			r2Scrapes := map[string]string{"target": r2.Addr()}
+			harness.WaitFor(t, 30*time.Second, "the added target to be scraped", func() (bool, error) {
+				return gathered(t, a.reg, "redwire_target_scrapes_total", r2Scrapes) > 0, nil
+			})
+			if watch && a.logs.count("config file changed") == 0 {
+				t.Error("the reload was not triggered by the file watch")
+			}
+			if !watch && a.logs.count("SIGHUP") != 1 {
+				t.Error("the reload was not triggered by SIGHUP")
+			}
+		})
+	}
 }
