@@ -2,6 +2,8 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+# staticcheck 2026.2.2; `go run pkg@version` fetches it through the module proxy.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LDFLAGS  := -s -w \
 	-X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Revision=$(REVISION) \
@@ -23,9 +25,11 @@ build:
 deps:
 	@scripts/install-deps.sh $(TEST_DEPS)
 
-# go vet, then every test (unit and real-server) with the race detector.
+# go vet and staticcheck, then every test (unit and real-server) with the
+# race detector.
 test: deps
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # A throwaway Redis and Prometheus receiver on free loopback ports, redwire

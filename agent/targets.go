@@ -142,9 +142,6 @@ func (tm *targetManager) run(ctx context.Context, setup targetSetup, reloads <-c
 	}
 }
 
-// count is how many targets run; only for the start-up log line.
-func (tm *targetManager) count() int { return len(tm.running) }
-
 // apply replaces one source's group and brings the loops in line.
 func (tm *targetManager) apply(ctx context.Context, g discovery.Group) {
 	if _, known := tm.groups[g.Source]; !known {
