@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -510,18 +509,7 @@ func (s *Sentinel) options(addr string) *goredis.Options {
 		},
 	}
 	if tlsScheme(scheme) {
-		tlsCfg := cfg.TLS
-		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			tc, err := config.NewTLSConfig(&tlsCfg)
-			if err != nil {
-				return nil, fmt.Errorf("tls: %w", err)
-			}
-			if tc.ServerName == "" {
-				tc.ServerName, _, _ = net.SplitHostPort(addr)
-			}
-			d := tls.Dialer{Config: tc}
-			return d.DialContext(ctx, network, addr)
-		}
+		o.Dialer = redis.TLSDialer(cfg.TLS)
 	}
 	return o
 }
