@@ -56,7 +56,7 @@ func TestCorruptBufferFileIsMovedAside(t *testing.T) {
 	if kept, _ := os.ReadFile(moved[0]); !bytes.Equal(kept, garbage) {
 		t.Error("the corrupt file was not kept as it was")
 	}
-	if a.logs.count("BUFFER FILE WAS CORRUPT") != 1 {
+	if a.logs.Count("BUFFER FILE WAS CORRUPT") != 1 {
 		t.Errorf("no loud log line:\n%s", a.logs.String())
 	}
 	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), func(s harness.Series) bool { return s.Value == 1 })

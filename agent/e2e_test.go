@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -24,37 +23,7 @@ import (
 )
 
 // syncBuffer collects log output from the agent's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// count returns how many log lines contain every one of parts.
-func (s *syncBuffer) count(parts ...string) int {
-	n := 0
-	for _, line := range strings.Split(s.String(), "\n") {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
+type syncBuffer = harness.LogBuffer
 
 // testConfig is a finalized config polling addrs every second and writing
 // to writeURL (none: buffer-only) with short batch deadlines.
@@ -310,7 +279,7 @@ func TestUnreachableRedis(t *testing.T) {
 	queryOne(t, prom, `redis_up`, func(s harness.Series) bool { return s.Value == 0 })
 	// Several failed scrapes later there is still exactly one warning.
 	queryOne(t, prom, `count_over_time(redis_up[5m]) >= 4`, nil)
-	if n := logs.count("target down"); n != 1 {
+	if n := logs.Count("target down"); n != 1 {
 		t.Errorf("%d 'target down' lines after several failed scrapes, want 1:\n%s", n, logs.String())
 	}
 	if !strings.Contains(logs.String(), r.Addr()) {
@@ -320,9 +289,9 @@ func TestUnreachableRedis(t *testing.T) {
 	r.Start()
 	queryOne(t, prom, `redis_up`, func(s harness.Series) bool { return s.Value == 1 })
 	harness.WaitFor(t, 10*time.Second, "recovery log line", func() (bool, error) {
-		return logs.count("target is back up") == 1, nil
+		return logs.Count("target is back up") == 1, nil
 	})
-	if n := logs.count("target down"); n != 1 {
+	if n := logs.Count("target down"); n != 1 {
 		t.Errorf("%d 'target down' lines, want 1", n)
 	}
 }
@@ -338,7 +307,7 @@ func TestUnreachableReceiver(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, "several failed requests", func() (bool, error) {
 		return agentMetric(t, cfg, fmt.Sprintf(`redwire_remote_write_requests_total{endpoint=%q,result="retry"}`, ep)) >= 3, nil
 	})
-	if n := logs.count("remote write failing"); n != 1 {
+	if n := logs.Count("remote write failing"); n != 1 {
 		t.Errorf("%d 'remote write failing' lines, want 1:\n%s", n, logs.String())
 	}
 	if v := agentMetric(t, cfg, fmt.Sprintf(`redwire_target_up{target=%q}`, r.Addr())); v != 1 {
@@ -352,7 +321,7 @@ func TestBufferOnlyModeSaysSo(t *testing.T) {
 	r := harness.StartRedis(t)
 	cfg := testConfig(t, "", redis.TargetConfig{Addr: r.URL()})
 	logs := startAgent(t, cfg)
-	if logs.count("buffer-only mode") != 1 {
+	if logs.Count("buffer-only mode") != 1 {
 		t.Errorf("no buffer-only line in:\n%s", logs.String())
 	}
 	harness.WaitFor(t, 30*time.Second, "samples kept on disk", func() (bool, error) {
@@ -403,7 +372,7 @@ func TestSoftFailureInReceiver(t *testing.T) {
 	if failed < 3 {
 		t.Fatalf("only %d failed scrapes seen", failed)
 	}
-	if logs.count("target down") != 1 || logs.count("soft-failure window") != 1 {
+	if logs.Count("target down") != 1 || logs.Count("soft-failure window") != 1 {
 		t.Errorf("want one 'soft-failure window' line then one 'target down' line:\n%s", logs.String())
 	}
 }

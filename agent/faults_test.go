@@ -440,10 +440,10 @@ func TestFault400DropsAndCounts(t *testing.T) {
 	if v := rig.metric(t, "redwire_samples_dropped_total", `reason="rejected"`); v != float64(len(rejected)) {
 		t.Errorf(`redwire_samples_dropped_total{reason="rejected"} = %v, want %d (the samples in the 400'd request)`, v, len(rejected))
 	}
-	if n := rig.logs.count("rejected", "bad sample"); n != 1 {
+	if n := rig.logs.Count("rejected", "bad sample"); n != 1 {
 		t.Errorf("%d log lines with \"rejected\" and the receiver's body, want 1", n)
 	}
-	if n := rig.logs.count("bad sample"); n != 1 {
+	if n := rig.logs.Count("bad sample"); n != 1 {
 		t.Errorf("the receiver's body is on %d log lines, want 1", n)
 	}
 	rig.assertNotDegraded(t)
@@ -506,7 +506,7 @@ func TestFault401PausesAndKeepsData(t *testing.T) {
 	}
 	rig.waitScrapeBufferedWhileDown(t)
 	rig.waitRequests(t, 5)
-	if n := rig.logs.count("credentials"); n != 1 {
+	if n := rig.logs.Count("credentials"); n != 1 {
 		t.Errorf("%d log lines about credentials after several 401s, want 1", n)
 	}
 	rig.assertNothingDropped(t)

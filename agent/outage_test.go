@@ -160,7 +160,7 @@ func TestOutageDeliversEverySample(t *testing.T) {
 	}
 	assertNoRejections(t, prom)
 	for _, line := range []string{"endpoint down", "endpoint answers again", "backlog replayed"} {
-		if n := a.logs.count(line); n != 1 {
+		if n := a.logs.Count(line); n != 1 {
 			t.Errorf("%d log lines %q, want 1", n, line)
 		}
 	}

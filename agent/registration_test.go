@@ -286,7 +286,7 @@ func TestRegistrationLifecycle(t *testing.T) {
 		return strings.Contains(v, `"degraded":true,"backlog_bytes":4096`) && strings.Contains(v, `"targets":["redis-c:6379"]`), errors.New(v)
 	})
 	t.Logf("update visible %v after changed()", time.Since(start).Round(time.Millisecond))
-	if got := rig.logs.count("registered in etcd"); got != 1 {
+	if got := rig.logs.Count("registered in etcd"); got != 1 {
 		t.Errorf("%d 'registered' log lines, want 1", got)
 	}
 
@@ -305,7 +305,7 @@ func TestRegistrationLifecycle(t *testing.T) {
 	if up := testutil.ToFloat64(rig.reg.up); up != 0 {
 		t.Errorf("redwire_registration_up = %v after stop", up)
 	}
-	if rig.logs.count("deregistered from etcd") != 1 {
+	if rig.logs.Count("deregistered from etcd") != 1 {
 		t.Errorf("no deregistration logged")
 	}
 }
@@ -424,7 +424,7 @@ func TestRegistrationEtcdDownAtStart(t *testing.T) {
 	if up := testutil.ToFloat64(rig.reg.up); up != 0 {
 		t.Errorf("redwire_registration_up = %v with etcd down", up)
 	}
-	if n := rig.logs.count("level=WARN", "service registration failed"); n != 1 {
+	if n := rig.logs.Count("level=WARN", "service registration failed"); n != 1 {
 		t.Errorf("%d warnings for %v failures, want 1 (once per state change):\n%s", n, testutil.ToFloat64(rig.reg.errs), rig.logs)
 	}
 
@@ -438,7 +438,7 @@ func TestRegistrationEtcdDownAtStart(t *testing.T) {
 	harness.WaitFor(t, 5*time.Second, "redwire_registration_up 1", func() (bool, error) {
 		return testutil.ToFloat64(rig.reg.up) == 1, nil
 	})
-	if rig.logs.count("level=INFO", "registered in etcd") != 1 {
+	if rig.logs.Count("level=INFO", "registered in etcd") != 1 {
 		t.Errorf("registration not logged once")
 	}
 }
@@ -513,7 +513,7 @@ func TestRegistrationAuth(t *testing.T) {
 		n := testutil.ToFloat64(rig.reg.errs)
 		return n >= 2, fmt.Errorf("redwire_registration_errors_total = %v", n)
 	})
-	if n := rig.logs.count("level=WARN", "service registration failed", "authentication failed"); n != 1 {
+	if n := rig.logs.Count("level=WARN", "service registration failed", "authentication failed"); n != 1 {
 		t.Errorf("%d warnings naming the refused login, want 1:\n%s", n, rig.logs)
 	}
 

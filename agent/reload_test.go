@@ -122,7 +122,7 @@ func TestReloadWhileDrainingLosesNothing(t *testing.T) {
 		t.Errorf("dropped %v samples", v)
 	}
 	assertNoRejections(t, prom)
-	if a.logs.count("sender replaced, buffer kept") != 1 {
+	if a.logs.Count("sender replaced, buffer kept") != 1 {
 		t.Error("the reload did not replace the endpoint's sender: the header change was not applied")
 	}
 }
@@ -268,10 +268,10 @@ func TestReloadTriggers(t *testing.T) {
 			harness.WaitFor(t, 30*time.Second, "the added target to be scraped", func() (bool, error) {
 				return gathered(t, a.reg, "redwire_target_scrapes_total", r2Scrapes) > 0, nil
 			})
-			if watch && a.logs.count("config file changed") == 0 {
+			if watch && a.logs.Count("config file changed") == 0 {
 				t.Error("the reload was not triggered by the file watch")
 			}
-			if !watch && a.logs.count("SIGHUP") != 1 {
+			if !watch && a.logs.Count("SIGHUP") != 1 {
 				t.Error("the reload was not triggered by SIGHUP")
 			}
 		})

@@ -54,7 +54,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	})
 	queryOne(t, prom, `redis_up{instance="file"} == 1`, nil)
 	harness.WaitFor(t, 30*time.Second, "the wrong password to be logged", func() (bool, error) {
-		return logs.count("target down", "wrong") > 0, nil
+		return logs.Count("target down", "wrong") > 0, nil
 	})
 
 	outputs := map[string]string{

@@ -79,7 +79,7 @@ func TestSentinelFailoverIsFollowed(t *testing.T) {
 		return err == nil && addr != "" && addr != sg.Master.Addr(), err
 	})
 	harness.WaitFor(t, 30*time.Second, "the agent to re-point the master target", func() (bool, error) {
-		return a.logs.count("target re-pointed", "instance=mymaster", "to=redis://"+promoted) == 1, nil
+		return a.logs.Count("target re-pointed", "instance=mymaster", "to=redis://"+promoted) == 1, nil
 	})
 	repointed, _ := logTime(t, a.logs, "target re-pointed", "instance=mymaster")
 	if switched, ok := logTime(t, a.logs, "+switch-master received"); ok {

@@ -44,7 +44,7 @@ func TestTargetsFileIsFollowed(t *testing.T) {
 	// A broken version: refused, logged, and r2 is still scraped.
 	write("- addr: redis://h:1\n  pasword: x\n")
 	harness.WaitFor(t, 30*time.Second, "the broken version to be refused", func() (bool, error) {
-		return a.logs.count("targets file refused", "pasword") == 1, nil
+		return a.logs.Count("targets file refused", "pasword") == 1, nil
 	})
 	before := agentMetric(t, cfg, fmt.Sprintf(`redwire_target_scrapes_total{target=%q}`, r2.Addr()))
 	harness.WaitFor(t, 30*time.Second, "r2 to be scraped after the broken version", func() (bool, error) {

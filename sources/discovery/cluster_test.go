@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,30 +28,12 @@ const clusterWait = 30 * time.Second
 // discovery on with Refresh, so the nudge path is what they exercise.
 const clusterNeverRefresh = time.Hour
 
-// clusterLogs collects a discoverer's log lines.
-type clusterLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *clusterLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *clusterLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // clusterRun is a Cluster started by startClusterDiscovery.
 type clusterRun struct {
 	*Cluster
 	up  chan Group
 	reg *prometheus.Registry
-	log *clusterLogs
+	log *harness.LogBuffer
 }
 
 // startClusterDiscovery runs a discoverer for cfg until the test ends,
@@ -61,7 +41,7 @@ type clusterRun struct {
 // group sent is in up once Nodes shows the view it came from).
 func startClusterDiscovery(t *testing.T, cfg ClusterConfig) *clusterRun {
 	t.Helper()
-	r := &clusterRun{up: make(chan Group, 64), reg: prometheus.NewRegistry(), log: &clusterLogs{}}
+	r := &clusterRun{up: make(chan Group, 64), reg: prometheus.NewRegistry(), log: &harness.LogBuffer{}}
 	c, err := NewCluster(cfg, clusterNeverRefresh, r.reg, slog.New(slog.NewTextHandler(r.log, nil)))
 	if err != nil {
 		t.Fatalf("NewCluster: %v", err)

@@ -1,41 +1,23 @@
 package discovery
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/redwire/redwire/internal/harness"
 )
 
 // groupWait bounds how long a test waits for a group that should come; it
 // is a failure bound, not a speed expectation.
 const groupWait = 30 * time.Second
 
-// syncBuffer is a log sink safe for the discoverer's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t *testing.T) (*slog.Logger, *harness.LogBuffer) {
+	buf := &harness.LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("discovery log:\n%s", buf)
