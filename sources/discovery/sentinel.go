@@ -250,6 +250,9 @@ func (s *Sentinel) resolve(ctx context.Context, up chan<- Group) error {
 	s.setMaster(best.master)
 	s.peers = best.peers
 	s.mu.Unlock()
+	// Up before the group goes out: whoever acts on the group sees a
+	// discovery that works.
+	s.m.up.WithLabelValues(s.cfg.MasterName).Set(1)
 	s.sendWith(ctx, up, best.replicas)
 	return nil
 }
