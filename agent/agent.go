@@ -194,8 +194,15 @@ func (a *run) open(version string) error {
 		}
 		t.Close()
 	}
-	if err := os.MkdirAll(a.cfg.Buffer.Path, 0o700); err != nil {
+	warning, err := buffer.PrepareDir(a.cfg.Buffer.Path)
+	if err != nil {
 		return fmt.Errorf("buffer.path: %w", err)
+	}
+	if warning != "" {
+		a.log.Warn("buffer.path: " + warning)
+	}
+	for _, field := range a.cfg.insecureTLS() {
+		a.log.Warn("TLS certificate verification is off (insecure_skip_verify): anyone on the path can read and change the traffic", "field", field)
 	}
 	for _, ec := range a.cfg.RemoteWrite {
 		c, err := remotewrite.NewClient(ec, version)

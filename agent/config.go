@@ -352,3 +352,33 @@ func (c *Config) String() string {
 	}
 	return string(b)
 }
+
+// insecureTLS lists the fields that turn TLS certificate verification off
+// (insecure_skip_verify: true): allowed, but worth a warning at every start.
+func (c *Config) insecureTLS() []string {
+	var out []string
+	for i, t := range c.Targets {
+		if t.TLS.InsecureSkipVerify {
+			out = append(out, fmt.Sprintf("targets[%d].tls", i))
+		}
+	}
+	for i, s := range c.Sentinels {
+		if s.TLS.InsecureSkipVerify {
+			out = append(out, fmt.Sprintf("sentinels[%d].tls", i))
+		}
+	}
+	for i, cl := range c.Clusters {
+		if cl.TLS.InsecureSkipVerify {
+			out = append(out, fmt.Sprintf("clusters[%d].tls", i))
+		}
+	}
+	for i, e := range c.RemoteWrite {
+		if e.HTTPClientConfig.TLSConfig.InsecureSkipVerify {
+			out = append(out, fmt.Sprintf("remote_write[%d].tls_config", i))
+		}
+	}
+	if e := c.Registration.Etcd; e != nil && e.TLS.InsecureSkipVerify {
+		out = append(out, "registration.etcd.tls")
+	}
+	return out
+}

@@ -147,3 +147,22 @@ func TestRelativePathsFollowConfigFile(t *testing.T) {
 		t.Errorf("password_file = %q, want %q", cfg.Targets[0].PasswordFile, want)
 	}
 }
+
+func TestInsecureTLSIsListed(t *testing.T) {
+	cfg, err := Parse([]byte(`
+targets:
+  - addr: rediss://h:1
+    tls: {insecure_skip_verify: true}
+  - addr: rediss://h:2
+remote_write:
+  - url: https://r/api/v1/write
+    tls_config: {insecure_skip_verify: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.insecureTLS()
+	if len(got) != 2 || got[0] != "targets[0].tls" || got[1] != "remote_write[0].tls_config" {
+		t.Errorf("insecureTLS = %q", got)
+	}
+}
