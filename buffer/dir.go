@@ -34,4 +34,3 @@ func PrepareDir(dir string) (warning string, err error) {
 	}
 	return "", nil
 }
-
