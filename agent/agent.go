@@ -90,7 +90,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		a.startSender(e)
 	}
 	var maintaining sync.WaitGroup
-	maintaining.Go(func() { a.maintain(ctx) })
+	interval := time.Duration(cfg.Global.ScrapeInterval)
+	maintaining.Go(func() { a.maintain(ctx, interval) })
 
 	setup, self, err := a.scrapeSetup(cfg, opts.Registry)
 	if err != nil {
@@ -384,8 +385,9 @@ func (a *run) discoverers(cfg *Config, reg prometheus.Registerer) ([]discovery.D
 }
 
 // maintain applies buffer.max_age even while nothing is appended.
-func (a *run) maintain(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.cfg.Global.ScrapeInterval))
+// It runs at the start-up scrape interval: a.cfg is the reloader's to change.
+func (a *run) maintain(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
