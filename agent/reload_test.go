@@ -30,6 +30,46 @@ func reloadConfig(listen, bufDir, writeURL, extra string, replayRate int, target
 	return b.String()
 }
 
+// configFile is a config file in a temp dir for reload tests: write
+// replaces its content, load reads it as the agent's Reload does.
+type configFile struct {
+	t      *testing.T
+	path   string
+	listen string // web.listen_address, fixed across reloads
+	bufDir string
+}
+
+func newConfigFile(t *testing.T) *configFile {
+	dir := t.TempDir()
+	return &configFile{t: t, path: filepath.Join(dir, "redwire.yml"),
+		listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), bufDir: filepath.Join(dir, "data")}
+}
+
+func (f *configFile) write(content string) {
+	f.t.Helper()
+	if err := os.WriteFile(f.path, []byte(content), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *configFile) load() (*Config, error) {
+	c, err := LoadFile(f.path)
+	if err != nil {
+		return nil, err
+	}
+	return c, c.Finalize()
+}
+
+// mustLoad is load for the first config, which must be valid.
+func (f *configFile) mustLoad() *Config {
+	f.t.Helper()
+	cfg, err := f.load()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return cfg
+}
+
 func postReload(t *testing.T, cfg *Config) (int, string) {
 	t.Helper()
 	resp, err := http.Post("http://"+cfg.Web.ListenAddress+"/-/reload", "", nil)
@@ -50,29 +90,13 @@ func TestReloadWhileDrainingLosesNothing(t *testing.T) {
 	t.Parallel()
 	r1, r2 := harness.StartRedis(t), harness.StartRedis(t)
 	prom := harness.StartPrometheus(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "redwire.yml")
-	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	bufDir := filepath.Join(dir, "data")
-	write := func(content string) {
-		t.Helper()
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	f := newConfigFile(t)
+	write := func(extra string, rate int, rs ...*harness.Redis) {
+		f.write(reloadConfig(f.listen, f.bufDir, prom.WriteURL(), extra, rate, rs...))
 	}
-	load := func() (*Config, error) {
-		c, err := LoadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		return c, c.Finalize()
-	}
-	write(reloadConfig(listen, bufDir, prom.WriteURL(), "", 400, r1))
-	cfg, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := runAgent(t, cfg, func(o *Options) { o.Reload = load })
+	write("", 400, r1)
+	cfg := f.mustLoad()
+	a := runAgent(t, cfg, func(o *Options) { o.Reload = f.load })
 	ep := map[string]string{"endpoint": "main"}
 
 	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r1.Addr()), nil)
@@ -85,7 +109,7 @@ func TestReloadWhileDrainingLosesNothing(t *testing.T) {
 		t.Fatal("the backlog drained before the reload: nothing tested (raise the outage or lower the rate)")
 	}
 
-	write(reloadConfig(listen, bufDir, prom.WriteURL(), "    headers: {X-Reloaded: \"1\"}\n", 2000, r1, r2))
+	write("    headers: {X-Reloaded: \"1\"}\n", 2000, r1, r2)
 	if code, body := postReload(t, cfg); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
@@ -98,7 +122,7 @@ func TestReloadWhileDrainingLosesNothing(t *testing.T) {
 	})
 
 	// An invalid config is refused whole, naming the field.
-	write(reloadConfig(listen, bufDir, prom.WriteURL(), "    queue_confg: {}\n", 2000, r1, r2))
+	write("    queue_confg: {}\n", 2000, r1, r2)
 	code, body := postReload(t, cfg)
 	if code != http.StatusInternalServerError || !strings.Contains(body, "queue_confg") {
 		t.Errorf("invalid reload: %d %q, want 500 naming queue_confg", code, body)
@@ -172,30 +196,13 @@ func TestReloadURLChangeKeepsBacklog(t *testing.T) {
 	r := harness.StartRedis(t)
 	prom := harness.StartPrometheus(t)
 	proxy := harness.StartProxy(t, prom.URL())
-	dir := t.TempDir()
-	path := filepath.Join(dir, "redwire.yml")
-	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	bufDir := filepath.Join(dir, "data")
+	f := newConfigFile(t)
 	write := func(url string) {
-		t.Helper()
-		content := strings.Replace(reloadConfig(listen, bufDir, url, "", 0, r), "  - name: main\n    url:", "  - url:", 1)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	load := func() (*Config, error) {
-		c, err := LoadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		return c, c.Finalize()
+		f.write(strings.Replace(reloadConfig(f.listen, f.bufDir, url, "", 0, r), "  - name: main\n    url:", "  - url:", 1))
 	}
 	write(prom.WriteURL())
-	cfg, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := runAgent(t, cfg, func(o *Options) { o.Reload = load })
+	cfg := f.mustLoad()
+	a := runAgent(t, cfg, func(o *Options) { o.Reload = f.load })
 	oldEP := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
 	queryOne(t, prom, fmt.Sprintf(`redis_up{instance=%q}`, r.Addr()), nil)
 	beginOutage(t, a, prom, cfg, r.Addr(), 5)
@@ -210,13 +217,13 @@ func TestReloadURLChangeKeepsBacklog(t *testing.T) {
 	if code, body := postReload(t, cfg); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
-	newCfg, _ := load()
+	newCfg := f.mustLoad()
 	newEP := map[string]string{"endpoint": newCfg.RemoteWrite[0].Label()}
 	harness.WaitFor(t, 2*time.Minute, "the moved backlog to drain through the new URL", func() (bool, error) {
 		return gathered(t, a.reg, "redwire_replay_samples_total", newEP) > 0 &&
 			gathered(t, a.reg, "redwire_buffer_batches", newEP) == 0 && gathered(t, a.reg, "redwire_degraded", newEP) == 0, nil
 	})
-	if _, err := os.Stat(filepath.Join(bufDir, storeFileName(newCfg.RemoteWrite[0].Label()))); err != nil {
+	if _, err := os.Stat(filepath.Join(f.bufDir, storeFileName(newCfg.RemoteWrite[0].Label()))); err != nil {
 		t.Errorf("the buffer file was not renamed to the new URL's name: %v", err)
 	}
 	a.stop()
@@ -235,30 +242,15 @@ func TestReloadTriggers(t *testing.T) {
 	prom := harness.StartPrometheus(t)
 	for _, watch := range []bool{false, true} {
 		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "redwire.yml")
-			listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+			f := newConfigFile(t)
 			write := func(rs ...*harness.Redis) {
-				t.Helper()
-				if err := os.WriteFile(path, []byte(reloadConfig(listen, filepath.Join(dir, "data"), prom.WriteURL(), "", 0, rs...)), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			load := func() (*Config, error) {
-				c, err := LoadFile(path)
-				if err != nil {
-					return nil, err
-				}
-				return c, c.Finalize()
+				f.write(reloadConfig(f.listen, f.bufDir, prom.WriteURL(), "", 0, rs...))
 			}
 			write(r1)
-			cfg, err := load()
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := f.mustLoad()
 			hup := make(chan os.Signal, 1)
 			a := runAgent(t, cfg, func(o *Options) {
-				o.Reload, o.ReloadSignal, o.ConfigFile, o.WatchConfig = load, hup, path, watch
+				o.Reload, o.ReloadSignal, o.ConfigFile, o.WatchConfig = f.load, hup, f.path, watch
 			})
 			write(r1, r2)
 			if !watch {
