@@ -511,8 +511,9 @@ func (s *Sentinel) options(addr string) *goredis.Options {
 			return user, pass, nil
 		},
 	}
+	o.Dialer = redis.Dialer(nil)
 	if tlsScheme(scheme) {
-		o.Dialer = redis.TLSDialer(cfg.TLS)
+		o.Dialer = redis.Dialer(&cfg.TLS)
 	}
 	return o
 }

@@ -3,10 +3,8 @@ package redis
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +70,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 			return cfg.credentials(ep)
 		},
 	}
+	opts.Dialer = Dialer(nil)
 	if ep.tls {
 		// Fail at start on unreadable files; then rebuild the TLS config
 		// from the files on every dial, so a rotated CA, certificate or key
@@ -79,7 +78,7 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		if _, err := config.NewTLSConfig(&cfg.TLS); err != nil {
 			return nil, fmt.Errorf("target %s: tls: %w", cfg.Instance(), err)
 		}
-		opts.Dialer = TLSDialer(cfg.TLS)
+		opts.Dialer = Dialer(&cfg.TLS)
 	}
 
 	b := labels.NewBuilder(labels.EmptyLabels())
@@ -107,24 +106,6 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 			sentinel{},
 		},
 	}, nil
-}
-
-// TLSDialer dials TLS with a config rebuilt from cfg's files on every
-// dial, so a rotated CA, certificate or key is picked up at the next
-// reconnect without a restart. The server name defaults to the host
-// dialled.
-func TLSDialer(cfg config.TLSConfig) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		tc, err := config.NewTLSConfig(&cfg)
-		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		if tc.ServerName == "" {
-			tc.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		d := tls.Dialer{Config: tc}
-		return d.DialContext(ctx, network, addr)
-	}
 }
 
 // Name is the target's instance label.
