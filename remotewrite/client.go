@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,9 @@ import (
 // maxErrorBody bounds how much of a receiver's error answer is read, so a
 // hostile or broken receiver cannot make the agent buffer a huge body.
 const maxErrorBody = 1 << 10
+
+// maxRedirects bounds a chain of 307/308 redirects.
+const maxRedirects = 3
 
 // Client sends encoded write requests to one endpoint. It is safe for
 // concurrent use, but the agent sends one request at a time per endpoint so
@@ -36,6 +40,19 @@ func NewClient(cfg EndpointConfig, version string) (*Client, error) {
 	hc, err := config.NewClientFromConfig(cfg.HTTPClientConfig, "remote_write")
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", cfg.Label(), err)
+	}
+	// A POST redirected with 301, 302 or 303 comes back as a GET without
+	// the body: a landing page answering 200 would swallow every batch,
+	// and a receiver answering 405 would get it dropped as rejected. Only
+	// 307 and 308, which repeat the POST with its body, are followed (if
+	// follow_redirects allows), at most maxRedirects times; any other
+	// redirect is an answer to retry, naming the Location.
+	follow := cfg.HTTPClientConfig.FollowRedirects
+	hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !follow || req.Method != http.MethodPost || len(via) > maxRedirects {
+			return http.ErrUseLastResponse
+		}
+		return nil
 	}
 	return &Client{
 		url:     cfg.URL.String(),
@@ -87,7 +104,13 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 	e := &Error{
 		StatusCode: resp.StatusCode,
 		Class:      classify(resp.StatusCode),
-		Body:       strings.TrimSpace(string(msg)),
+		Body:       strings.ToValidUTF8(strings.TrimSpace(string(msg)), "?"),
+	}
+	if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+		if u, err := url.Parse(loc); err == nil {
+			loc = u.Redacted()
+		}
+		e.Body = fmt.Sprintf("redirect to %.200s not followed (only 307/308 keep the POST); fix the URL", loc)
 	}
 	if e.Class == RateLimited || e.Class == Retry {
 		// Honoured on 429 and on 5xx (503 with Retry-After is a
