@@ -54,6 +54,11 @@ type Options struct {
 	ReloadSignal <-chan os.Signal
 	ConfigFile   string
 	WatchConfig  bool
+
+	// Now is the wall clock that stamps scraped samples; nil means
+	// time.Now. Scrapes are paced by the monotonic clock whatever it says,
+	// so a test can step it back as NTP or a VM restore would.
+	Now func() time.Time
 }
 
 // Run runs the agent until ctx is cancelled, then stops scraping, sends
@@ -71,7 +76,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log, m := opts.Logger, newMetrics(opts.Registry)
-	a := &run{cfg: cfg, log: log, m: m, modes: newModes()}
+	a := &run{cfg: cfg, log: log, m: m, modes: newModes(), now: opts.Now}
 	defer a.close()
 	if err := a.open(opts.Version); err != nil {
 		return err
@@ -167,6 +172,7 @@ type run struct {
 	m       *metrics
 	modes   *modes
 	version string
+	now     func() time.Time // stamps scraped samples; nil: time.Now
 
 	// mu guards the outputs below: scrapes deliver to them while a
 	// reload may add, replace or remove endpoints.
@@ -314,7 +320,7 @@ func (a *run) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *
 			degradedInterval: time.Duration(cfg.Degraded.Interval),
 			timeout:          time.Duration(g.ScrapeTimeout),
 			modes:            a.modes, sinks: []func(sample.Batch){a.deliver}, slots: slots, m: a.m,
-			log: a.log.With("target", s.Name()),
+			log: a.log.With("target", s.Name()), now: a.now, discard: a.discard,
 		}
 		if keep {
 			l.keep = cfg.Degraded.Metrics

@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		scrapeDuration:      gauge("redwire_target_scrape_duration_seconds", "Duration of the last scrape of the target.", "target"),
 		scrapesSkipped:      counter("redwire_target_scrapes_skipped_total", "Scrapes of the target skipped because no slot of global.max_concurrent_scrapes was free before the next one was due.", "target"),
 		samplesQueued:       counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
-		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown).", "endpoint", "reason"),
+		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown), out_of_order (scraped while the wall clock was behind the last sent scrape of the target, never sent).", "endpoint", "reason"),
 		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRequests:          counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRetries:           counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
@@ -93,7 +93,7 @@ func (m *metrics) initEndpoint(name string) {
 	m.degraded.WithLabelValues(name)
 	m.circuitState.WithLabelValues(name)
 	m.corruptions.WithLabelValues(name)
-	for _, r := range []string{"rejected", "buffer_full", "too_old", "disk_full"} {
+	for _, r := range []string{"rejected", "buffer_full", "too_old", "disk_full", reasonOutOfOrder} {
 		m.samplesDropped.WithLabelValues(name, r)
 	}
 }

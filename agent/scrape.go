@@ -44,7 +44,30 @@ type scrapeLoop struct {
 	// last are the series of the last scrape, to end them with stale
 	// markers if the target is removed.
 	last []labels.Labels
+
+	// now is the wall clock that stamps the samples; nil means time.Now.
+	// Pacing and scrape durations use the monotonic clock whatever now
+	// says, so a stepped wall clock never stalls or hurries the loop.
+	now func() time.Time
+	// discard counts samples given up on before any buffer saw them
+	// against every endpoint, so taken = sent + dropped + pending holds
+	// for each; nil counts them nowhere (loops built by hand in tests).
+	discard func(samples int, reason string)
+	// sentT is the timestamp (ms) of the last scrape handed to the sinks;
+	// 0 before the first. Invariant: every scrape handed on is stamped
+	// strictly after it. A wall clock stepped back (NTP, VM restore) would
+	// otherwise send samples the receiver refuses as out of order, losing
+	// the good samples batched with them. Checked by admit.
+	sentT int64
+	// droppedScrapes and droppedSamples count what admit dropped since
+	// the clock went back; both 0 while in order. They log the start and
+	// the end of a step once, not once per scrape.
+	droppedScrapes, droppedSamples int
 }
+
+// reasonOutOfOrder is the drop reason of scrapes stamped at or before one
+// already sent: the wall clock went back.
+const reasonOutOfOrder = "out_of_order"
 
 func (l *scrapeLoop) run(ctx context.Context) {
 	// A target that never misses a slot shows 0, not a gap.
@@ -57,7 +80,7 @@ func (l *scrapeLoop) run(ctx context.Context) {
 	}
 	var scraped time.Time // when the last scrape began; zero: never
 	for {
-		last := time.Now()
+		last, stamp := l.clock()
 		degraded, changed := l.modes.degraded()
 		// A slot in the pool bounds concurrent scrapes. A target whose last
 		// scrape failed waits in the failing lane, so dead targets, which
@@ -73,7 +96,7 @@ func (l *scrapeLoop) run(ctx context.Context) {
 			continue
 		}
 		scraped = last
-		l.scrapeOnce(ctx, last, degraded)
+		l.scrapeOnce(ctx, last, stamp, degraded)
 		l.slots.release(failures)
 		// Wait for the next slot; a change of mode re-plans it, so the
 		// agent returns to the normal pace as soon as the link is back.
@@ -123,9 +146,22 @@ func (l *scrapeLoop) failures() int {
 	return 0
 }
 
-func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded bool) {
+// clock reads the monotonic clock that paces the loop and the wall clock
+// that stamps its samples: one and the same reading unless a wall clock
+// was injected.
+func (l *scrapeLoop) clock() (mono, wall time.Time) {
+	mono = time.Now()
+	if l.now == nil {
+		return mono, mono
+	}
+	return mono, l.now()
+}
+
+// scrapeOnce scrapes the target, stamping its samples with stamp, and
+// hands them to the sinks; start (monotonic) times the scrape.
+func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, degraded bool) {
 	sctx, cancel := context.WithTimeout(ctx, l.timeout)
-	sc, err := l.target.Scrape(sctx, start)
+	sc, err := l.target.Scrape(sctx, stamp)
 	cancel()
 	if ctx.Err() != nil && err != nil {
 		return // cut short by shutdown: not a target failure
@@ -139,6 +175,17 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded b
 	if err != nil && l.refresh != nil {
 		l.refresh()
 	}
+	// The target is scraped even while its samples are dropped: its
+	// health, soft-failure window and logs carry on as usual.
+	if !l.admit(sc.T, len(sc.Samples)) {
+		if l.discard != nil {
+			l.discard(len(sc.Samples), reasonOutOfOrder)
+		}
+		// Taken and dropped at once: counted after the drop, as a
+		// buffered scrape is counted after its buffers took it.
+		l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
+		return
+	}
 	batch := sc.Batch()
 	l.last = l.last[:0]
 	for _, s := range batch.Samples {
@@ -151,6 +198,45 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start time.Time, degraded b
 	// disk, so a scrape counted here survives a kill -9.
 	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
 	l.m.scrapes.WithLabelValues(name).Inc()
+}
+
+// admit reports whether a scrape stamped t (ms; every sample of a Scrape
+// carries its T) may be handed to the sinks, and if so records t as the
+// last sent. A scrape at or before the last sent one is refused whole:
+// per series it would go back in time. It logs when the loop starts
+// refusing and when the wall clock has caught up, not every scrape.
+func (l *scrapeLoop) admit(t int64, samples int) bool {
+	if t > l.sentT {
+		if l.droppedScrapes > 0 {
+			l.log.Info("wall clock caught up with the last sent scrape: sending scrapes again",
+				"dropped_scrapes", l.droppedScrapes, "dropped_samples", l.droppedSamples,
+				"last_sent", time.UnixMilli(l.sentT).UTC())
+			l.droppedScrapes, l.droppedSamples = 0, 0
+		}
+		l.sentT = t
+		return true
+	}
+	if l.droppedScrapes == 0 {
+		l.log.Warn("wall clock went back: dropping scrapes until it passes the last sent one, which the receiver would refuse as out of order",
+			"behind", time.Duration(l.sentT-t)*time.Millisecond, "last_sent", time.UnixMilli(l.sentT).UTC())
+	}
+	l.droppedScrapes++
+	l.droppedSamples += samples
+	return false
+}
+
+// discard counts samples of a scrape that no buffer took as dropped for
+// reason on every endpoint: the counterpart of deliver for a scrape given
+// up on before it.
+func (a *run) discard(samples int, reason string) {
+	if samples == 0 {
+		return
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, name := range a.bufNames {
+		a.m.samplesDropped.WithLabelValues(name, reason).Add(float64(samples))
+	}
 }
 
 // offset is a stable point in [0, interval) for a target.

@@ -244,7 +244,8 @@ func (tm *targetManager) stop(inst string, mt *managedTarget, why string) {
 	tm.log.Info("target removed", "instance", inst, "reason", why)
 	tm.stopped.Go(func() {
 		<-mt.done
-		mt.loop.endSeries(time.Now())
+		_, wall := mt.loop.clock()
+		mt.loop.endSeries(wall)
 		mt.target.Close()
 		tm.m.forgetTarget(inst)
 	})
@@ -257,7 +258,9 @@ func (l *scrapeLoop) endSeries(now time.Time) {
 	if len(l.last) == 0 {
 		return
 	}
-	t := now.UnixMilli()
+	// Never before the last scrape sent, even if the wall clock went
+	// back: the receiver would refuse the markers as out of order.
+	t := max(now.UnixMilli(), l.sentT+1)
 	stale := make([]sample.Sample, len(l.last))
 	for i, ls := range l.last {
 		stale[i] = sample.Sample{Labels: ls, T: t, V: math.Float64frombits(value.StaleNaN)}
