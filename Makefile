@@ -15,7 +15,7 @@ TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=promethe
 	redis-sentinel=redis-sentinel etcd=etcd-server
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
-.PHONY: all build test deps demo bench fuzz clean
+.PHONY: all build test deps demo bench soak fuzz clean
 
 all: build
 
@@ -45,6 +45,13 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'ScrapeEncode' -benchmem -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'TargetScrapeCPU' -benchtime 5x -count 6 ./agent | tee -a bench.out
+
+# The 30-minute chaos soak (receiver outages, 500/429/timeouts, Redis
+# restarts, agent SIGKILLs, a Sentinel failover), then the accounting
+# check. SOAK=5m for a shorter run; REDWIRE_SOAK_SEED=<n> replays a schedule.
+SOAK ?= 30m
+soak: deps
+	REDWIRE_SOAK=$(SOAK) $(GO) test -race -count=1 -run '^TestSoak$$' -timeout 2h -v ./agent
 
 # Short fuzz runs of every parser; the corpus lives in testdata/fuzz.
 fuzz:

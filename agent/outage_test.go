@@ -286,13 +286,20 @@ type agentProcess struct {
 
 func startProcess(t *testing.T, bin, dir, writeURL, redisURL string, extra ...string) *agentProcess {
 	t.Helper()
-	p := &agentProcess{addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--redis.addr="+redisURL, "--remote-write.url="+writeURL,
-		"--scrape.interval=1s", "--buffer.path="+dir, "--web.listen-address="+p.addr,
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	return launchProcess(t, bin, addr, append([]string{"--redis.addr=" + redisURL, "--remote-write.url=" + writeURL,
+		"--scrape.interval=1s", "--buffer.path=" + dir, "--web.listen-address=" + addr,
 		"--remote-write.queue_config.batch_send_deadline=100ms",
 		"--remote-write.queue_config.min_backoff=50ms", "--remote-write.queue_config.max_backoff=200ms",
-		"--no-self_metrics.enabled")
-	p.cmd.Args = append(p.cmd.Args, extra...)
+		"--no-self_metrics.enabled"}, extra...)...)
+}
+
+// launchProcess runs bin with args, its web server on addr, and waits
+// until it serves /metrics.
+func launchProcess(t *testing.T, bin, addr string, args ...string) *agentProcess {
+	t.Helper()
+	p := &agentProcess{addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
