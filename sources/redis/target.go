@@ -27,8 +27,13 @@ type Target struct {
 	mu       sync.Mutex // serialises scrapes; a slow one must not overlap the next
 	infoAll  bool       // false once the server refused INFO ALL
 	softFail int        // consecutive failures before redis_up turns 0
-	failures int        // consecutive failed scrapes so far
-	everUp   bool       // a scrape has succeeded since start
+
+	// health guards the soft state apart from mu, which a scrape holds
+	// until its deadline: Up and ConsecutiveFailures serve the HTTP API
+	// and must answer while the server is slow.
+	health   sync.Mutex
+	failures int  // consecutive failed scrapes so far
+	everUp   bool // a scrape has succeeded since start
 
 	collectors []collector
 	optional   optionalCommands
@@ -63,8 +68,12 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		MaxRetries:      -1,
 		DialerRetries:   1,
 		DisableIdentity: true, // CLIENT SETINFO would add errors to errorstats on Redis < 7.2
-		// Deadlines come from the scrape context.
+		// Deadlines come from the scrape context alone: go-redis's default
+		// 3 s read timeout would otherwise cut a scrape_timeout above it
+		// short. Every call here carries a context with a deadline.
 		ContextTimeoutEnabled:    true,
+		ReadTimeout:              -1,
+		WriteTimeout:             -1,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 		CredentialsProviderContext: func(context.Context) (string, string, error) {
 			return cfg.credentials(ep)
@@ -126,6 +135,7 @@ func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, err
 	sc := sample.NewScrape(now, t.base)
 	err := t.collect(ctx, sc)
 	success := 1.0
+	t.health.Lock()
 	if err != nil {
 		success = 0
 		t.failures++
@@ -133,28 +143,31 @@ func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, err
 	} else {
 		t.failures, t.everUp = 0, true
 	}
-	sc.Gauge("redis_up", "Whether Redis answers: 0 only after soft_fail_threshold consecutive failed scrapes (or before the first success).", boolFloat(t.up()))
+	up := t.up()
+	t.health.Unlock()
+	sc.Gauge("redis_up", "Whether Redis answers: 0 only after soft_fail_threshold consecutive failed scrapes (or before the first success).", boolFloat(up))
 	sc.Gauge("redwire_target_scrape_success", "Whether this very scrape succeeded (raw, without the soft-failure window of redis_up).", success)
 	sc.Gauge("redis_exporter_last_scrape_duration_seconds", "How long the last scrape of this target took.",
 		time.Since(now).Seconds())
 	return sc, err
 }
 
-// up is the soft state; mu must be held.
+// up is the soft state; health must be held.
 func (t *Target) up() bool { return t.everUp && t.failures < t.softFail }
 
 // Up reports the soft state after the last scrape, as redis_up shows it.
+// It does not wait for a scrape in flight.
 func (t *Target) Up() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.health.Lock()
+	defer t.health.Unlock()
 	return t.up()
 }
 
 // ConsecutiveFailures is the number of failed scrapes since the last
-// success.
+// success. It does not wait for a scrape in flight.
 func (t *Target) ConsecutiveFailures() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.health.Lock()
+	defer t.health.Unlock()
 	return t.failures
 }
 

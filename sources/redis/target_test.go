@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
@@ -100,5 +101,38 @@ func TestPhaseOfAuth(t *testing.T) {
 	}
 	if msg := se.Error(); strings.Contains(msg, right) || strings.Contains(msg, wrong) {
 		t.Errorf("error text %q leaks a password", se.Error())
+	}
+}
+
+// TestScrapeTimeoutIsTheOnlyDeadline: a Redis busy for 8 s is
+// scraped within a 20 s deadline (its scrape starts a moment into the
+// sleep, so it waits more than 3 s); go-redis's default 3 s read timeout
+// must not cut it short.
+func TestScrapeTimeoutIsTheOnlyDeadline(t *testing.T) {
+	r := harness.StartRedis(t, harness.WithArgs("--enable-debug-command", "yes"))
+	target, err := NewTarget(TargetConfig{Addr: r.URL()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	slept := make(chan error, 1)
+	sleeper := goredis.NewClient(&goredis.Options{Addr: r.Addr(), ReadTimeout: -1, MaxRetries: -1})
+	defer sleeper.Close()
+	go func() { slept <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", "8").Err() }()
+	// The scrape must queue behind the sleep: wait until Redis is in it.
+	harness.WaitFor(t, 10*time.Second, "DEBUG SLEEP under way", func() (bool, error) {
+		c := goredis.NewClient(&goredis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return c.Ping(ctx).Err() != nil, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := target.Scrape(ctx, time.Now()); err != nil {
+		t.Errorf("scrape of a Redis busy for 8 s, with a 20 s deadline: %v", err)
+	}
+	if err := <-slept; err != nil {
+		t.Fatal(err)
 	}
 }
