@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,6 +145,12 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.SetStrict(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // empty file = empty config
+		// A URL that does not parse (remote_write url) is quoted whole in
+		// url.Parse's error, password and all.
+		var ue *url.Error
+		if errors.As(err, &ue) && strings.Contains(ue.URL, "@") {
+			ue.URL = "<invalid>"
+		}
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	cfg.source = data
@@ -304,17 +311,23 @@ func (c *Config) validate() error {
 		}
 		clusters[cc.Name] = i
 	}
-	names := map[string]int{}
+	files := map[string]int{} // buffer file name → endpoint
 	for i := range c.RemoteWrite {
 		e := &c.RemoteWrite[i]
 		path := fmt.Sprintf("remote_write[%d]", i)
 		if err := e.Validate(); err != nil {
 			return fieldErr(path, err)
 		}
-		if j, dup := names[e.Label()]; dup {
+		// Names that differ only in characters unsafe in a file name
+		// ("a b", "a_b") would share one buffer file, which one of them
+		// then waits for in vain.
+		if j, dup := files[storeFileName(e.Label())]; dup {
+			if other := c.RemoteWrite[j].Label(); other != e.Label() {
+				return fieldErr(path, fmt.Errorf("endpoint %q would share its buffer file with remote_write[%d] %q: give one a distinct name", e.Label(), j, other))
+			}
 			return fieldErr(path, fmt.Errorf("endpoint %q is also remote_write[%d]: give one a distinct name", e.Label(), j))
 		}
-		names[e.Label()] = i
+		files[storeFileName(e.Label())] = i
 	}
 	if err := c.Buffer.Validate(); err != nil {
 		return fieldErr("buffer", err)
@@ -326,8 +339,8 @@ func (c *Config) validate() error {
 	if d.Interval < g.ScrapeInterval {
 		return fieldErr("degraded.interval", fmt.Errorf("%s must be at least scrape_interval (%s)", d.Interval, g.ScrapeInterval))
 	}
-	if c.Replay.MaxSamplesPerSecond < 0 {
-		return fieldErr("replay.max_samples_per_second", errors.New("must not be negative"))
+	if !(c.Replay.MaxSamplesPerSecond >= 0) { // NaN too: it would read as no limit
+		return fieldErr("replay.max_samples_per_second", errors.New("must be a number, not negative"))
 	}
 	if err := c.Registration.validateAt("registration"); err != nil {
 		return err

@@ -58,16 +58,9 @@ func (sentinel) collect(ctx context.Context, s *session, sc *sample.Scrape) {
 	if !ok {
 		return
 	}
-	masters, _ := reply.([]any)
-	seen := make(map[string]bool, len(masters))
-	for _, m := range masters {
-		f := respStrings(m)
-		name, ip, port := f["name"], f["ip"], f["port"]
-		if name == "" || ip == "" || port == "" || seen[name] {
-			continue
-		}
-		seen[name] = true
-		lv := []string{"master_name", validUTF8(name), "master_address", validUTF8(ip + ":" + port)}
+	for _, m := range sentinelMasters(reply) {
+		name := m.name
+		lv := []string{"master_name", validUTF8(name), "master_address", validUTF8(m.address)}
 
 		if ok, msg, answered := ckquorum(ctx, s, name); answered {
 			// The message is a label, as in redis_exporter: it names the
@@ -75,11 +68,7 @@ func (sentinel) collect(ctx context.Context, s *session, sc *sample.Scrape) {
 			sc.Gauge("redis_sentinel_master_ckquorum_status", "Whether the sentinels can reach the quorum and authorize a failover of the master (SENTINEL CKQUORUM); message is the sentinel's answer.",
 				boolFloat(ok), "master_name", lv[1], "message", validUTF8(msg))
 		}
-		for _, st := range sentinelSettings {
-			if v, ok := parseInfoNumber(f[st.field]); ok {
-				sc.Gauge(st.name, st.help, v*st.scale, lv...)
-			}
-		}
+		emitSentinelSettings(sc, m.fields, lv)
 		// This sentinel is not among its own peers, and counts as up.
 		if peers, ok := s.do(ctx, "SENTINEL", "SENTINELS", name); ok {
 			sc.Gauge("redis_sentinel_master_ok_sentinels", "The number of sentinels monitoring the master that are not flagged down, this one included.",
@@ -88,6 +77,44 @@ func (sentinel) collect(ctx context.Context, s *session, sc *sample.Scrape) {
 		if replicas, ok := s.do(ctx, "SENTINEL", "SLAVES", name); ok {
 			sc.Gauge("redis_sentinel_master_ok_slaves", "The number of the master's replicas that are not flagged down.",
 				float64(countUp(replicas)), lv...)
+		}
+	}
+}
+
+// sentinelMaster is one entry of a SENTINEL MASTERS reply.
+type sentinelMaster struct {
+	name    string
+	address string            // ip + ":" + port, unbracketed as INFO prints it
+	fields  map[string]string // the entry's string and integer fields
+}
+
+// sentinelMasters reads a SENTINEL MASTERS reply, RESP2 or RESP3. An entry
+// without a name, ip or port cannot be labelled and is left out, as is a
+// second entry for a name already read (or one that reads the same as a
+// label value).
+func sentinelMasters(reply any) []sentinelMaster {
+	entries, _ := reply.([]any)
+	seen := make(map[string]bool, len(entries))
+	var out []sentinelMaster
+	for _, e := range entries {
+		f := respStrings(e)
+		name, ip, port := f["name"], f["ip"], f["port"]
+		// Names alike once made valid UTF-8 would make one series twice.
+		if name == "" || ip == "" || port == "" || seen[validUTF8(name)] {
+			continue
+		}
+		seen[validUTF8(name)] = true
+		out = append(out, sentinelMaster{name: name, address: ip + ":" + port, fields: f})
+	}
+	return out
+}
+
+// emitSentinelSettings maps a master's failover settings from its SENTINEL
+// MASTERS fields; lv are its master_name and master_address labels.
+func emitSentinelSettings(sc *sample.Scrape, fields map[string]string, lv []string) {
+	for _, st := range sentinelSettings {
+		if v, ok := parseInfoNumber(fields[st.field]); ok {
+			sc.Gauge(st.name, st.help, v*st.scale, lv...)
 		}
 	}
 }
@@ -146,10 +173,10 @@ func emitSentinelInfo(sc *sample.Scrape, info *Info) {
 					sentinels = v
 				}
 			}
-			if name == "" || seen[name] {
+			if name == "" || seen[validUTF8(name)] { // as in sentinelMasters
 				continue
 			}
-			seen[name] = true
+			seen[validUTF8(name)] = true
 			lv := []string{"master_name", validUTF8(name), "master_address", validUTF8(address)}
 			sc.Gauge("redis_sentinel_master_status", "Whether the sentinel sees the master as ok (1) or not (0); master_status is its word for it (ok, sdown, odown).",
 				boolFloat(status == "ok"), lv[0], lv[1], lv[2], lv[3], "master_status", validUTF8(status))
