@@ -53,10 +53,22 @@ SOAK ?= 30m
 soak: deps
 	REDWIRE_SOAK=$(SOAK) $(GO) test -race -count=1 -run '^TestSoak$$' -timeout 2h -v ./agent
 
-# Short fuzz runs of every parser; the corpus lives in testdata/fuzz.
+# Short fuzz runs of every fuzz target (FUZZTIME each); the corpus lives
+# in each package's testdata/fuzz and runs as plain tests in make test.
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseInfo -fuzztime 60s ./sources/redis/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 60s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfigLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzReload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompactDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompactRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadExport$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzClusterTargets$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
+	$(GO) test -run '^$$' -fuzz '^FuzzSentinelDiscovery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseClusterNodes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/
+	$(GO) test -run '^$$' -fuzz '^FuzzReplyGuard$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseInfo$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/
+	$(GO) test -run '^$$' -fuzz '^FuzzSentinelReplies$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/
 
 clean:
 	rm -rf bin bench.out
