@@ -321,6 +321,11 @@ func (c *Config) validate() error {
 		// Names that differ only in characters unsafe in a file name
 		// ("a b", "a_b") would share one buffer file, which one of them
 		// then waits for in vain.
+		if storeFileName(e.Label()) == storeFileName(localBuffer) {
+			// Buffer-only mode keeps its samples there; a reload from
+			// buffer-only to this endpoint would wait for its own file.
+			return fieldErr(path+".name", fmt.Errorf("%q is reserved for the buffer of buffer-only mode", e.Label()))
+		}
 		if j, dup := files[storeFileName(e.Label())]; dup {
 			if other := c.RemoteWrite[j].Label(); other != e.Label() {
 				return fieldErr(path, fmt.Errorf("endpoint %q would share its buffer file with remote_write[%d] %q: give one a distinct name", e.Label(), j, other))

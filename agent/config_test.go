@@ -64,6 +64,8 @@ func TestConfigErrorsNameFieldAndLine(t *testing.T) {
 		{"duplicate instance", "targets:\n  - addr: redis://a:1\n  - addr: redis://a:1\n", []string{"targets[1]", "also targets[0]"}},
 		{"reserved header", "remote_write:\n  - url: http://x/y\n    headers: {Content-Type: text/plain}\n", []string{"remote_write[0]", "Content-Type"}},
 		{"bad label", "global:\n  external_labels: {\"bad-name\": x}\n", []string{"global.external_labels", "bad-name"}},
+		{"endpoints sharing a file", "remote_write:\n  - {name: a b, url: http://x/y}\n  - {name: a_b, url: http://z/y}\n", []string{"remote_write[1]", "share its buffer file"}},
+		{"reserved endpoint name", "remote_write:\n  - {name: local, url: http://x/y}\n", []string{"remote_write[0].name", "reserved"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
