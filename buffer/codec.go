@@ -422,6 +422,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type recordHeader struct {
 	samples    int64
 	minT, maxT int64
+	segment    bool // a segment record (segrecord.go), not a batch record
 }
 
 // appendRecord appends the record for b, whose header is h, to dst.
@@ -458,10 +459,12 @@ func parseHeader(rec []byte) (recordHeader, error) {
 	if len(rec) < recordHeaderSize {
 		return recordHeader{}, fmt.Errorf("record of %d bytes is shorter than its %d-byte header", len(rec), recordHeaderSize)
 	}
+	n := binary.LittleEndian.Uint32(rec[4:])
 	h := recordHeader{
-		samples: int64(binary.LittleEndian.Uint32(rec[4:])),
+		samples: int64(n &^ segmentFlag),
 		minT:    int64(binary.LittleEndian.Uint64(rec[8:])),
 		maxT:    int64(binary.LittleEndian.Uint64(rec[16:])),
+		segment: n&segmentFlag != 0,
 	}
 	if h.samples == 0 {
 		return h, errors.New("record header claims 0 samples")
@@ -478,6 +481,9 @@ func decodeRecord(dec *batchDecoder, rec []byte) (sample.Batch, error) {
 	h, err := parseHeader(rec)
 	if err != nil {
 		return sample.Batch{}, err
+	}
+	if h.segment {
+		return sample.Batch{}, errSegmentRecord
 	}
 	if want, got := binary.LittleEndian.Uint32(rec), crc32.Checksum(rec[4:], castagnoli); want != got {
 		return sample.Batch{}, fmt.Errorf("record checksum %08x, want %08x", got, want)

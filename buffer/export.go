@@ -169,7 +169,7 @@ type EndpointExport struct {
 	Records    int64
 	Samples    int64
 	Corrupt    int64 // records left in the store: bad checksum or undecodable
-	Deleted    int64 // records removed from the store
+	Deleted    int64 // batches removed from the store
 }
 
 // ExportResult describes a written export file.
@@ -266,7 +266,7 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 			return res, fmt.Errorf("export file %s is complete, but deleting the exported batches from %s failed (they are still there): %w",
 				out, files[i].Path, err)
 		}
-		res.Endpoints[i].Deleted = int64(len(seqs[i]))
+		res.Endpoints[i].Deleted = res.Endpoints[i].Records
 	}
 	return res, nil
 }
@@ -278,34 +278,52 @@ func exportRecords(ctx context.Context, tx *bolt.Tx, ew *exportWriter, idx uint3
 		return nil, nil
 	}
 	var (
-		dec  batchDecoder
-		seqs []uint64
+		dec      batchDecoder
+		enc      batchEncoder
+		seqs     []uint64
+		consumed uint64
+		rec      []byte
 	)
+	if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
+		consumed = binary.BigEndian.Uint64(v)
+	}
 	c := records.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h, err := parseHeader(v)
-		if err == nil {
-			// Decoded only to prove the record whole: a record that
-			// would not replay is left for the agent to quarantine.
-			_, err = decodeRecord(&dec, v)
-		}
-		if err != nil || len(k) != 8 {
+		if len(k) != 8 {
 			ex.Corrupt++
 			continue
 		}
+		key := binary.BigEndian.Uint64(k)
+		h, err := parseHeader(v)
+		var batches []Record
+		if err == nil {
+			// Decoded to prove the record whole (a record that would not
+			// replay is left for the agent to quarantine) and to write a
+			// segment's batches as the batch records the format holds.
+			batches, err = decodeRecords(&dec, key, v, consumed)
+		}
+		if err != nil {
+			ex.Corrupt++
+			continue
+		}
+		// The time filter selects whole records: a sealed segment spans
+		// minutes of scrapes and goes, or stays, as one.
 		if (opts.FromMs != 0 && h.maxT < opts.FromMs) || (opts.ToMs != 0 && h.minT >= opts.ToMs) {
 			continue
 		}
-		seq := binary.BigEndian.Uint64(k)
-		if err := ew.record(idx, seq, v, h); err != nil {
-			return nil, fmt.Errorf("export file: %w", err)
+		for _, r := range batches {
+			bh := headerOf(&r.Batch)
+			rec = appendRecord(rec[:0], &enc, &r.Batch, bh)
+			if err := ew.record(idx, r.Seq, rec, bh); err != nil {
+				return nil, fmt.Errorf("export file: %w", err)
+			}
+			ex.Records++
+			ex.Samples += bh.samples
 		}
-		seqs = append(seqs, seq)
-		ex.Records++
-		ex.Samples += h.samples
+		seqs = append(seqs, key)
 	}
 	return seqs, nil
 }
@@ -351,7 +369,7 @@ func (s *Store) deleteSeqs(seqs []uint64) error {
 			}
 		}
 		var err error
-		ht.counts, err = scanCounts(tx)
+		ht.counts, err = scanCounts(tx, ht.smallBelow)
 		return err
 	})
 	if err != nil {

@@ -110,10 +110,17 @@ func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
 		if records == nil {
 			return nil
 		}
-		return records.ForEach(func(_, v []byte) error {
-			h, herr := parseHeader(v)
-			b, err := decodeRecord(&dec, v)
-			if herr != nil || err != nil {
+		var consumed uint64
+		if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
+			consumed = binary.BigEndian.Uint64(v)
+		}
+		return records.ForEach(func(k, v []byte) error {
+			var recs []Record
+			h, err := parseHeader(v)
+			if err == nil && len(k) == 8 {
+				recs, err = decodeRecords(&dec, binary.BigEndian.Uint64(k), v, consumed)
+			}
+			if err != nil || len(k) != 8 {
 				in.Corrupt++
 				return nil
 			}
@@ -123,11 +130,13 @@ func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
 			if in.Batches == 0 || h.maxT > in.NewestT {
 				in.NewestT = h.maxT
 			}
-			in.Batches++
-			in.Samples += h.samples
 			in.Bytes += int64(len(v))
-			for _, s := range b.Samples {
-				series[s.Labels.Hash()] = struct{}{}
+			for _, r := range recs {
+				in.Batches++
+				in.Samples += int64(len(r.Batch.Samples))
+				for _, s := range r.Batch.Samples {
+					series[s.Labels.Hash()] = struct{}{}
+				}
 			}
 			return nil
 		})

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -48,6 +47,21 @@ var (
 	bucketQuarantine = []byte("quarantine")
 	bucketMeta       = []byte("meta")
 	keyNextSeq       = []byte("next_seq") // in meta: 8-byte big-endian
+	keyConsumed      = []byte("consumed") // in meta: 8-byte big-endian
+)
+
+// Sealing (segrecord.go): once the batch records after the last segment
+// hold sealSamples samples, they become one segment record; once
+// mergeSegments small segments end the file, they become one. A batch
+// record takes about 17 bytes a sample, a segment of a minute at 1 s
+// about 2.4 and one of ten minutes about 2.0, so sealing early keeps the
+// uncompressed tail small and merging brings the segments to size.
+const (
+	sealSamples   = 1 << 14
+	mergeSegments = 10
+	// sealMaxSamples bounds one segment, and the memory its decoding takes
+	// (about 32 bytes a sample).
+	sealMaxSamples = 1 << 21
 )
 
 // StoreOptions shape a Store; the zero value is usable.
@@ -138,6 +152,9 @@ type Store struct {
 	// diskFree, replaced in tests.
 	freeSpace func(dir string) (free int64, known bool, err error)
 	compactAt int64 // compactThreshold, lowered in tests
+	sealAt    int64 // sealSamples, lowered in tests
+	mergeAt   int   // mergeSegments, lowered in tests
+	segCache  segmentCache
 
 	mu  sync.Mutex
 	db  *bolt.DB // nil once closed
@@ -156,14 +173,28 @@ type Store struct {
 	quarantined int64
 }
 
-// storeCounts is what Stats reports from memory.
+// storeCounts is what Stats reports from memory, and what seal and merge
+// need to know without reading the file.
 type storeCounts struct {
+	// Batches and samples not yet deleted, and the bytes of the records
+	// holding them.
 	batches, samples, bytes int64
-	// head is the oldest record (meaningful if batches > 0), kept to
+	// head is the oldest batch left (meaningful if batches > 0), kept to
 	// answer Stats.OldestT and to skip transactions that would drop
-	// nothing.
+	// nothing; the times are those of the record holding it.
 	headSeq            uint64
 	headMinT, headMaxT int64
+	// tail is the run of batch records after the last segment record:
+	// what seal takes.
+	tailSeq                  uint64
+	tailBatches, tailSamples int64
+	// small is the run of small segment records (sealed, not merged)
+	// that ends the segment records: what merge takes.
+	smallSeq  uint64
+	smallSegs int
+	// consumed is the meta key of the same name: batches with seq <= it
+	// are deleted, even inside a segment record that stays.
+	consumed uint64
 }
 
 // OpenStore opens or creates the store at path, creating its directory
@@ -172,7 +203,8 @@ type storeCounts struct {
 // store is renamed to <path>.corrupt-<UTC time>, never deleted, and a
 // fresh store is started; OpenInfo says so.
 func OpenStore(path string, opts StoreOptions) (*Store, OpenInfo, error) {
-	s := &Store{path: path, opts: opts.withDefaults(), freeSpace: diskFree, compactAt: compactThreshold}
+	s := &Store{path: path, opts: opts.withDefaults(), freeSpace: diskFree, compactAt: compactThreshold,
+		sealAt: sealSamples, mergeAt: mergeSegments}
 	var info OpenInfo
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -219,7 +251,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	if len(b.Samples) == 0 {
 		return nil, nil
 	}
-	if uint64(len(b.Samples)) > math.MaxUint32 {
+	if uint64(len(b.Samples)) >= segmentFlag {
 		return nil, fmt.Errorf("buffer store %s: batch of %d samples is too large for one record", s.path, len(b.Samples))
 	}
 	s.mu.Lock()
@@ -279,7 +311,9 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 		if err := records.Put(seqKey(seq), rec); err != nil {
 			return err
 		}
-		ht.counts.add(seq, h, len(rec))
+		if err := ht.counts.add(seq, rec, h, ht.smallBelow); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(seq+1)); err != nil {
 			return err
 		}
@@ -297,6 +331,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	}
 	s.commit(ht)
 	s.next++
+	s.compress()
 	return dropIfAny(tooOld, tooBig, full), nil
 }
 
@@ -321,16 +356,31 @@ func (s *Store) Peek(maxSamples int) ([]Record, error) {
 			cur := tx.Bucket(bucketRecords).Cursor()
 			for k, v := cur.First(); k != nil; k, v = cur.Next() {
 				seq := binary.BigEndian.Uint64(k)
-				if h, err := parseHeader(v); err == nil && len(recs) > 0 && int64(total)+h.samples > int64(maxSamples) {
+				h, herr := parseHeader(v)
+				if herr == nil && len(recs) > 0 && int64(total)+h.samples > int64(maxSamples) && !h.segment {
 					break
 				}
-				b, err := decodeRecord(&s.dec, v)
+				var batches []Record
+				var err error
+				if herr == nil && h.segment {
+					batches, err = s.segCache.get(seq, v)
+				} else {
+					batches, err = decodeRecords(&s.dec, seq, v, s.counts.consumed)
+				}
 				if err != nil {
 					bad = append(bad, seq)
 					continue
 				}
-				recs = append(recs, Record{Seq: seq, Batch: b})
-				total += len(b.Samples)
+				for _, r := range batches {
+					if r.Seq <= s.counts.consumed {
+						continue
+					}
+					if len(recs) > 0 && total+len(r.Batch.Samples) > maxSamples {
+						return nil
+					}
+					recs = append(recs, r)
+					total += len(r.Batch.Samples)
+				}
 			}
 			return nil
 		})
@@ -360,11 +410,12 @@ func (s *Store) Delete(upTo uint64) error {
 	if s.counts.batches == 0 || upTo < s.counts.headSeq {
 		return nil
 	}
+	// Never mark as consumed what is not appended yet.
+	upTo = min(upTo, s.next-1)
 	ht := s.headTx()
-	var d Dropped
 	err := s.update(func(tx *bolt.Tx) error {
 		ht.begin(tx)
-		if err := ht.drop(&d, func(seq uint64, _ recordHeader) bool { return seq <= upTo }); err != nil {
+		if err := ht.ack(upTo); err != nil {
 			return err
 		}
 		return ht.end()

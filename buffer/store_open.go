@@ -55,7 +55,7 @@ func (s *Store) open() error {
 					return err
 				}
 				var err error
-				counts, next, err = scanFile(tx, s.path)
+				counts, next, err = scanFile(tx, s.path, s.smallBelow())
 				txid = tx.ID()
 				return err
 			})
@@ -87,7 +87,7 @@ func (s *Store) open() error {
 			// Written between the two opens (another process got in):
 			// what was scanned is stale.
 			var err error
-			counts, next, err = scanFile(tx, s.path)
+			counts, next, err = scanFile(tx, s.path, s.smallBelow())
 			return err
 		}); err != nil || !missing {
 			return err
@@ -173,7 +173,7 @@ func isEnvError(err error) bool {
 // scanFile reads every record header (not the payloads) and returns the
 // counts, the next sequence number, and the first sign that the file is
 // not one this store wrote.
-func scanFile(tx *bolt.Tx, path string) (c storeCounts, next uint64, err error) {
+func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next uint64, err error) {
 	next = 1
 	if size := fileSize(path); int64(tx.Size()) > size {
 		return c, 0, fmt.Errorf("file is shorter (%d bytes) than its meta page says (%d): truncated", size, tx.Size())
@@ -184,6 +184,12 @@ func scanFile(tx *bolt.Tx, path string) (c storeCounts, next uint64, err error) 
 				return c, 0, fmt.Errorf("meta next_seq is %d bytes, want 8", len(v))
 			}
 			next = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyConsumed); v != nil {
+			if len(v) != 8 {
+				return c, 0, fmt.Errorf("meta consumed is %d bytes, want 8", len(v))
+			}
+			c.consumed = binary.BigEndian.Uint64(v)
 		}
 	}
 	for _, name := range [][]byte{bucketQuarantine, bucketRecords} {
@@ -212,7 +218,9 @@ func scanFile(tx *bolt.Tx, path string) (c storeCounts, next uint64, err error) 
 			if err != nil {
 				return fmt.Errorf("record %d: %w", seq, err)
 			}
-			c.add(seq, h, len(v))
+			// A segment table that does not parse counts as nothing:
+			// like a bad payload, Peek quarantines it.
+			_ = c.add(seq, v, h, smallBelow)
 			return nil
 		})
 		if err != nil {
@@ -222,14 +230,49 @@ func scanFile(tx *bolt.Tx, path string) (c storeCounts, next uint64, err error) 
 	return c, next, nil
 }
 
-// add counts a record appended at the tail.
-func (c *storeCounts) add(seq uint64, h recordHeader, size int) {
-	if c.batches == 0 {
-		c.headSeq, c.headMinT, c.headMaxT = seq, h.minT, h.maxT
+// add counts a record appended at the tail, rec under seq with header h.
+// It fails, counting nothing, if a segment record's table does not parse.
+func (c *storeCounts) add(seq uint64, rec []byte, h recordHeader, smallBelow int64) error {
+	batches, samples, first, err := remaining(seq, rec, h, c.consumed)
+	if err != nil {
+		return err
 	}
-	c.batches++
-	c.samples += h.samples
-	c.bytes += int64(size)
+	if c.batches == 0 && batches > 0 {
+		c.headSeq, c.headMinT, c.headMaxT = first, h.minT, h.maxT
+	}
+	c.batches += batches
+	c.samples += samples
+	c.bytes += int64(len(rec))
+	if !h.segment {
+		if c.tailBatches == 0 {
+			c.tailSeq = seq
+		}
+		c.tailBatches++
+		c.tailSamples += h.samples
+		return nil
+	}
+	c.tailBatches, c.tailSamples = 0, 0
+	if h.samples >= smallBelow {
+		c.smallSegs = 0
+		return nil
+	}
+	if c.smallSegs == 0 {
+		c.smallSeq = seq
+	}
+	c.smallSegs++
+	return nil
+}
+
+// normal is c with the start of an empty run zeroed: where a run that is
+// gone began does not matter, so two counts of one file compare equal.
+func (c storeCounts) normal() storeCounts {
+	if c.tailBatches == 0 {
+		c.tailSeq = 0
+	}
+	if c.smallSegs == 0 {
+		c.smallSeq = 0
+	}
+	return c
 }
 
 // moveAside renames a corrupt file to <path>.corrupt-<UTC time>, with a

@@ -17,6 +17,7 @@ func TestStoreCompact(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ep.bbolt")
 			s := openT(t, path, testOptions())
+			s.sealAt = 1 << 62 // batch records, to grow the file past the threshold
 			for i := range 1000 {
 				if _, err := s.Append(redisBatch(t0+int64(i)*1000, i)); err != nil {
 					t.Fatal(err)

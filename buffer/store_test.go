@@ -74,11 +74,11 @@ func checkInvariants(t testing.TB, s *Store) {
 		return
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c, next, err := scanFile(tx, s.path)
+		c, next, err := scanFile(tx, s.path, s.smallBelow())
 		if err != nil {
 			return err
 		}
-		if c != s.counts {
+		if c.normal() != s.counts.normal() {
 			return fmt.Errorf("counts in memory %+v, rescan %+v", s.counts, c)
 		}
 		if next > s.next {

@@ -19,9 +19,12 @@ type headTx struct {
 	counts      storeCounts
 	tx          *bolt.Tx
 	quarantined int64
+	smallBelow  int64 // a segment of fewer samples is small (see merge)
 }
 
-func (s *Store) headTx() *headTx { return &headTx{counts: s.counts} }
+func (s *Store) headTx() *headTx {
+	return &headTx{counts: s.counts, smallBelow: s.smallBelow()}
+}
 
 // commit adopts the state of a committed transaction; mu must be held.
 func (s *Store) commit(ht *headTx) {
@@ -31,26 +34,23 @@ func (s *Store) commit(ht *headTx) {
 
 func (ht *headTx) begin(tx *bolt.Tx) { ht.tx = tx }
 
-// drop deletes head records while drop says so and counts them in d.
-// A record whose header no longer parses (the disk changed under us) is
-// not dropped but quarantined: nothing is deleted without being counted,
-// and a header that lies cannot be counted.
+// drop deletes head records while drop says so and counts what was left
+// of them in d. A segment record goes whole. A record whose header no
+// longer parses (the disk changed under us) is not dropped but
+// quarantined: nothing is deleted without being counted, and a header
+// that lies cannot be counted.
 func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h recordHeader) bool) error {
 	records := ht.tx.Bucket(bucketRecords)
 	cur := records.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.First() {
 		seq := binary.BigEndian.Uint64(k)
 		h, err := parseHeader(v)
+		var batches, samples int64
+		if err == nil {
+			batches, samples, _, err = remaining(seq, v, h, ht.counts.consumed)
+		}
 		if err != nil {
-			if err := ht.tx.Bucket(bucketQuarantine).Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
-				return err
-			}
-			if err := cur.Delete(); err != nil {
-				return err
-			}
-			ht.quarantined++
-			// What it once added to the counts is unknown: recount.
-			if ht.counts, err = scanCounts(ht.tx); err != nil {
+			if err := ht.quarantineHead(k, v); err != nil {
 				return err
 			}
 			continue
@@ -58,27 +58,129 @@ func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h recordHeader) bool) e
 		if !drop(seq, h) {
 			break
 		}
-		if err := cur.Delete(); err != nil {
+		if err := ht.deleteHead(cur, seq, h, int64(len(v)), batches, samples); err != nil {
 			return err
 		}
-		ht.counts.batches--
-		ht.counts.samples -= h.samples
-		ht.counts.bytes -= int64(len(v))
-		d.Batches++
-		d.Samples += int(h.samples)
+		d.Batches += int(batches)
+		d.Samples += int(samples)
 	}
 	return nil
 }
 
-// end brings the head fields up to date before the transaction commits.
-func (ht *headTx) end() error {
-	k, v := ht.tx.Bucket(bucketRecords).Cursor().First()
-	if k == nil {
-		ht.counts.headSeq, ht.counts.headMinT, ht.counts.headMaxT = 0, 0, 0
+// ack deletes the batches with seq <= upTo: whole records, and in a
+// segment record that holds later batches too, those up to upTo, which
+// the consumed mark then hides.
+func (ht *headTx) ack(upTo uint64) error {
+	records := ht.tx.Bucket(bucketRecords)
+	cur := records.Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.First() {
+		seq := binary.BigEndian.Uint64(k)
+		if seq > upTo {
+			break
+		}
+		h, err := parseHeader(v)
+		var entries []segEntry
+		if err == nil && h.segment {
+			entries, _, err = segmentIndex(seq, v, h)
+		}
+		if err != nil {
+			// Peek quarantines it when it gets there; a record the
+			// agent acknowledges was read whole, so this is rare.
+			break
+		}
+		batches, samples, _, _ := remaining(seq, v, h, ht.counts.consumed)
+		if !h.segment || entries[len(entries)-1].seq <= upTo {
+			if err := ht.deleteHead(cur, seq, h, int64(len(v)), batches, samples); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, e := range entries {
+			if e.seq > ht.counts.consumed && e.seq <= upTo {
+				ht.counts.batches--
+				ht.counts.samples -= e.samples
+			}
+		}
+		break
+	}
+	// The mark never passes the last seq the file knows of: a restart
+	// takes the next seq from the file, and a batch must never get one
+	// the mark hides.
+	meta := ht.tx.Bucket(bucketMeta)
+	if v := meta.Get(keyNextSeq); len(v) == 8 {
+		upTo = min(upTo, binary.BigEndian.Uint64(v)-1)
+	}
+	if upTo <= ht.counts.consumed {
 		return nil
 	}
-	h, _ := parseHeader(v)
-	ht.counts.headSeq, ht.counts.headMinT, ht.counts.headMaxT = binary.BigEndian.Uint64(k), h.minT, h.maxT
+	ht.counts.consumed = upTo
+	return meta.Put(keyConsumed, seqKey(upTo))
+}
+
+// deleteHead deletes the record seq under cur, the first, which still
+// held batches and samples, and keeps the tail and small-segment runs
+// right.
+func (ht *headTx) deleteHead(cur *bolt.Cursor, seq uint64, h recordHeader, size, batches, samples int64) error {
+	if err := cur.Delete(); err != nil {
+		return err
+	}
+	c := &ht.counts
+	c.batches -= batches
+	c.samples -= samples
+	c.bytes -= size
+	next, _ := cur.First()
+	if !h.segment {
+		// With segment records present, batch records follow them all:
+		// a batch record at the head is the tail's first.
+		c.tailBatches--
+		c.tailSamples -= h.samples
+		if next != nil {
+			c.tailSeq = binary.BigEndian.Uint64(next)
+		}
+		return nil
+	}
+	if c.smallSegs > 0 && seq == c.smallSeq {
+		c.smallSegs--
+		if next != nil {
+			c.smallSeq = binary.BigEndian.Uint64(next)
+		}
+	}
+	return nil
+}
+
+// quarantineHead moves the head record, whose header or table does not
+// parse, to quarantine and recounts.
+func (ht *headTx) quarantineHead(k, v []byte) error {
+	if err := ht.tx.Bucket(bucketQuarantine).Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
+		return err
+	}
+	if err := ht.tx.Bucket(bucketRecords).Delete(bytes.Clone(k)); err != nil {
+		return err
+	}
+	ht.quarantined++
+	// What it once added to the counts is unknown: recount.
+	var err error
+	ht.counts, err = scanCounts(ht.tx, ht.smallBelow)
+	return err
+}
+
+// end brings the head fields up to date before the transaction commits.
+func (ht *headTx) end() error {
+	c := &ht.counts
+	cur := ht.tx.Bucket(bucketRecords).Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		h, err := parseHeader(v)
+		if err != nil {
+			continue // counted as nothing; Peek quarantines it
+		}
+		n, _, first, err := remaining(binary.BigEndian.Uint64(k), v, h, c.consumed)
+		if err != nil || n == 0 {
+			continue
+		}
+		c.headSeq, c.headMinT, c.headMaxT = first, h.minT, h.maxT
+		return nil
+	}
+	c.headSeq, c.headMinT, c.headMaxT = 0, 0, 0
 	return nil
 }
 
@@ -129,7 +231,7 @@ func (s *Store) quarantine(seqs []uint64) error {
 			ht.quarantined++
 		}
 		var err error
-		ht.counts, err = scanCounts(tx)
+		ht.counts, err = scanCounts(tx, ht.smallBelow)
 		return err
 	})
 	if err != nil {
@@ -139,12 +241,19 @@ func (s *Store) quarantine(seqs []uint64) error {
 	return nil
 }
 
-// scanCounts recomputes storeCounts from the records' headers.
-func scanCounts(tx *bolt.Tx) (storeCounts, error) {
+// scanCounts recomputes storeCounts from the records' headers and the
+// consumed mark. A record whose header or table does not parse counts as
+// nothing; Peek quarantines it when it gets there.
+func scanCounts(tx *bolt.Tx, smallBelow int64) (storeCounts, error) {
 	var c storeCounts
+	if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
+		c.consumed = binary.BigEndian.Uint64(v)
+	}
 	err := tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-		h, _ := parseHeader(v)
-		c.add(binary.BigEndian.Uint64(k), h, len(v))
+		h, err := parseHeader(v)
+		if err == nil {
+			_ = c.add(binary.BigEndian.Uint64(k), v, h, smallBelow)
+		}
 		return nil
 	})
 	return c, err
