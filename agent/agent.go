@@ -244,7 +244,7 @@ func (a *run) openLocal() error {
 func (a *run) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 	q := ec.QueueConfig
 	return buffer.Options{
-		Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend,
+		Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, StoreBatch: max(q.MaxSamplesPerSend, a.cfg.Replay.MaxSamplesPerSend),
 		Deadline: time.Duration(q.BatchSendDeadline), Always: a.cfg.Buffer.Mode == buffer.ModeAlways,
 	}
 }

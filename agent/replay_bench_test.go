@@ -124,7 +124,8 @@ func (r *replayBench) newDrain(b *testing.B, instance string) *replayDrain {
 		n += batch.Len()
 	}
 	q := r.ec.QueueConfig
-	buf := buffer.New(store, buffer.Options{Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, Deadline: time.Duration(q.BatchSendDeadline)})
+	buf := buffer.New(store, buffer.Options{Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, StoreBatch: DefaultReplayMaxSamplesPerSend,
+		Deadline: time.Duration(q.BatchSendDeadline)})
 	reg := prometheus.NewRegistry()
 	e := &endpoint{
 		name: "bench", client: r.client, buf: buf, threshold: 3,

@@ -17,6 +17,9 @@ type Options struct {
 	Capacity int
 	// MaxBatch caps the samples in one lease.
 	MaxBatch int
+	// StoreBatch caps the samples in one lease from the store, a backlog
+	// being replayed; 0 means MaxBatch.
+	StoreBatch int
 	// Deadline is how long a partial batch waits in memory.
 	Deadline time.Duration
 	// Always commits every batch to the store before it can be sent
@@ -203,7 +206,7 @@ func (b *Buffer) Next(ctx context.Context) (*Lease, error) {
 
 // leaseFromStore; mu must be held.
 func (b *Buffer) leaseFromStore() (*Lease, error) {
-	recs, err := b.store.Peek(b.opts.MaxBatch)
+	recs, err := b.store.Peek(max(b.opts.StoreBatch, b.opts.MaxBatch))
 	if err != nil {
 		return nil, fmt.Errorf("buffer store: %w", err)
 	}

@@ -49,3 +49,27 @@ func TestReleaseHandsOutTheSameBatchAgain(t *testing.T) {
 		t.Fatal("the acked batch came back")
 	}
 }
+
+// TestBacklogLeasesTakeStoreBatch: a lease from the store (a backlog being
+// replayed) holds up to StoreBatch samples, whole batches, while live
+// leases keep to MaxBatch.
+func TestBacklogLeasesTakeStoreBatch(t *testing.T) {
+	store, _, err := OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := store.Append(redisBatch(int64(i)*1000, i)); err != nil { // 300 samples each
+			t.Fatal(err)
+		}
+	}
+	b := New(store, Options{Capacity: 100000, MaxBatch: 500, StoreBatch: 2000})
+	defer b.Close()
+	l, err := b.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.FromStore || l.Batch.Len() != 1800 {
+		t.Fatalf("lease from the store of %d samples (from store %v), want 6 whole batches, 1800", l.Batch.Len(), l.FromStore)
+	}
+}

@@ -198,6 +198,10 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	rate := app.Flag("replay.max_samples_per_second", "Rate limit of the backlog replay; 0: none (default).").
 		IsSetByUser(&rateSet).Float64()
 	o.when(&rateSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSecond = *rate; return nil })
+	var replayBatchSet bool
+	replayBatch := app.Flag("replay.max_samples_per_send", "Samples per request of the backlog replay (default 10000).").
+		IsSetByUser(&replayBatchSet).Int()
+	o.when(&replayBatchSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSend = *replayBatch; return nil })
 	var selfSet bool
 	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true; --no-self_metrics.enabled turns it off).").
 		IsSetByUser(&selfSet).Bool()
