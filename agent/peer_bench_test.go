@@ -1,0 +1,601 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redwire/redwire/internal/harness"
+)
+
+// BenchmarkPeerSteadyState puts redwire beside the stack it replaces,
+// prometheus-redis-exporter + vmagent, in one run on one machine: the
+// same redis-servers, the same Prometheus receiver, the same 1 s
+// interval, each at its shipped defaults. After a warm-up with both
+// delivering, it measures over a fixed window the CPU time (utime+stime)
+// and peak RSS (VmHWM) of each stack's processes, and counts in the
+// receiver the samples each stack delivered that were taken in the window.
+//
+// The stacks do not send the same series (redwire sends families
+// redis_exporter does not, and neither sends the other's self-metrics),
+// so CPU is compared per delivered sample; the table in the log shows
+// what each sends. The Redis servers' and the receiver's CPU is shared and
+// counted for neither.
+//
+// Run with -benchtime 1x -count N (one iteration is one window; every run
+// starts everything afresh) and compare medians. Settings, from the
+// environment:
+//
+//	REDWIRE_PEER_TARGETS   redis-servers (default 10)
+//	REDWIRE_PEER_WINDOW    measurement window (default 60s)
+//	REDWIRE_PEER_WARMUP    steady state before it (default 15s)
+//	REDWIRE_PEER_EXPORTER  per-target: one exporter per Redis (default,
+//	                       the common deployment); multi: one exporter in
+//	                       multi-target mode (/scrape?target=) for all
+func BenchmarkPeerSteadyState(b *testing.B) {
+	s := peerSettingsFromEnv(b)
+	bin := buildReleaseRedwire(b)
+	rs := harness.StartRedisN(b, s.targets)
+	for _, r := range rs {
+		fillLikeACache(b, r)
+	}
+	prom := harness.StartPrometheus(b)
+	peer := startPeerStack(b, s, prom.WriteURL(), rs)
+	rw := startRedwireBinary(b, bin, prom.WriteURL(), rs)
+	stacks := []*benchStack{rw, peer}
+
+	for _, st := range stacks {
+		harness.WaitFor(b, 60*time.Second, st.name+" delivering every target", func() (bool, error) {
+			return st.upTargets(b, prom, time.Time{}) == s.targets, nil
+		})
+	}
+	// A benchmark window, not synchronisation: both stacks run on their
+	// own schedule and are only observed before and after.
+	time.Sleep(s.warmUp)
+
+	before := make([][]harness.ProcUsage, len(stacks))
+	for i, st := range stacks {
+		before[i] = st.usage(b)
+	}
+	// Whole milliseconds, the receiver's timestamp resolution, so that the
+	// sample count below covers exactly (t0, t1].
+	t0 := time.Now().Truncate(time.Millisecond)
+	b.ResetTimer()
+	time.Sleep(time.Duration(b.N) * s.window)
+	b.StopTimer()
+	t1 := time.Now().Truncate(time.Millisecond)
+	after := make([][]harness.ProcUsage, len(stacks))
+	for i, st := range stacks {
+		after[i] = st.usage(b)
+	}
+
+	results := make([]stackResult, len(stacks))
+	for i, st := range stacks {
+		st.waitDeliveredPast(b, prom, t1)
+		if up := st.upTargets(b, prom, t1); up != s.targets {
+			b.Fatalf("%s: %d of %d targets up at the end of the window", st.name, up, s.targets)
+		}
+		results[i] = stackResult{
+			name:     st.name,
+			procs:    st.procs(),
+			families: familySamples(b, prom, st.name, t0, t1),
+			series:   seriesCount(b, prom, st.name, t0, t1),
+			window:   t1.Sub(t0),
+		}
+		// CPU adds up exactly; peak RSS is the sum of each process's
+		// peak, an upper bound of the stack's (the peaks need not
+		// coincide; in steady state they are close).
+		for j := range after[i] {
+			results[i].procCPU = append(results[i].procCPU, after[i][j].CPU-before[i][j].CPU)
+			results[i].procPeakRSS = append(results[i].procPeakRSS, after[i][j].PeakRSS)
+			results[i].cpu += after[i][j].CPU - before[i][j].CPU
+			results[i].peakRSS += after[i][j].PeakRSS
+		}
+		if results[i].samples() == 0 {
+			b.Fatalf("%s delivered no sample taken in the window", st.name)
+		}
+	}
+	redwire, other := results[0], results[1]
+	cpuRatio := redwire.cpuPerSample() / other.cpuPerSample()
+	rssRatio := float64(redwire.peakRSS) / float64(other.peakRSS)
+	b.ReportMetric(redwire.cpuPerSample(), "redwire-cpu-ns/sample")
+	b.ReportMetric(other.cpuPerSample(), "peer-cpu-ns/sample")
+	b.ReportMetric(cpuRatio, "cpu-ratio")
+	b.ReportMetric(mib(redwire.peakRSS), "redwire-peak-RSS-MiB")
+	b.ReportMetric(mib(other.peakRSS), "peer-peak-RSS-MiB")
+	b.ReportMetric(rssRatio, "rss-ratio")
+	b.ReportMetric(redwire.perSecond(redwire.samples()), "redwire-samples/s")
+	b.ReportMetric(other.perSecond(other.samples()), "peer-samples/s")
+	b.ReportMetric(float64(redwire.series), "redwire-series")
+	b.ReportMetric(float64(other.series), "peer-series")
+	// Not 0: the receiver fell behind and redwire wrote batches to disk,
+	// so its CPU figure includes disk writes.
+	b.ReportMetric(rw.spilledBatches(b, prom, t0, t1), "redwire-spilled-batches")
+	b.Log(peerTable(s, results, cpuRatio, rssRatio))
+	// Too long for the benchmark log, which is cut at ten lines; with -v
+	// the result line follows the run, so stdout does not split it.
+	if testing.Verbose() {
+		fmt.Print(detailReport(results))
+	}
+}
+
+// peerSettings are BenchmarkPeerSteadyState's knobs.
+type peerSettings struct {
+	targets       int
+	window        time.Duration
+	warmUp        time.Duration
+	multiExporter bool
+}
+
+// peerInterval is both stacks' scrape interval.
+const peerInterval = time.Second
+
+func peerSettingsFromEnv(tb testing.TB) peerSettings {
+	tb.Helper()
+	s := peerSettings{targets: 10, window: 60 * time.Second, warmUp: 15 * time.Second}
+	if v := os.Getenv("REDWIRE_PEER_TARGETS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			tb.Fatalf("REDWIRE_PEER_TARGETS=%q: want a positive number of redis-servers", v)
+		}
+		s.targets = n
+	}
+	for name, d := range map[string]*time.Duration{"REDWIRE_PEER_WINDOW": &s.window, "REDWIRE_PEER_WARMUP": &s.warmUp} {
+		if v := os.Getenv(name); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed < 0 {
+				tb.Fatalf("%s=%q: want a duration such as 60s", name, v)
+			}
+			*d = parsed
+		}
+	}
+	// Samples are counted per window and delivered within seconds; a
+	// window of a few intervals would be all edges.
+	if s.window < 10*peerInterval {
+		tb.Fatalf("REDWIRE_PEER_WINDOW=%v: want at least %v", s.window, 10*peerInterval)
+	}
+	switch v := os.Getenv("REDWIRE_PEER_EXPORTER"); v {
+	case "", "per-target":
+	case "multi":
+		s.multiExporter = true
+	default:
+		tb.Fatalf("REDWIRE_PEER_EXPORTER=%q: want per-target or multi", v)
+	}
+	return s
+}
+
+// buildReleaseRedwire builds redwire as `make build` does: without the
+// race detector (which multiplies CPU and memory), without cgo, symbols
+// stripped. Into the run's temp dir: the build cache makes a rebuild a
+// link, and nothing outlives the run.
+func buildReleaseRedwire(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "redwire")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../cmd/redwire")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build redwire: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// fillLikeACache gives a server the keyspace and command mix of a small
+// cache, so that INFO keyspace and commandstats (and the series both
+// stacks derive from them) have the entries a real server has: two
+// databases, keys with and without a TTL, the common data types.
+func fillLikeACache(tb testing.TB, r *harness.Redis) {
+	tb.Helper()
+	ctx := context.Background()
+	pipe := r.Client().Pipeline()
+	pipe.Select(ctx, 0)
+	for i := range 5000 {
+		pipe.Set(ctx, fmt.Sprintf("session:%d", i), i, time.Duration(i%2)*time.Hour)
+	}
+	for i := range 500 {
+		pipe.HSet(ctx, fmt.Sprintf("user:%d", i), "name", i, "visits", i)
+		pipe.Get(ctx, fmt.Sprintf("session:%d", i))
+		pipe.Incr(ctx, "counter")
+	}
+	for i := range 100 {
+		pipe.RPush(ctx, fmt.Sprintf("queue:%d", i), 1, 2, 3)
+		pipe.SAdd(ctx, fmt.Sprintf("tags:%d", i), "a", "b")
+		pipe.Expire(ctx, fmt.Sprintf("tags:%d", i), time.Hour)
+	}
+	pipe.Select(ctx, 1)
+	for i := range 1000 {
+		pipe.Set(ctx, fmt.Sprintf("cache:%d", i), "x", time.Hour)
+	}
+	// The pipeline's connection goes back to the pool; leave it on db 0.
+	pipe.Select(ctx, 0)
+	if _, err := pipe.Exec(ctx); err != nil {
+		tb.Fatalf("fill %s: %v", r.Addr(), err)
+	}
+}
+
+// benchStack is one side of the comparison: the processes whose cost is
+// measured, and the value of the stack label on everything they deliver.
+type benchStack struct {
+	name string
+	// procs are the stack's processes, always in the same order.
+	procs func() []benchProc
+	// progress are selectors, with %q for the stack label's value, of
+	// series every target (or the agent itself) sends with every scrape:
+	// once the newest sample of each is past a time, so is everything
+	// sent before it.
+	progress []string
+	// spilled is redwire's own metric of batches on disk; "" for the peer.
+	spilled string
+}
+
+// benchProc is one process of a stack.
+type benchProc struct {
+	name string
+	pid  int // 0 once it has exited
+}
+
+// usage reads what each of the stack's processes has used so far, in
+// procs order; a process that has exited fails the benchmark.
+func (st *benchStack) usage(tb testing.TB) []harness.ProcUsage {
+	tb.Helper()
+	var us []harness.ProcUsage
+	for _, p := range st.procs() {
+		u, err := harness.ReadProcUsage(p.pid)
+		if err != nil {
+			tb.Fatalf("%s: %s: %v", st.name, p.name, err)
+		}
+		us = append(us, u)
+	}
+	return us
+}
+
+// upTargets counts the stack's targets whose newest redis_up at t (zero:
+// now) is 1.
+func (st *benchStack) upTargets(tb testing.TB, prom *harness.Prometheus, t time.Time) int {
+	tb.Helper()
+	v, err := prom.Query(context.Background(), fmt.Sprintf(`count(redis_up{stack=%q} %s == 1)`, st.name, at(t)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	return int(v[0].Value)
+}
+
+// waitDeliveredPast waits until the receiver holds the stack's samples
+// taken a few intervals after t, so that every sample taken up to t has
+// arrived: each stack sends in order per queue, and vmagent's few queues
+// are at most a flush apart.
+func (st *benchStack) waitDeliveredPast(tb testing.TB, prom *harness.Prometheus, t time.Time) {
+	tb.Helper()
+	past := t.Add(3 * peerInterval)
+	harness.WaitFor(tb, 60*time.Second, st.name+" delivering past the window", func() (bool, error) {
+		for _, p := range st.progress {
+			sel := fmt.Sprintf(p, st.name)
+			v, err := prom.Query(context.Background(), fmt.Sprintf(`min(timestamp(%s))`, sel))
+			if err != nil {
+				return false, err
+			}
+			if len(v) == 0 {
+				return false, fmt.Errorf("no %s", sel)
+			}
+			if oldest := time.UnixMilli(int64(v[0].Value * 1e3)); oldest.Before(past) {
+				return false, fmt.Errorf("newest %s of some series at %v, want %v", sel, oldest.Format(time.TimeOnly), past.Format(time.TimeOnly))
+			}
+		}
+		return true, nil
+	})
+}
+
+// spilledBatches is the most batches redwire held on disk in (t0, t1].
+func (st *benchStack) spilledBatches(tb testing.TB, prom *harness.Prometheus, t0, t1 time.Time) float64 {
+	tb.Helper()
+	v, err := prom.Query(context.Background(), fmt.Sprintf(`max(max_over_time(%s{stack=%q}%s))`, st.spilled, st.name, window(t0, t1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(v) == 0 {
+		tb.Fatalf("%s: no %s in the window", st.name, st.spilled)
+	}
+	return v[0].Value
+}
+
+// at is the PromQL @ modifier for t; "" for the zero time (now).
+func at(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("@ %d.%03d", t.Unix(), t.Nanosecond()/1e6)
+}
+
+// window is the range selector covering exactly (t0, t1]: Prometheus 2.x
+// ranges include both ends, so the range starts a millisecond after t0.
+func window(t0, t1 time.Time) string {
+	return fmt.Sprintf("[%dms] %s", t1.Sub(t0).Milliseconds()-1, at(t1))
+}
+
+// familySamples counts the samples of the stack taken in (t0, t1], by
+// family. One count per family: count_over_time drops the metric name,
+// and series of different families with the same labels would collide
+// ("vector cannot contain metrics with the same labelset").
+// last_over_time keeps the name, so it lists the families.
+func familySamples(tb testing.TB, prom *harness.Prometheus, stack string, t0, t1 time.Time) map[string]float64 {
+	tb.Helper()
+	ctx := context.Background()
+	names, err := prom.Query(ctx, fmt.Sprintf(`group by (__name__) (last_over_time({stack=%q}%s))`, stack, window(t0, t1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	counts := make(map[string]float64, len(names))
+	for _, n := range names {
+		family := n.Labels["__name__"]
+		if family == "" {
+			tb.Fatalf("%s: a family without a name in %v", stack, n.Labels)
+		}
+		v, err := prom.Query(ctx, fmt.Sprintf(`sum(count_over_time({__name__=%q,stack=%q}%s))`, family, stack, window(t0, t1)))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(v) != 1 {
+			tb.Fatalf("%s: counting %s: %d results", stack, family, len(v))
+		}
+		counts[family] = v[0].Value
+	}
+	return counts
+}
+
+// seriesCount is how many series of the stack have a sample in (t0, t1].
+func seriesCount(tb testing.TB, prom *harness.Prometheus, stack string, t0, t1 time.Time) int {
+	tb.Helper()
+	v, err := prom.Query(context.Background(), fmt.Sprintf(`count(last_over_time({stack=%q}%s))`, stack, window(t0, t1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(v) != 1 {
+		tb.Fatalf("%s: counting series: %d results", stack, len(v))
+	}
+	return int(v[0].Value)
+}
+
+// startRedwireBinary runs the release binary with every server as a target,
+// at shipped defaults but for the interval and the stack label.
+func startRedwireBinary(tb testing.TB, bin, writeURL string, rs []*harness.Redis) *benchStack {
+	tb.Helper()
+	dir := tb.TempDir()
+	args := []string{
+		"--remote-write.url=" + writeURL,
+		"--scrape.interval=" + peerInterval.String(),
+		"--global.external_labels=stack=redwire",
+		"--buffer.path=" + filepath.Join(dir, "buffer"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", harness.FreePort(tb)),
+	}
+	for _, r := range rs {
+		args = append(args, "--redis.addr="+r.URL())
+	}
+	p := startBenchProcess(tb, bin, filepath.Join(dir, "redwire.log"), args)
+	return &benchStack{
+		name:  "redwire",
+		procs: func() []benchProc { return []benchProc{{"redwire", p.pid()}} },
+		// Redis samples and the self-metrics travel in the same queue.
+		progress: []string{`redis_up{stack=%q}`, `process_cpu_seconds_total{job="redwire",stack=%q}`},
+		spilled:  "redwire_buffer_batches",
+	}
+}
+
+// startPeerStack runs the exporter(s) and vmagent scraping them.
+func startPeerStack(tb testing.TB, s peerSettings, writeURL string, rs []*harness.Redis) *benchStack {
+	tb.Helper()
+	var exporters []*harness.RedisExporter
+	cfg := harness.VMAgentConfig{
+		WriteURL: writeURL,
+		Interval: peerInterval,
+		Labels:   map[string]string{"stack": "peer"},
+	}
+	if s.multiExporter {
+		e := harness.StartRedisExporter(tb, "")
+		exporters = append(exporters, e)
+		cfg.MultiTargetExporter = e.Addr()
+		for _, r := range rs {
+			cfg.Targets = append(cfg.Targets, r.URL())
+		}
+	} else {
+		for _, r := range rs {
+			e := harness.StartRedisExporter(tb, r.URL())
+			exporters = append(exporters, e)
+			cfg.Targets = append(cfg.Targets, e.Addr())
+		}
+	}
+	vm := harness.StartVMAgent(tb, cfg)
+	return &benchStack{
+		name: "peer",
+		procs: func() []benchProc {
+			procs := []benchProc{{"vmagent", vm.PID()}}
+			for _, e := range exporters {
+				procs = append(procs, benchProc{"redis_exporter " + e.Addr(), e.PID()})
+			}
+			return procs
+		},
+		// up is vmagent's own, one per scrape of every job.
+		progress: []string{`redis_up{stack=%q}`, `up{stack=%q}`},
+	}
+}
+
+// benchProcess is a binary run by a benchmark as its own process, its
+// output in a file.
+type benchProcess struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed once the process has been reaped
+}
+
+func startBenchProcess(tb testing.TB, bin, logPath string, args []string) *benchProcess {
+	tb.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The child holds its own copy of the descriptor.
+	defer f.Close()
+	p := &benchProcess{cmd: exec.Command(bin, args...), logPath: logPath, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	// Killed with the benchmark binary, whatever ends it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started := make(chan error, 1)
+	go func() {
+		// The parent-death signal follows the forking thread; keep it
+		// alive under the child (see harness child.run).
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := p.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		tb.Fatalf("start %s: %v", bin, err)
+	}
+	tb.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if tb.Failed() {
+			out, _ := os.ReadFile(logPath)
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			tb.Logf("%s output, last lines:\n%s", bin, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+	return p
+}
+
+// pid is the process id while it runs, 0 once it has exited.
+func (p *benchProcess) pid() int {
+	select {
+	case <-p.done:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}
+
+// stackResult is one stack's figures over the window.
+type stackResult struct {
+	name        string
+	procs       []benchProc
+	procCPU     []time.Duration    // in the window, by process
+	procPeakRSS []int64            // by process
+	cpu         time.Duration      // the sum of procCPU
+	peakRSS     int64              // the sum of procPeakRSS
+	families    map[string]float64 // samples delivered, by family
+	series      int
+	window      time.Duration
+}
+
+func (r stackResult) samples() float64 {
+	sum := 0.0
+	for _, n := range r.families {
+		sum += n
+	}
+	return sum
+}
+
+func (r stackResult) cpuPerSample() float64 { return float64(r.cpu.Nanoseconds()) / r.samples() }
+
+func (r stackResult) perSecond(n float64) float64 { return n / r.window.Seconds() }
+
+// familyKind sorts a family into what it is about: Redis itself, the
+// monitoring processes' own metrics, or vmagent's per-scrape series.
+func familyKind(name string) string {
+	switch {
+	case strings.HasPrefix(name, "redis_exporter_"), strings.HasPrefix(name, "redwire_"),
+		strings.HasPrefix(name, "go_"), strings.HasPrefix(name, "process_"), strings.HasPrefix(name, "promhttp_"):
+		return "self"
+	case name == "up", strings.HasPrefix(name, "scrape_"):
+		return "scrape"
+	default:
+		return "redis"
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// peerTable renders the figures in nine lines: the testing package keeps
+// only the first ten lines of a benchmark's log.
+func peerTable(s peerSettings, rs []stackResult, cpuRatio, rssRatio float64) string {
+	var sb strings.Builder
+	peer := fmt.Sprintf("%d exporters, one per Redis", s.targets)
+	if s.multiExporter {
+		peer = "one multi-target exporter"
+	}
+	fmt.Fprintf(&sb, "%d redis-servers, %v interval, %v window; peer = vmagent + %s\n",
+		s.targets, peerInterval, rs[0].window.Round(time.Millisecond), peer)
+	row := func(label string, f func(r stackResult) string) {
+		fmt.Fprintf(&sb, "%-34s", label)
+		for _, r := range rs {
+			fmt.Fprintf(&sb, "%20s", f(r))
+		}
+		sb.WriteByte('\n')
+	}
+	row("", func(r stackResult) string { return r.name })
+	row("CPU s (% of a core)", func(r stackResult) string {
+		return fmt.Sprintf("%.2f (%.1f%%)", r.cpu.Seconds(), 100*r.cpu.Seconds()/r.window.Seconds())
+	})
+	row("peak RSS MiB (processes)", func(r stackResult) string { return fmt.Sprintf("%.1f (%d)", mib(r.peakRSS), len(r.procs)) })
+	row("series / families", func(r stackResult) string { return fmt.Sprintf("%d / %d", r.series, len(r.families)) })
+	row("samples/s (per target-scrape)", func(r stackResult) string {
+		scrapes := float64(s.targets) * r.window.Seconds() / peerInterval.Seconds()
+		return fmt.Sprintf("%.0f (%.0f)", r.perSecond(r.samples()), r.samples()/scrapes)
+	})
+	row("  of which redis / self / scrape", func(r stackResult) string {
+		by := map[string]float64{}
+		for f, c := range r.families {
+			by[familyKind(f)] += c
+		}
+		return fmt.Sprintf("%.0f/%.0f/%.0f", r.perSecond(by["redis"]), r.perSecond(by["self"]), r.perSecond(by["scrape"]))
+	})
+	row("CPU ns per delivered sample", func(r stackResult) string { return fmt.Sprintf("%.0f", r.cpuPerSample()) })
+	fmt.Fprintf(&sb, "redwire/peer: CPU per sample %.3f, peak RSS %.3f", cpuRatio, rssRatio)
+	return sb.String()
+}
+
+// detailReport lists each stack's processes with their CPU and peak RSS,
+// and its families with their samples per second, marking those the
+// other stack does not send.
+func detailReport(rs []stackResult) string {
+	var sb strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&sb, "processes of %s: CPU s in the window, peak RSS MiB:\n", r.name)
+		for j, p := range r.procs {
+			fmt.Fprintf(&sb, "  %-60s %8.2f %8.1f\n", p.name, r.procCPU[j].Seconds(), mib(r.procPeakRSS[j]))
+		}
+	}
+	for i, r := range rs {
+		fmt.Fprintf(&sb, "families %s delivered, samples/s (* = %s sends none):\n", r.name, rs[1-i].name)
+		for _, f := range slices.Sorted(maps.Keys(r.families)) {
+			mark := " "
+			if _, ok := rs[1-i].families[f]; !ok {
+				mark = "*"
+			}
+			fmt.Fprintf(&sb, "  %s %-60s %8.1f\n", mark, f, r.perSecond(r.families[f]))
+		}
+	}
+	return sb.String()
+}
