@@ -81,19 +81,16 @@ func (s *Store) replace(ht *headTx, b *segmentBuilder) error {
 // one transaction. It stops at a record that does not decode (Peek
 // quarantines it later) and at sealMaxSamples.
 func (s *Store) seal() error {
-	ht := s.headTx()
-	err := s.update(func(tx *bolt.Tx) error {
-		ht.begin(tx)
-		var b segmentBuilder
+	return s.rewrite(func(tx *bolt.Tx, b *segmentBuilder) error {
 		cur := tx.Bucket(bucketRecords).Cursor()
-		for k, v := cur.Seek(seqKey(ht.counts.tailSeq)); k != nil; k, v = cur.Next() {
+		for k, v := cur.Seek(seqKey(s.counts.tailSeq)); k != nil; k, v = cur.Next() {
 			seq := binary.BigEndian.Uint64(k)
 			h, err := parseHeader(v)
 			if err != nil || h.segment || int64(b.seg.Samples())+h.samples > sealMaxSamples {
 				break
 			}
 			batch, err := decodeRecord(&s.dec, v)
-			if err != nil || seq <= ht.counts.consumed {
+			if err != nil || seq <= s.counts.consumed {
 				break
 			}
 			if err := b.add(Record{Seq: seq, Batch: batch}); err != nil {
@@ -101,35 +98,24 @@ func (s *Store) seal() error {
 			}
 			b.keys = append(b.keys, seq)
 		}
-		if len(b.keys) < 2 {
-			return errNothingToSeal
-		}
-		return s.replace(ht, &b)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.commit(ht)
-	return nil
 }
 
 // merge replaces the small segment records that end the segments by one,
 // in one transaction. The head record is left alone: it may be partly
 // acknowledged, and it is about to go anyway.
 func (s *Store) merge() error {
-	ht := s.headTx()
-	err := s.update(func(tx *bolt.Tx) error {
-		ht.begin(tx)
-		var b segmentBuilder
+	return s.rewrite(func(tx *bolt.Tx, b *segmentBuilder) error {
 		cur := tx.Bucket(bucketRecords).Cursor()
 		head, _ := cur.First()
-		for k, v := cur.Seek(seqKey(ht.counts.smallSeq)); k != nil; k, v = cur.Next() {
+		for k, v := cur.Seek(seqKey(s.counts.smallSeq)); k != nil; k, v = cur.Next() {
 			seq := binary.BigEndian.Uint64(k)
 			if head != nil && seq == binary.BigEndian.Uint64(head) {
 				continue
 			}
 			h, err := parseHeader(v)
-			if err != nil || !h.segment || h.samples >= ht.smallBelow || int64(b.seg.Samples())+h.samples > sealMaxSamples {
+			if err != nil || !h.segment || h.samples >= s.smallBelow() || int64(b.seg.Samples())+h.samples > sealMaxSamples {
 				break
 			}
 			recs, err := decodeSegmentRecord(seq, v)
@@ -138,10 +124,24 @@ func (s *Store) merge() error {
 			}
 			for _, r := range recs {
 				if err := b.add(r); err != nil {
-					return errNothingToSeal
+					return err
 				}
 			}
 			b.keys = append(b.keys, seq)
+		}
+		return nil
+	})
+}
+
+// rewrite runs gather in one write transaction and, if it gathered two
+// records or more, replaces them by the segment it built; mu is held.
+func (s *Store) rewrite(gather func(tx *bolt.Tx, b *segmentBuilder) error) error {
+	ht := s.headTx()
+	err := s.update(func(tx *bolt.Tx) error {
+		ht.begin(tx)
+		var b segmentBuilder
+		if err := gather(tx, &b); err != nil {
+			return err
 		}
 		if len(b.keys) < 2 {
 			return errNothingToSeal
