@@ -33,7 +33,7 @@ func testConfig(t *testing.T, writeURL string, targets ...redis.TargetConfig) *C
 }
 
 // editedTestConfig is testConfig with edit applied before Finalize.
-func editedTestConfig(t *testing.T, writeURL string, edit func(*Config), targets ...redis.TargetConfig) *Config {
+func editedTestConfig(t testing.TB, writeURL string, edit func(*Config), targets ...redis.TargetConfig) *Config {
 	t.Helper()
 	cfg := &Config{
 		Global:  GlobalConfig{ScrapeInterval: model.Duration(time.Second), ExternalLabels: map[string]string{"site": "test"}},

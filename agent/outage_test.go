@@ -32,7 +32,7 @@ const outageWindow = 30 * time.Minute
 
 // gathered reads one counter or gauge from a registry: the sum over
 // series whose labels include want.
-func gathered(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) float64 {
+func gathered(t testing.TB, reg prometheus.Gatherer, name string, want map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {

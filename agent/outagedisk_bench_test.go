@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sources/redis"
+)
+
+// BenchmarkOutageDisk measures bytes on disk per buffered sample during a
+// real outage: the agent scrapes real redis-servers under a light write
+// load every second (degraded mode at the same pace, every family kept)
+// while its receiver is unreachable, for REDWIRE_OUTAGE (default 10m).
+// It reports the buffer's record bytes and the file's disk blocks per
+// sample. Run with -benchtime 1x.
+func BenchmarkOutageDisk(b *testing.B) {
+	span := 10 * time.Minute
+	if s := os.Getenv("REDWIRE_OUTAGE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("REDWIRE_OUTAGE=%q: %v", s, err)
+		}
+		span = d
+	}
+	const targets = 3
+	for b.Loop() {
+		var tcs []redis.TargetConfig
+		ctx, cancel := context.WithCancel(context.Background())
+		for i := range targets {
+			r := harness.StartRedis(b)
+			tcs = append(tcs, redis.TargetConfig{Addr: r.URL()})
+			go outageLoad(ctx, r, uint64(i))
+		}
+		// Nothing listens on the write URL: every send fails at once.
+		down := fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", harness.FreePort(b))
+		cfg := editedTestConfig(b, down, func(c *Config) {
+			c.Degraded.Interval = model.Duration(time.Second)
+			off := false
+			c.SelfMetrics.Enabled = &off
+		}, tcs...)
+		a := runAgent(b, cfg)
+		time.Sleep(span) // the outage is the measurement
+		ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+		samples := gathered(b, a.reg, "redwire_buffer_samples", ep)
+		bytes := gathered(b, a.reg, "redwire_buffer_bytes", ep)
+		a.stop()
+		cancel()
+		files, _ := filepath.Glob(filepath.Join(cfg.Buffer.Path, "*"))
+		var blocks int64
+		for _, f := range files {
+			var st syscall.Stat_t
+			if syscall.Stat(f, &st) == nil {
+				blocks += st.Blocks * 512
+			}
+		}
+		b.ReportMetric(samples, "buffered-samples")
+		b.ReportMetric(bytes/samples, "record-B/sample")
+		b.ReportMetric(float64(blocks)/samples, "disk-B/sample")
+	}
+}
+
+// outageLoad writes to r at a few hundred commands a second until ctx
+// ends, so that INFO's counters move as on a live server.
+func outageLoad(ctx context.Context, r *harness.Redis, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	c := r.Client()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		k := fmt.Sprintf("key:%d", rng.IntN(5000))
+		switch rng.IntN(4) {
+		case 0:
+			c.Set(ctx, k, rng.Int64(), 0)
+		case 1:
+			c.Get(ctx, k)
+		case 2:
+			c.Incr(ctx, "counter:"+k)
+		default:
+			c.LPush(ctx, "list:"+k, rng.Int64())
+		}
+	}
+}
