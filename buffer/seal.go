@@ -26,7 +26,9 @@ func (s *Store) compress() {
 		_ = s.seal()
 	}
 	if s.counts.smallSegs >= s.mergeAt {
-		_ = s.merge()
+		if s.merge() == nil {
+			_ = s.defragment()
+		}
 	}
 }
 

@@ -98,6 +98,7 @@ func segmentOps(t *testing.T, seed uint64, steps int) {
 	ts := t0
 	events := map[string]int{}
 	var sawSmall, sawMerged bool
+	defrags := 0
 	defer func() { t.Logf("seed %d: %v", seed, events) }()
 
 	for step := range steps {
@@ -146,6 +147,7 @@ func segmentOps(t *testing.T, seed uint64, steps int) {
 			}
 		case r < 90:
 			op = "reopen"
+			defrags += s.defrags
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -182,9 +184,11 @@ func segmentOps(t *testing.T, seed uint64, steps int) {
 		t.Fatal(err)
 	}
 	requireRecords(t, steps, model, got)
-	if !sawSmall || !sawMerged {
-		t.Errorf("the run never had a sealed (%v) and a merged (%v) segment: the test did not test them", sawSmall, sawMerged)
+	if defrags += s.defrags; !sawSmall || !sawMerged || defrags == 0 {
+		t.Errorf("the run never had a sealed (%v) and a merged (%v) segment, or a defragmentation (%d): the test did not test them",
+			sawSmall, sawMerged, defrags)
 	}
+	events["defragment"] = defrags
 }
 
 func requireRecords(t *testing.T, step int, want, got []Record) {

@@ -155,6 +155,7 @@ type Store struct {
 	sealAt    int64 // sealSamples, lowered in tests
 	mergeAt   int   // mergeSegments, lowered in tests
 	segCache  segmentCache
+	defrags   int // rebuilds of a file holding a backlog, for tests
 
 	mu  sync.Mutex
 	db  *bolt.DB // nil once closed

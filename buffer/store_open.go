@@ -313,6 +313,47 @@ func (s *Store) compact() error {
 	if s.counts.batches > 0 || fileSize(s.path) <= s.compactAt {
 		return nil
 	}
+	return s.rebuild(false)
+}
+
+// defragment rebuilds a store that holds a backlog once bbolt's
+// high-water mark passes 1.5 times its records plus a quarter of
+// compactAt: pages freed by
+// sealed batch records and merged segments are scattered, a new segment
+// needs a contiguous run, and bbolt never gives pages back, so an outage
+// would otherwise leave the file at two or three times its data. Each
+// rebuild copies the records once; the next needs half as many bytes
+// again of freed pages, so the cost per byte stored stays constant. The
+// copy goes to a new file, in transactions of defragTxBytes, and is
+// renamed over the old one only when whole; a crash or a full disk
+// midway leaves the old file as it was. mu is held.
+func (s *Store) defragment() error {
+	var hwm int64
+	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
+		return err
+	}
+	if s.counts.batches == 0 || hwm <= s.counts.bytes+s.counts.bytes/2+s.compactAt/4 {
+		return nil
+	}
+	if s.opts.MinFreeBytes > 0 {
+		if free, known, _ := s.freeSpace(filepath.Dir(s.path)); known && free-s.counts.bytes < s.opts.MinFreeBytes {
+			return fmt.Errorf("%w: no room for a defragmented copy of %s", ErrNoSpace, s.path)
+		}
+	}
+	if err := s.rebuild(true); err != nil {
+		return err
+	}
+	s.defrags++
+	return nil
+}
+
+// defragTxBytes bounds one transaction of a rebuild: bbolt keeps a
+// transaction's dirty pages in memory until it commits.
+const defragTxBytes = 8 << 20
+
+// rebuild replaces the file by a fresh one holding the quarantine, the
+// sequence counter and, with records, the records and the consumed mark.
+func (s *Store) rebuild(records bool) error {
 	tmp := s.path + ".compact"
 	// A leftover from a crash mid-compaction; only the holder of the
 	// store's lock, which is us, ever writes it.
@@ -328,7 +369,7 @@ func (s *Store) compact() error {
 	}
 	err = protect(func() error {
 		return s.db.View(func(old *bolt.Tx) error {
-			return fresh.Update(func(tx *bolt.Tx) error {
+			err := fresh.Update(func(tx *bolt.Tx) error {
 				for _, name := range [][]byte{bucketRecords, bucketQuarantine, bucketMeta} {
 					if _, err := tx.CreateBucket(name); err != nil {
 						return err
@@ -337,11 +378,20 @@ func (s *Store) compact() error {
 				if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(s.next)); err != nil {
 					return err
 				}
+				if v := old.Bucket(bucketMeta).Get(keyConsumed); records && v != nil {
+					if err := tx.Bucket(bucketMeta).Put(keyConsumed, bytes.Clone(v)); err != nil {
+						return err
+					}
+				}
 				q := tx.Bucket(bucketQuarantine)
 				return old.Bucket(bucketQuarantine).ForEach(func(k, v []byte) error {
 					return q.Put(bytes.Clone(k), bytes.Clone(v))
 				})
 			})
+			if err != nil || !records {
+				return err
+			}
+			return copyRecords(old, fresh)
 		})
 	})
 	if err == nil {
@@ -354,9 +404,36 @@ func (s *Store) compact() error {
 	}
 	syncDir(filepath.Dir(s.path))
 	old := s.db
-	s.db, s.counts = fresh, storeCounts{}
+	s.db = fresh
+	if !records {
+		s.counts = storeCounts{}
+	}
 	if err := old.Close(); err != nil {
 		return fmt.Errorf("buffer store %s: closing the compacted file: %w", s.path, err)
+	}
+	return nil
+}
+
+// copyRecords copies the records bucket of old into fresh, in order, in
+// transactions of about defragTxBytes.
+func copyRecords(old *bolt.Tx, fresh *bolt.DB) error {
+	cur := old.Bucket(bucketRecords).Cursor()
+	k, v := cur.First()
+	for k != nil {
+		err := fresh.Update(func(tx *bolt.Tx) error {
+			records := tx.Bucket(bucketRecords)
+			records.FillPercent = 1
+			for n := 0; k != nil && n < defragTxBytes; k, v = cur.Next() {
+				if err := records.Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
+					return err
+				}
+				n += len(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
