@@ -46,6 +46,8 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'DrainVsFirehose' -benchtime 1x -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'PeerSteadyState' -benchtime 1x -count 6 -timeout 30m ./agent | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'ScaleCurve' -benchtime 1x -count 3 -timeout 90m ./agent | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'OutageDisk' -benchtime 1x -count 3 -timeout 60m ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'TargetScrapeCPU' -benchtime 5x -count 6 ./agent | tee -a bench.out
 
 # The 30-minute chaos soak (receiver outages, 500/429/timeouts, Redis
