@@ -276,59 +276,76 @@ func TestFault500IsRetriedAndDelivered(t *testing.T) {
 	rig.assertNotDegraded(t)
 }
 
-// inFlight stands between the agent and the proxy and records the most
-// requests it ever had open at once. Remote write 1.0 from one queue must
-// not send the next batch before the previous one is answered, and a 429
-// must never be met with more concurrency.
-type inFlight struct {
-	next       http.Handler
-	mu         sync.Mutex
-	open, peak int
+// requestCounter stands between the agent and a receiver (or the fault
+// proxy) and counts the remote-write requests begun and answered (or
+// abandoned), and the most it ever had open at once. Remote write 1.0 from
+// one queue must not send the next batch before the previous one is
+// answered, and a 429 must never be met with more concurrency.
+type requestCounter struct {
+	next http.Handler
+
+	mu                    sync.Mutex
+	begun, answered, peak int
 }
 
-func (f *inFlight) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.open++
-	f.peak = max(f.peak, f.open)
-	f.mu.Unlock()
+func (c *requestCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	c.begun++
+	c.peak = max(c.peak, c.begun-c.answered)
+	c.mu.Unlock()
 	defer func() {
-		f.mu.Lock()
-		f.open--
-		f.mu.Unlock()
+		c.mu.Lock()
+		c.answered++
+		c.mu.Unlock()
 	}()
-	f.next.ServeHTTP(w, r)
+	c.next.ServeHTTP(w, r)
 }
 
 // most is the peak number of requests open at once.
-func (f *inFlight) most() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.peak
+func (c *requestCounter) most() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peak
 }
 
-// countInFlight points the agent at an inFlight in front of the proxy;
-// call it before start.
-func (r *faultRig) countInFlight(t *testing.T) *inFlight {
+// counts returns the requests begun and answered (or abandoned) so far.
+func (c *requestCounter) counts() (begun, answered int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.begun, c.answered
+}
+
+// startRequestCounter serves a counter forwarding to upstream until the
+// test ends and returns it with its remote-write URL.
+func startRequestCounter(t *testing.T, upstream string) (*requestCounter, string) {
 	t.Helper()
-	upstream, err := url.Parse(r.proxy.URL())
+	u, err := url.Parse(upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp := httputil.NewSingleHostReverseProxy(upstream)
+	rp := httputil.NewSingleHostReverseProxy(u)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	rp.Transport = tr
-	f := &inFlight{next: rp}
-	srv := httptest.NewServer(f)
+	c := &requestCounter{next: rp}
+	srv := httptest.NewServer(c)
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
 	})
-	w, err := url.Parse(srv.URL + "/api/v1/write")
+	return c, srv.URL + "/api/v1/write"
+}
+
+// countInFlight points the agent at a requestCounter in front of the
+// proxy; call it before start.
+func (r *faultRig) countInFlight(t *testing.T) *requestCounter {
+	t.Helper()
+	c, writeURL := startRequestCounter(t, r.proxy.URL())
+	w, err := url.Parse(writeURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.cfg.RemoteWrite[0].URL = &config.URL{URL: w}
-	return f
+	return c
 }
 
 // earliestRetry is the first moment RFC 9110 lets a client retry after a

@@ -7,12 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -313,55 +309,6 @@ func storedBetween(prom *harness.Prometheus, instance string, from, to time.Time
 	return n, nil
 }
 
-// writeGate stands between the agent and the fault proxy and counts the
-// remote-write requests begun and answered, so a test knows a request
-// stayed unanswered for a whole span.
-type writeGate struct {
-	next http.Handler
-
-	mu              sync.Mutex
-	begun, answered int
-}
-
-func (g *writeGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g.mu.Lock()
-	g.begun++
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.answered++
-		g.mu.Unlock()
-	}()
-	g.next.ServeHTTP(w, r)
-}
-
-// counts returns the requests begun and answered (or abandoned) so far.
-func (g *writeGate) counts() (begun, answered int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.begun, g.answered
-}
-
-// startWriteGate serves a gate forwarding to upstream until the test ends
-// and returns it with its remote-write URL.
-func startWriteGate(t *testing.T, upstream string) (*writeGate, string) {
-	t.Helper()
-	u, err := url.Parse(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	rp.Transport = tr
-	g := &writeGate{next: rp}
-	srv := httptest.NewServer(g)
-	t.Cleanup(func() {
-		srv.Close()
-		tr.CloseIdleConnections()
-	})
-	return g, srv.URL + "/api/v1/write"
-}
-
 // TestSlowReceiverDoesNotBlockScraping: the receiver holds every write for
 // seconds, within remote_timeout, so each one succeeds, late. While one
 // write is held, every target is scraped several times and every HTTP
@@ -380,7 +327,7 @@ func TestSlowReceiverDoesNotBlockScraping(t *testing.T) {
 	rs := []*harness.Redis{harness.StartRedis(t), harness.StartRedis(t), harness.StartRedis(t)}
 	prom := harness.StartPrometheus(t)
 	proxy := harness.StartProxy(t, prom.URL())
-	gate, writeURL := startWriteGate(t, proxy.URL())
+	gate, writeURL := startRequestCounter(t, proxy.URL())
 	var targets []redis.TargetConfig
 	var names []string
 	for _, r := range rs {
