@@ -82,17 +82,7 @@ func segmentOps(t *testing.T, seed uint64, steps int) {
 	opts := testOptions()
 	opts.MinFreeBytes = 1
 	diskFull := false
-	open := func() *Store {
-		s := sealingStore(t, path, opts)
-		s.freeSpace = func(string) (int64, bool, error) {
-			if diskFull {
-				return 0, true, nil
-			}
-			return 1 << 40, true, nil
-		}
-		s.compactAt = 32 << 10
-		return s
-	}
+	open := func() *Store { return withFakeDisk(sealingStore(t, path, opts), &diskFull) }
 	s := open()
 	var model []Record
 	ts := t0

@@ -179,6 +179,19 @@ type modelRec struct {
 	h    recordHeader
 }
 
+// withFakeDisk makes s see a filesystem that is full while *full and
+// plenty free otherwise, and compact at test sizes.
+func withFakeDisk(s *Store, full *bool) *Store {
+	s.freeSpace = func(string) (int64, bool, error) {
+		if *full {
+			return 0, true, nil
+		}
+		return 1 << 40, true, nil
+	}
+	s.compactAt = 32 << 10
+	return s
+}
+
 func randomOps(t *testing.T, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	now := time.UnixMilli(t0)
@@ -193,17 +206,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 	}
 	path := filepath.Join(t.TempDir(), "ep.bbolt")
 	diskFull := false
-	open := func() *Store {
-		s := openT(t, path, opts)
-		s.freeSpace = func(string) (int64, bool, error) {
-			if diskFull {
-				return 0, true, nil
-			}
-			return 1 << 40, true, nil
-		}
-		s.compactAt = 32 << 10
-		return s
-	}
+	open := func() *Store { return withFakeDisk(openT(t, path, opts), &diskFull) }
 	s := open()
 
 	var (
