@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/sample"
 	"github.com/redwire/redwire/sources/redis"
 )
 
@@ -22,6 +25,10 @@ import (
 // while its receiver is unreachable, for REDWIRE_OUTAGE (default 10m).
 // It reports the buffer's record bytes and the file's disk blocks per
 // sample. Run with -benchtime 1x.
+//
+// With REDWIRE_OUTAGE_SAVE=<file> it also writes the whole backlog as one
+// compact segment to that file: how buffer/testdata/real-outage.seg, the
+// real data the encoding benchmarks and tests use, was made.
 func BenchmarkOutageDisk(b *testing.B) {
 	span := 10 * time.Minute
 	if s := os.Getenv("REDWIRE_OUTAGE"); s != "" {
@@ -62,6 +69,9 @@ func BenchmarkOutageDisk(b *testing.B) {
 				blocks += st.Blocks * 512
 			}
 		}
+		if out := os.Getenv("REDWIRE_OUTAGE_SAVE"); out != "" {
+			saveBacklog(b, files, out)
+		}
 		b.ReportMetric(samples, "buffered-samples")
 		b.ReportMetric(bytes/samples, "record-B/sample")
 		b.ReportMetric(float64(blocks)/samples, "disk-B/sample")
@@ -93,4 +103,38 @@ func outageLoad(ctx context.Context, r *harness.Redis, seed uint64) {
 			c.LPush(ctx, "list:"+k, rng.Int64())
 		}
 	}
+}
+
+// saveBacklog writes every batch in the store among files as one compact
+// segment to out.
+func saveBacklog(b *testing.B, files []string, out string) {
+	b.Helper()
+	for _, f := range files {
+		if filepath.Ext(f) != ".bbolt" {
+			continue
+		}
+		store, _, err := buffer.OpenStore(f, buffer.StoreOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		recs, err := store.Peek(math.MaxInt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batches := make([]sample.Batch, len(recs))
+		for i, r := range recs {
+			batches[i] = r.Batch
+		}
+		seg, err := buffer.EncodeSegment(batches)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(out, seg, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("saved %d batches to %s (%d bytes)", len(batches), out, len(seg))
+		return
+	}
+	b.Fatalf("no store among %v", files)
 }

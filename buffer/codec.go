@@ -349,6 +349,18 @@ func (r *decodeReader) varint(what string) int64 {
 	return v
 }
 
+func (r *decodeReader) byte(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.off >= len(r.buf) {
+		r.fail("%s: truncated", what)
+		return 0
+	}
+	r.off++
+	return r.buf[r.off-1]
+}
+
 func (r *decodeReader) fixed64(what string) uint64 {
 	if r.err != nil {
 		return 0

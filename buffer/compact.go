@@ -24,7 +24,7 @@ import (
 //	                       nLabels × (uvarint nameSym, uvarint valueSym))
 //	uvarint nMetadata, nMetadata × (uvarint familySym, varint type, uvarint helpSym)
 //	uvarint nBatches,  nBatches × batch
-//	for each series in order: uvarint nChunks, nChunks × (uvarint len, XOR chunk)
+//	for each series in order: uvarint nChunks, nChunks × (uvarint len, chunk)
 //
 //	batch = metadata list ref, uvarint nRuns, nRuns × (varint t-delta, series list ref)
 //	list ref = uvarint i: the i-th list of its kind defined so far, or, if i is
@@ -42,28 +42,37 @@ import (
 // which costs an XOR chunk 16 bits per sample, while a run pays it once
 // for all ~300 samples of a scrape.
 //
-// Each series' values, in the order its samples occur, are Prometheus XOR
-// (Gorilla) chunks whose timestamps are just 0, 1, 2, ...: one bit a sample,
-// and the decoder checks them. Their sample counts must add up to the
-// series' count in the runs. XOR keeps the raw bits of every value, so NaN
-// payloads and stale markers come back bit for bit.
+// Each series' values, in the order its samples occur, are chunks whose
+// sample counts must add up to the series' count in the runs. A chunk's
+// first byte is its kind: a decimal chunk (compact_decimal.go) if every
+// value in it is a decimal of at most 15 places, which Redis' numbers
+// nearly always are, and otherwise a Prometheus XOR (Gorilla) chunk whose
+// timestamps are just 0, 1, 2, ...: one bit a sample, and the decoder
+// checks them. Both keep the raw bits of every value, so NaN payloads,
+// stale markers and -0 come back bit for bit.
+//
+// Version 1 segments, written before decimal chunks, have XOR chunks only
+// and no kind byte; the decoder still reads them, so a buffer written by
+// an older redwire replays after an upgrade.
 //
 // Label sets, metadata, batch boundaries and the order of samples and of
 // metadata within a batch come back exactly; labels unsorted if they were
 // given so.
-const compactVersion = 1
+const compactVersion = 2
 
 // compactHeaderSize is the checksum and version byte.
 const compactHeaderSize = 5
 
 // The encoder ends a chunk once it holds compactChunkCut samples, 120 as
 // in Prometheus' TSDB, unless every value in it is the same. XOR encoding
-// keeps the widest leading/trailing-zero window a chunk has needed, so
-// values that once changed a lot cost more until the chunk ends, while a
-// new chunk costs about 12 bytes. On the benchmark's backlog one chunk per
-// series and hour takes 3.5 bytes a sample, chunks of 120 take 2.0. A
-// series that does not change keeps one chunk, at 2 bits a sample, up to
-// compactChunkMax, the most a chunk's uint16 count allows.
+// keeps the widest leading/trailing-zero window a chunk has needed, and a
+// decimal chunk one bit width, so values that once changed a lot cost
+// more until the chunk ends, while a new chunk costs about 12 bytes. On
+// the benchmark's backlog one XOR chunk per series and hour takes 3.5
+// bytes a sample, chunks of 120 take 2.0. A series that does not change
+// keeps one chunk, at a bit a sample, up to compactChunkMax, the most an
+// XOR chunk's uint16 count allows; a value that differs from a constant
+// chunk of compactChunkCut or more starts a new one.
 const (
 	compactChunkCut = 120
 	compactChunkMax = math.MaxUint16
@@ -78,7 +87,7 @@ const (
 	minSegBatchBytes = 2 // metadata list ref, run count
 	minSegRunBytes   = 2 // t-delta, list ref
 	minSegIDBytes    = 1
-	minSegChunkBytes = 1 + 11 // length, header and first sample
+	minSegChunkBytes = 1 + 6  // length, kind and a decimal chunk's header of one sample
 )
 
 // EncodeSegment encodes batches as one compact segment.
@@ -93,8 +102,8 @@ func EncodeSegment(batches []sample.Batch) ([]byte, error) {
 }
 
 // Segment accumulates batches for a compact segment; the zero value is an
-// empty segment. Append does the encoding work as batches arrive, so
-// Encode costs a copy. A Segment keeps references to the label sets of the
+// empty segment. Append does most of the encoding work as batches arrive,
+// so Encode costs a copy and the encoding of each series' open chunk. A Segment keeps references to the label sets of the
 // batches it holds, and nothing else of them.
 type Segment struct {
 	batches, samples int
@@ -120,15 +129,19 @@ type Segment struct {
 
 	ids     []uint32 // scratch: a run's series ids
 	listBuf []byte   // scratch: a list's inline encoding
+	scratch chunkScratch
 }
 
-// segSeries is one series' values.
+// segSeries is one series' values: the chunks cut so far, encoded, and
+// the open chunk. While the open chunk's values are all equal it keeps
+// only the first and the count, so a constant costs nothing until Encode.
 type segSeries struct {
-	chunks  []*chunkenc.XORChunk
-	app     chunkenc.Appender // appends to the last chunk
-	n       int               // samples in the last chunk
-	first   uint64            // bits of its first value
-	changed bool              // whether a later value differs from first
+	enc     []byte    // cut chunks, each as uvarint length and chunk
+	nChunks int       // in enc
+	n       int       // samples in the open chunk
+	first   float64   // its first value
+	changed bool      // whether a later value differs from first
+	vals    []float64 // all the open chunk's values, once changed
 }
 
 // Batches is the number of batches appended.
@@ -140,7 +153,7 @@ func (s *Segment) Samples() int { return s.samples }
 // Reset empties the segment, keeping its scratch space.
 func (s *Segment) Reset() {
 	*s = Segment{symBuf: s.symBuf[:0], seriesBuf: s.seriesBuf[:0], metaBuf: s.metaBuf[:0],
-		order: s.order[:0], ids: s.ids[:0], listBuf: s.listBuf[:0]}
+		order: s.order[:0], ids: s.ids[:0], listBuf: s.listBuf[:0], scratch: s.scratch}
 }
 
 // Append adds b after the batches already in the segment. It fails, and
@@ -178,7 +191,7 @@ func (s *Segment) Append(b *sample.Batch) error {
 		for ; i < len(b.Samples) && b.Samples[i].T == t; i++ {
 			smp := &b.Samples[i]
 			id := s.seriesID(smp.Labels)
-			s.series[id].append(smp.V)
+			s.series[id].append(smp.V, &s.scratch)
 			s.ids = append(s.ids, id)
 		}
 		// Wrapping subtraction, undone by the decoder's wrapping addition.
@@ -210,23 +223,73 @@ func appendListRef(dst []byte, lists map[string]uint64, enc []byte, n int) []byt
 	return append(dst, enc...)
 }
 
-// append adds v to the series' values, starting a chunk when the last is full.
-func (ss *segSeries) append(v float64) {
-	if ss.app == nil || ss.n == compactChunkMax || (ss.n >= compactChunkCut && ss.changed) {
-		c := chunkenc.NewXORChunk()
-		app, err := c.Appender()
-		if err != nil {
-			// An empty chunk's appender cannot fail.
-			panic(fmt.Sprintf("buffer: XOR appender of an empty chunk: %v", err))
+// append adds v to the series' values, cutting the open chunk first
+// when it is full.
+func (ss *segSeries) append(v float64, sc *chunkScratch) {
+	b := math.Float64bits(v)
+	if ss.n > 0 {
+		same := b == math.Float64bits(ss.first)
+		if ss.n == compactChunkMax || (ss.n >= compactChunkCut && (ss.changed || !same)) {
+			c := ss.appendOpen(sc.chunk[:0], sc)
+			sc.chunk = c
+			ss.enc = binary.AppendUvarint(ss.enc, uint64(len(c)))
+			ss.enc = append(ss.enc, c...)
+			ss.nChunks++
+			ss.n, ss.changed, ss.vals = 0, false, ss.vals[:0]
+		} else if !ss.changed && !same {
+			ss.changed = true
+			for range ss.n {
+				ss.vals = append(ss.vals, ss.first)
+			}
 		}
-		ss.chunks, ss.app, ss.n = append(ss.chunks, c), app, 0
-		ss.first, ss.changed = math.Float64bits(v), false
 	}
-	ss.changed = ss.changed || math.Float64bits(v) != ss.first
+	if ss.n == 0 {
+		ss.first = v
+	}
+	if ss.changed {
+		ss.vals = append(ss.vals, v)
+	}
+	ss.n++
+}
+
+// chunkScratch is scratch space for encoding chunks.
+type chunkScratch struct {
+	ints  []int64
+	chunk []byte
+}
+
+// appendOpen appends the encoding of the open chunk: a decimal chunk if
+// its values allow, else an XOR chunk.
+func (ss *segSeries) appendOpen(dst []byte, sc *chunkScratch) []byte {
+	vals := ss.vals
+	if !ss.changed {
+		vals = []float64{ss.first}
+	}
+	ints, scale, ok := decimals(sc.ints, vals)
+	sc.ints = ints
+	switch {
+	case ok && !ss.changed:
+		return appendConstantDecimalChunk(dst, ints[0], ss.n, scale)
+	case ok:
+		return appendDecimalChunk(dst, ints, scale)
+	}
+	c := chunkenc.NewXORChunk()
+	app, err := c.Appender()
+	if err != nil {
+		// An empty chunk's appender cannot fail.
+		panic(fmt.Sprintf("buffer: XOR appender of an empty chunk: %v", err))
+	}
 	// The timestamp is the sample's index in the chunk: constant deltas
 	// cost one bit, and the decoder checks them.
-	ss.app.Append(0, int64(ss.n), v)
-	ss.n++
+	for i := range ss.n {
+		v := ss.first
+		if ss.changed {
+			v = ss.vals[i]
+		}
+		app.Append(0, int64(i), v)
+	}
+	dst = append(dst, chunkXOR)
+	return append(dst, c.Bytes()...)
 }
 
 // seriesID returns the id of ls, adding it to the dictionary if new. A
@@ -287,12 +350,13 @@ func (s *Segment) Encode(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(s.batches))
 	dst = append(dst, s.order...)
 	for i := range s.series {
-		dst = binary.AppendUvarint(dst, uint64(len(s.series[i].chunks)))
-		for _, c := range s.series[i].chunks {
-			b := c.Bytes()
-			dst = binary.AppendUvarint(dst, uint64(len(b)))
-			dst = append(dst, b...)
-		}
+		ss := &s.series[i]
+		dst = binary.AppendUvarint(dst, uint64(ss.nChunks+1))
+		dst = append(dst, ss.enc...)
+		c := ss.appendOpen(s.scratch.chunk[:0], &s.scratch)
+		s.scratch.chunk = c
+		dst = binary.AppendUvarint(dst, uint64(len(c)))
+		dst = append(dst, c...)
 	}
 	putChecksum(dst[start:])
 	return dst

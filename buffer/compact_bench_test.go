@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 
 // compactBenchCases are 1-hour backlogs of one ~300-series Redis target,
 // scrape timestamps jittered by up to ±5 ms as real tickers are (jitter=0
-// shows what aligned timestamps would save: nothing).
+// shows what aligned timestamps would save: nothing), and the real
+// backlog of testdata/real-outage-v1.seg: 3 minutes of three redis-servers
+// under a light write load, scraped every second by the agent.
 var compactBenchCases = []struct {
 	name             string
 	interval, jitter int64 // ms
@@ -20,15 +23,36 @@ var compactBenchCases = []struct {
 	{name: "interval=1s", interval: 1000, jitter: 5},
 	{name: "interval=1s/jitter=0", interval: 1000, jitter: 0},
 	{name: "interval=10s", interval: 10000, jitter: 5},
+	{name: "real-outage", backlog: sync.OnceValue(realOutage)},
 }
 
 func init() {
 	for i := range compactBenchCases {
 		c := &compactBenchCases[i]
+		if c.backlog != nil {
+			continue
+		}
 		c.backlog = sync.OnceValue(func() []sample.Batch {
 			return compactBacklog(int(time.Hour.Milliseconds()/c.interval), 1, c.interval, c.jitter)
 		})
 	}
+}
+
+// realOutageFile is a real backlog, saved by BenchmarkOutageDisk (agent
+// package) with REDWIRE_OUTAGE=3m REDWIRE_OUTAGE_SAVE, as a version 1
+// segment: XOR chunks only.
+const realOutageFile = "testdata/real-outage-v1.seg"
+
+func realOutage() []sample.Batch {
+	data, err := os.ReadFile(realOutageFile)
+	if err != nil {
+		panic(err)
+	}
+	batches, err := DecodeSegment(data)
+	if err != nil {
+		panic(fmt.Sprintf("%s: %v", realOutageFile, err))
+	}
+	return batches
 }
 
 // BenchmarkCompactSegment encodes a 1-hour backlog as one segment and
@@ -36,10 +60,10 @@ func init() {
 // batch-B/sample (the same batches as today's store records, header
 // included, for comparison) and the encode and decode time per sample.
 //
-// The values are redisBatch's: every series but one family in four changes
-// every scrape by amounts that share few bits, close to the worst case for
-// XOR encoding. Real Redis INFO repeats far more values from one scrape to
-// the next.
+// The synthetic values are redisBatch's: every series but one family in
+// four changes every scrape by amounts that share few bits, close to the
+// worst case for XOR encoding, though linear in the scrape. Real Redis
+// INFO repeats far more values from one scrape to the next.
 func BenchmarkCompactSegment(b *testing.B) {
 	for _, c := range compactBenchCases {
 		b.Run(c.name, func(b *testing.B) {

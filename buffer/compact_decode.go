@@ -1,7 +1,7 @@
 package buffer
 
 // Decoding compact segments (the format is in compact.go and
-// docs/buffer-compact-format.md).
+// compact_decimal.go).
 
 import (
 	"encoding/binary"
@@ -39,10 +39,10 @@ func decodeSegmentBody(data []byte) ([]sample.Batch, error) {
 	if len(data) < compactHeaderSize {
 		return nil, fmt.Errorf("compact segment: %d bytes, shorter than its %d-byte header", len(data), compactHeaderSize)
 	}
-	if data[4] != compactVersion {
-		return nil, fmt.Errorf("compact segment: unknown version %d, this build reads %d", data[4], compactVersion)
+	if data[4] != compactVersion && data[4] != compactVersionXOR {
+		return nil, fmt.Errorf("compact segment: unknown version %d, this build reads %d and %d", data[4], compactVersionXOR, compactVersion)
 	}
-	var d segmentDecoder
+	d := segmentDecoder{version: data[4]}
 	bs, err := d.decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("compact segment: %w", err)
@@ -50,9 +50,14 @@ func decodeSegmentBody(data []byte) ([]sample.Batch, error) {
 	return bs, nil
 }
 
+// compactVersionXOR is the version of segments whose chunks are all XOR
+// chunks, without a kind byte.
+const compactVersionXOR = 1
+
 // segmentDecoder holds the tables of one decoding.
 type segmentDecoder struct {
-	r      decodeReader
+	version byte
+	r       decodeReader
 	syms   []string
 	series []labels.Labels
 	meta   []sample.Metadata
@@ -85,9 +90,9 @@ func (d *segmentDecoder) decode(data []byte) ([]sample.Batch, error) {
 	}
 
 	// Batches and runs, counting each series' samples. Each sample takes
-	// at least two bits of its series' chunk (see readChunks), which
-	// bounds the total by the input before anything is sized by it.
-	maxSamples := min(4*len(data), MaxSegmentSamples)
+	// at least a bit of its series' chunk (see readChunks), which bounds
+	// the total by the input before anything is sized by it.
+	maxSamples := min(8*len(data), MaxSegmentSamples)
 	nBatches := r.count("batch count", minSegBatchBytes)
 	d.batches = make([]segBatch, 0, nBatches)
 	total := 0
@@ -229,9 +234,11 @@ func (d *segmentDecoder) readSeriesList() {
 
 // segIter reads one series' values across its chunks.
 type segIter struct {
-	chunks [][]byte
-	it     chunkenc.Iterator
-	n, max int64 // values read from the current chunk, and its count
+	version byte
+	chunks  [][]byte
+	xor     chunkenc.Iterator // of the current chunk, if an XOR chunk
+	dec     decimalIter       // of the current chunk, if a decimal chunk
+	n, max  int64             // values read from the current chunk, and its count
 }
 
 // readChunks reads every series' chunks, checking that their sample counts
@@ -246,6 +253,7 @@ func (d *segmentDecoder) readChunks() ([]segIter, error) {
 	}
 	its := make([]segIter, len(d.series))
 	for id, n := range counts {
+		its[id].version = d.version
 		nChunks := r.count("chunk count", minSegChunkBytes)
 		for range nChunks {
 			l := r.length("chunk length")
@@ -254,16 +262,9 @@ func (d *segmentDecoder) readChunks() ([]segIter, error) {
 			}
 			c := r.buf[r.off : r.off+l]
 			r.off += l
-			// A valid chunk of k samples takes at least 88 bits for the
-			// first, 9 for the second and 2 for each further: 4 samples a
-			// byte is a safe upper bound, and keeps the total, which
-			// sizes the decoder's allocations, tied to the input size.
-			if len(c) < 2 {
-				return nil, fmt.Errorf("series %d: chunk of %d bytes", id, len(c))
-			}
-			k := int(binary.BigEndian.Uint16(c))
-			if k == 0 || k > n || k > 4*len(c) {
-				return nil, fmt.Errorf("series %d: chunk of %d bytes claims %d samples, %d left to the series", id, len(c), k, n)
+			k, err := d.chunkSamples(c, n)
+			if err != nil {
+				return nil, fmt.Errorf("series %d: %w", id, err)
 			}
 			its[id].chunks = append(its[id].chunks, c)
 			n -= k
@@ -281,31 +282,88 @@ func (d *segmentDecoder) readChunks() ([]segIter, error) {
 	return its, nil
 }
 
-// next returns the series' next value.
-func (si *segIter) next() (float64, error) {
-	if si.it == nil || si.n == si.max {
-		if len(si.chunks) == 0 {
-			return 0, errors.New("more samples than its chunks hold")
+// chunkSamples returns the sample count of chunk c, checking it against
+// limit, what is left to its series, and against the chunk's size: a
+// valid XOR chunk of k samples takes at least 88 bits for the first, 9
+// for the second and 2 for each further, a decimal chunk a bit for each
+// but the first. That keeps the total, which sizes the decoder's
+// allocations, tied to the input size.
+func (d *segmentDecoder) chunkSamples(c []byte, limit int) (int, error) {
+	kind, whole := chunkXOR, c
+	if d.version != compactVersionXOR {
+		if len(c) == 0 {
+			return 0, errors.New("empty chunk")
 		}
-		c, err := chunkenc.FromData(chunkenc.EncXOR, si.chunks[0])
+		kind, c = c[0], c[1:]
+	}
+	switch kind {
+	case chunkXOR:
+		if len(c) < 2 {
+			return 0, fmt.Errorf("XOR chunk of %d bytes", len(c))
+		}
+		k := int(binary.BigEndian.Uint16(c))
+		if k == 0 || k > limit || k > 4*len(c) {
+			return 0, fmt.Errorf("XOR chunk of %d bytes claims %d samples, %d left to the series", len(c), k, limit)
+		}
+		return k, nil
+	case chunkDecimal:
+		it, err := openDecimal(whole, limit)
 		if err != nil {
 			return 0, err
 		}
-		si.it, si.n, si.max = c.Iterator(si.it), 0, int64(binary.BigEndian.Uint16(si.chunks[0]))
-		si.chunks = si.chunks[1:]
+		return it.k, nil
+	default:
+		return 0, fmt.Errorf("unknown chunk kind %d", kind)
 	}
-	if si.it.Next() != chunkenc.ValFloat {
-		if err := si.it.Err(); err != nil {
-			return 0, fmt.Errorf("chunk sample %d: %w", si.n, err)
+}
+
+// next returns the series' next value.
+func (si *segIter) next() (float64, error) {
+	if si.n == si.max {
+		if err := si.open(); err != nil {
+			return 0, err
 		}
-		return 0, fmt.Errorf("chunk ends at sample %d", si.n)
-	}
-	t, v := si.it.At()
-	if t != si.n {
-		return 0, fmt.Errorf("chunk sample %d has index %d: corrupt", si.n, t)
 	}
 	si.n++
+	if si.xor == nil {
+		return si.dec.next()
+	}
+	if si.xor.Next() != chunkenc.ValFloat {
+		if err := si.xor.Err(); err != nil {
+			return 0, fmt.Errorf("chunk sample %d: %w", si.n-1, err)
+		}
+		return 0, fmt.Errorf("chunk ends at sample %d", si.n-1)
+	}
+	t, v := si.xor.At()
+	if t != si.n-1 {
+		return 0, fmt.Errorf("chunk sample %d has index %d: corrupt", si.n-1, t)
+	}
 	return v, nil
+}
+
+// open starts reading the next chunk; readChunks has checked its kind
+// and count.
+func (si *segIter) open() error {
+	if len(si.chunks) == 0 {
+		return errors.New("more samples than its chunks hold")
+	}
+	c := si.chunks[0]
+	si.chunks = si.chunks[1:]
+	si.n = 0
+	if si.version != compactVersionXOR {
+		if c[0] == chunkDecimal {
+			dec, err := openDecimal(c, math.MaxInt)
+			si.dec, si.max, si.xor = dec, int64(dec.k), nil
+			return err
+		}
+		c = c[1:]
+	}
+	x, err := chunkenc.FromData(chunkenc.EncXOR, c)
+	if err != nil {
+		return err
+	}
+	si.xor, si.max = x.Iterator(si.xor), int64(binary.BigEndian.Uint16(c))
+	return nil
 }
 
 // assemble builds the batches from the runs and the series' values.

@@ -190,16 +190,16 @@ func TestCompactSize(t *testing.T) {
 		return float64(len(enc)) / float64(n)
 	}
 	in := compactBacklog(600, 3, 1000, 5)
-	if per := perSample(in); per > 2.1 {
-		t.Errorf("redisBatch backlog: %.3f bytes/sample, want at most 2.1", per)
+	if per := perSample(in); per > 1 {
+		t.Errorf("redisBatch backlog: %.3f bytes/sample, want at most 1", per)
 	}
 	for i := range in {
 		for j := range in[i].Samples {
 			in[i].Samples[j].V = float64(j)
 		}
 	}
-	if per := perSample(in); per > 0.35 {
-		t.Errorf("constant values: %.3f bytes/sample of overhead, want at most 0.35", per)
+	if per := perSample(in); per > 0.25 {
+		t.Errorf("constant values: %.3f bytes/sample of overhead, want at most 0.25", per)
 	}
 }
 
