@@ -87,7 +87,7 @@ const (
 	minSegBatchBytes = 2 // metadata list ref, run count
 	minSegRunBytes   = 2 // t-delta, list ref
 	minSegIDBytes    = 1
-	minSegChunkBytes = 1 + 6  // length, kind and a decimal chunk's header of one sample
+	minSegChunkBytes = 1 + 6 // length, kind and a decimal chunk's header of one sample
 )
 
 // EncodeSegment encodes batches as one compact segment.

@@ -58,9 +58,9 @@ const compactVersionXOR = 1
 type segmentDecoder struct {
 	version byte
 	r       decodeReader
-	syms   []string
-	series []labels.Labels
-	meta   []sample.Metadata
+	syms    []string
+	series  []labels.Labels
+	meta    []sample.Metadata
 	// Lists as spans of ids; metaLists hold the decoded slices.
 	seriesLists []span
 	metaLists   [][]sample.Metadata
