@@ -19,8 +19,17 @@ import (
 // An Encoder reuses its buffers between calls, so the body it returns is
 // valid only until the next Encode. It is not safe for concurrent use.
 type Encoder struct {
-	req    prompb.WriteRequest
-	series map[uint64][]int // label hash -> indexes into req.Timeseries
+	req prompb.WriteRequest
+	// By index into req.Timeseries: each series' label set, the next
+	// series with the same label hash (-1: none), and the series that
+	// followed it in the batch. Scrapes repeat their series in the same
+	// order and share their label sets, so the successor guess plus a
+	// label comparison that stops at equal pointers finds most samples'
+	// series without hashing their labels.
+	keys []labels.Labels
+	same []int32
+	succ []int32
+	byHash map[uint64]int32 // label hash -> first index with it
 	pb     []byte
 	out    []byte
 }
@@ -50,25 +59,51 @@ func (e *Encoder) WriteRequest(b *sample.Batch) *prompb.WriteRequest {
 }
 
 func (e *Encoder) build(b *sample.Batch) {
-	if e.series == nil {
-		e.series = make(map[uint64][]int)
+	if e.byHash == nil {
+		e.byHash = make(map[uint64]int32)
 	}
-	clear(e.series)
+	clear(e.byHash)
+	e.keys, e.same, e.succ = e.keys[:0], e.same[:0], e.succ[:0]
 	ts := e.req.Timeseries[:0]
+	prev := int32(-1)
 	for _, s := range b.Samples {
-		h := s.Labels.Hash()
-		i := e.find(ts, h, s.Labels)
-		if i < 0 {
-			i = len(ts)
-			if cap(ts) > i {
-				ts = ts[:i+1]
-				ts[i].Labels = prompb.FromLabels(s.Labels, ts[i].Labels[:0])
-				ts[i].Samples = ts[i].Samples[:0]
-			} else {
-				ts = append(ts, prompb.TimeSeries{Labels: prompb.FromLabels(s.Labels, nil)})
+		i := int32(-1)
+		if prev >= 0 {
+			if g := e.succ[prev]; g >= 0 && labels.Equal(e.keys[g], s.Labels) {
+				i = g
 			}
-			e.series[h] = append(e.series[h], i)
 		}
+		if i < 0 {
+			h := s.Labels.Hash()
+			first, ok := e.byHash[h]
+			if !ok {
+				first = -1
+			}
+			for j := first; j >= 0; j = e.same[j] {
+				if labels.Equal(e.keys[j], s.Labels) {
+					i = j
+					break
+				}
+			}
+			if i < 0 {
+				i = int32(len(ts))
+				if cap(ts) > len(ts) {
+					ts = ts[:i+1]
+					ts[i].Labels = prompb.FromLabels(s.Labels, ts[i].Labels[:0])
+					ts[i].Samples = ts[i].Samples[:0]
+				} else {
+					ts = append(ts, prompb.TimeSeries{Labels: prompb.FromLabels(s.Labels, nil)})
+				}
+				e.keys = append(e.keys, s.Labels)
+				e.same = append(e.same, first)
+				e.succ = append(e.succ, -1)
+				e.byHash[h] = i
+			}
+			if prev >= 0 {
+				e.succ[prev] = i
+			}
+		}
+		prev = i
 		ts[i].Samples = append(ts[i].Samples, prompb.Sample{Value: s.V, Timestamp: s.T})
 	}
 	for i := range ts {
@@ -86,29 +121,6 @@ func (e *Encoder) build(b *sample.Batch) {
 		md = append(md, prompb.MetricMetadata{Type: m.Type, MetricFamilyName: m.Family, Help: m.Help})
 	}
 	e.req.Metadata = md
-}
-
-func (e *Encoder) find(ts []prompb.TimeSeries, h uint64, ls labels.Labels) int {
-	for _, i := range e.series[h] {
-		if labelsEqual(ts[i].Labels, ls) {
-			return i
-		}
-	}
-	return -1
-}
-
-func labelsEqual(pl []prompb.Label, ls labels.Labels) bool {
-	if len(pl) != ls.Len() {
-		return false
-	}
-	i, eq := 0, true
-	ls.Range(func(l labels.Label) {
-		if eq && (pl[i].Name != l.Name || pl[i].Value != l.Value) {
-			eq = false
-		}
-		i++
-	})
-	return eq
 }
 
 func cmpSample(a, b prompb.Sample) int {
