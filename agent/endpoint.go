@@ -23,7 +23,9 @@ const (
 )
 
 // endpoint delivers one remote-write endpoint's buffer, one request at a
-// time so every series reaches the receiver in time order.
+// time so every series reaches the receiver in time order. During a
+// replay it reads and encodes the next batch of the backlog while the
+// current one is in flight, so the receiver does not wait for the agent.
 //
 // Normal: batches come from memory. After failureThreshold consecutive
 // failures the circuit opens: the batch in flight and memory are committed
@@ -36,7 +38,7 @@ type endpoint struct {
 	cfg        remotewrite.EndpointConfig // what it was built from, for reloads
 	client     *remotewrite.Client
 	buf        *buffer.Buffer
-	enc        remotewrite.Encoder
+	encs       [2]remotewrite.Encoder // the current request's and the next one's
 	threshold  int
 	minWait    time.Duration
 	maxWait    time.Duration
@@ -52,34 +54,79 @@ type endpoint struct {
 	rejected bool   // logs a run of rejections once
 }
 
+// outgoing is a lease with the encoder for its requests and, if it was
+// prepared ahead, its request body.
+type outgoing struct {
+	l    *buffer.Lease
+	enc  *remotewrite.Encoder
+	body []byte // nil: not encoded yet
+	err  error  // reading the buffer failed
+}
+
 func (e *endpoint) run(ctx context.Context) {
+	var ahead chan outgoing // the next batch of a backlog, being prepared
+	cur := 0                // index in encs of the current request's encoder
 	for {
-		l, err := e.buf.Next(ctx)
+		var o outgoing
+		if ahead != nil {
+			o = <-ahead
+			ahead = nil
+		}
+		if o.l == nil && o.err == nil {
+			o.l, o.err = e.buf.Next(ctx)
+			o.enc = &e.encs[cur]
+		}
 		switch {
-		case errors.Is(err, buffer.ErrClosed), ctx.Err() != nil:
+		case errors.Is(o.err, buffer.ErrClosed), ctx.Err() != nil:
 			return
-		case err != nil:
+		case o.err != nil:
 			// The store could not be read: say so, wait, try again. The
 			// data stays where it is.
-			e.log.Error("reading the buffer failed", "err", err)
+			e.log.Error("reading the buffer failed", "err", o.err)
 			if !sleep(ctx, e.maxWait) {
 				return
 			}
 			continue
 		}
-		e.deliver(ctx, l)
+		if o.enc == &e.encs[cur] {
+			cur = 1 - cur
+		}
+		if o.l.FromStore {
+			ahead = e.prepare(o.l, &e.encs[cur])
+		}
+		e.deliver(ctx, o)
 		if ctx.Err() != nil {
 			// Stopped mid-delivery (shutdown, or a reload replacing this
 			// sender): the batch stays the head for whoever sends next.
-			e.buf.Release(l)
+			if ahead != nil {
+				<-ahead // done with the encoder; the lease was only a view
+			}
+			e.buf.Release(o.l)
 			return
 		}
 	}
 }
 
+// prepare reads the lease that follows l in the store and encodes it with
+// enc, in the background; the channel yields it (l nil if nothing follows).
+func (e *endpoint) prepare(l *buffer.Lease, enc *remotewrite.Encoder) chan outgoing {
+	ch := make(chan outgoing, 1)
+	go func() {
+		next, err := e.buf.Following(l)
+		o := outgoing{l: next, enc: enc, err: err}
+		if next != nil {
+			// An encoding error is left for deliver to find and report.
+			o.body, _ = enc.Encode(&next.Batch)
+		}
+		ch <- o
+	}()
+	return ch
+}
+
 // deliver sends a lease until the receiver takes it, rejects it for good,
 // or ctx ends (then the lease stays the buffer's head).
-func (e *endpoint) deliver(ctx context.Context, l *buffer.Lease) {
+func (e *endpoint) deliver(ctx context.Context, o outgoing) {
+	l := o.l
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(e.minWait),
 		backoff.WithMaxInterval(e.maxWait),
@@ -92,7 +139,13 @@ func (e *endpoint) deliver(ctx context.Context, l *buffer.Lease) {
 		if e.open {
 			e.m.circuitState.WithLabelValues(e.name).Set(circuitHalfOpen)
 		}
-		err := e.send(ctx, &l.Batch)
+		// A body encoded ahead serves the first try; a 413 split reuses
+		// the encoder's buffers, so later tries encode again.
+		body := o.body
+		if try > 0 {
+			body = nil
+		}
+		err := e.send(ctx, o.enc, &l.Batch, body)
 		if err == nil {
 			e.succeeded(ctx, l)
 			return
@@ -128,9 +181,10 @@ func (e *endpoint) deliver(ctx context.Context, l *buffer.Lease) {
 	}
 }
 
-// send posts a batch, halving it on 413 until the halves fit.
-func (e *endpoint) send(ctx context.Context, b *sample.Batch) error {
-	err := e.post(ctx, b)
+// send posts a batch (body: its encoding by enc, nil if not done yet),
+// halving it on 413 until the halves fit.
+func (e *endpoint) send(ctx context.Context, enc *remotewrite.Encoder, b *sample.Batch, body []byte) error {
+	err := e.post(ctx, enc, b, body)
 	if remotewrite.ClassOf(err) != remotewrite.TooLarge || b.Len() <= 1 {
 		if err != nil && remotewrite.ClassOf(err) == remotewrite.TooLarge {
 			return &remotewrite.Error{StatusCode: 413, Class: remotewrite.Reject, Body: "a single sample is too large"}
@@ -139,23 +193,25 @@ func (e *endpoint) send(ctx context.Context, b *sample.Batch) error {
 	}
 	half := b.Len() / 2
 	first := sample.Batch{Samples: b.Samples[:half], Metadata: b.Metadata}
-	if err := e.send(ctx, &first); err != nil {
+	if err := e.send(ctx, enc, &first, nil); err != nil {
 		return err
 	}
 	// If the second half fails, the whole batch is retried: the first
 	// half is sent again, which receivers accept as duplicates.
 	second := sample.Batch{Samples: b.Samples[half:]}
-	return e.send(ctx, &second)
+	return e.send(ctx, enc, &second, nil)
 }
 
 // post makes one request and records its outcome.
-func (e *endpoint) post(ctx context.Context, b *sample.Batch) error {
-	body, err := e.enc.Encode(b)
-	if err != nil {
-		return &remotewrite.Error{Class: remotewrite.Reject, Err: err}
+func (e *endpoint) post(ctx context.Context, enc *remotewrite.Encoder, b *sample.Batch, body []byte) error {
+	if body == nil {
+		var err error
+		if body, err = enc.Encode(b); err != nil {
+			return &remotewrite.Error{Class: remotewrite.Reject, Err: err}
+		}
 	}
 	start := time.Now()
-	err = e.client.Send(ctx, body)
+	err := e.client.Send(ctx, body)
 	e.m.rwDuration.WithLabelValues(e.name).Observe(time.Since(start).Seconds())
 	result := "success"
 	if err != nil {

@@ -58,13 +58,8 @@ func TestReplayRateLimit(t *testing.T) {
 
 	t0 := time.Now()
 	ctx := context.Background()
-	for buf.Stats().Store.Batches > 0 {
-		l, err := buf.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.deliver(ctx, l)
-	}
+	buf.Drain()
+	e.run(ctx)
 	total := float64(scrapes * perScrape)
 	if min := time.Duration(total / rate * float64(time.Second)); time.Since(t0) < min {
 		t.Errorf("drained %v samples in %s; the %v/s limit allows no less than %s", total, time.Since(t0), rate, min)

@@ -213,12 +213,47 @@ func (b *Buffer) leaseFromStore() (*Lease, error) {
 	if len(recs) == 0 { // everything left was quarantined
 		return nil, errors.New("buffer store: no readable record")
 	}
+	l := storeLease(recs)
+	l.Batch.Metadata = b.meta.due()
+	return l, nil
+}
+
+// storeLease makes a lease of recs, without metadata.
+func storeLease(recs []Record) *Lease {
 	l := &Lease{FromStore: true, upTo: recs[len(recs)-1].Seq}
+	n := 0
+	for _, r := range recs {
+		n += len(r.Batch.Samples)
+	}
+	l.Batch.Samples = make([]sample.Sample, 0, n)
 	for _, r := range recs {
 		l.Batch.Samples = append(l.Batch.Samples, r.Batch.Samples...)
 	}
-	l.Batch.Metadata = b.meta.due()
-	return l, nil
+	return l
+}
+
+// Following returns, without waiting, the lease that comes after l in the
+// store: the stored records after those l covers, as Next would lease
+// them once l is acked. It is nil if l is not from the store or nothing
+// follows it yet. A sender reads and encodes it while l is in flight, so
+// that the receiver never waits for the agent during a replay; leases
+// from the store are views, so one that is never sent costs nothing.
+// They must be acked in order.
+func (b *Buffer) Following(l *Lease) (*Lease, error) {
+	if !l.FromStore {
+		return nil, nil
+	}
+	// The store locks itself; mu, which scrapes' appends wait for, is
+	// only needed for the metadata.
+	recs, err := b.store.PeekAfter(l.upTo, max(b.opts.StoreBatch, b.opts.MaxBatch))
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	next := storeLease(recs)
+	b.mu.Lock()
+	next.Batch.Metadata = b.meta.due()
+	b.mu.Unlock()
+	return next, nil
 }
 
 // Ack removes a lease that the receiver accepted, or that was given up on

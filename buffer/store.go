@@ -342,6 +342,13 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 // or does not decode is moved to the quarantine bucket, kept for
 // inspection, counted in Quarantined, and skipped.
 func (s *Store) Peek(maxSamples int) ([]Record, error) {
+	return s.PeekAfter(0, maxSamples)
+}
+
+// PeekAfter is Peek of the records after sequence number after: what
+// follows a batch that is being sent, so that a sender can read and
+// encode it meanwhile.
+func (s *Store) PeekAfter(after uint64, maxSamples int) ([]Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
@@ -351,11 +358,12 @@ func (s *Store) Peek(maxSamples int) ([]Record, error) {
 		recs []Record
 		bad  []uint64
 	)
+	skip := max(s.counts.consumed, after)
 	err := protect(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			total := 0
 			cur := tx.Bucket(bucketRecords).Cursor()
-			for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			for k, v := firstAfter(cur, after); k != nil; k, v = cur.Next() {
 				seq := binary.BigEndian.Uint64(k)
 				h, herr := parseHeader(v)
 				if herr == nil && len(recs) > 0 && int64(total)+h.samples > int64(maxSamples) && !h.segment {
@@ -366,14 +374,14 @@ func (s *Store) Peek(maxSamples int) ([]Record, error) {
 				if herr == nil && h.segment {
 					batches, err = s.segCache.get(seq, v)
 				} else {
-					batches, err = decodeRecords(&s.dec, seq, v, s.counts.consumed)
+					batches, err = decodeRecords(&s.dec, seq, v, skip)
 				}
 				if err != nil {
 					bad = append(bad, seq)
 					continue
 				}
 				for _, r := range batches {
-					if r.Seq <= s.counts.consumed {
+					if r.Seq <= skip {
 						continue
 					}
 					if len(recs) > 0 && total+len(r.Batch.Samples) > maxSamples {
@@ -398,6 +406,25 @@ func (s *Store) Peek(maxSamples int) ([]Record, error) {
 		}
 	}
 	return recs, nil
+}
+
+// firstAfter positions cur on the first record that may hold a batch
+// after seq after: the record under the next key, or the segment record
+// before it, whose batches run on past its key.
+func firstAfter(cur *bolt.Cursor, after uint64) (k, v []byte) {
+	if after == 0 {
+		return cur.First()
+	}
+	var pk, pv []byte
+	if k, _ := cur.Seek(seqKey(after + 1)); k == nil {
+		pk, pv = cur.Last()
+	} else {
+		pk, pv = cur.Prev()
+	}
+	if h, err := parseHeader(pv); pk != nil && err == nil && h.segment {
+		return pk, pv
+	}
+	return cur.Seek(seqKey(after + 1))
 }
 
 // Delete removes every record with Seq <= upTo in one transaction: the
