@@ -26,9 +26,9 @@ type Encoder struct {
 	// order and share their label sets, so the successor guess plus a
 	// label comparison that stops at equal pointers finds most samples'
 	// series without hashing their labels.
-	keys []labels.Labels
-	same []int32
-	succ []int32
+	keys   []labels.Labels
+	same   []int32
+	succ   []int32
 	byHash map[uint64]int32 // label hash -> first index with it
 	pb     []byte
 	out    []byte
