@@ -152,6 +152,7 @@ type Store struct {
 	// diskFree, replaced in tests.
 	freeSpace func(dir string) (free int64, known bool, err error)
 	compactAt int64 // compactThreshold, lowered in tests
+	slack     int64 // defragSlack, lowered in tests
 	sealAt    int64 // sealSamples, lowered in tests
 	mergeAt   int   // mergeSegments, lowered in tests
 	segCache  segmentCache
@@ -204,7 +205,7 @@ type storeCounts struct {
 // store is renamed to <path>.corrupt-<UTC time>, never deleted, and a
 // fresh store is started; OpenInfo says so.
 func OpenStore(path string, opts StoreOptions) (*Store, OpenInfo, error) {
-	s := &Store{path: path, opts: opts.withDefaults(), freeSpace: diskFree, compactAt: compactThreshold,
+	s := &Store{path: path, opts: opts.withDefaults(), freeSpace: diskFree, compactAt: compactThreshold, slack: defragSlack,
 		sealAt: sealSamples, mergeAt: mergeSegments}
 	var info OpenInfo
 	dir := filepath.Dir(path)

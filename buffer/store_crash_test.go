@@ -188,7 +188,7 @@ func withFakeDisk(s *Store, full *bool) *Store {
 		}
 		return 1 << 40, true, nil
 	}
-	s.compactAt = 32 << 10
+	s.compactAt, s.slack = 32<<10, 8<<10
 	return s
 }
 

@@ -316,9 +316,15 @@ func (s *Store) compact() error {
 	return s.rebuild(false)
 }
 
+// defragSlack is what defragment allows on top of 1.5 times the records:
+// a small backlog's file may be this much larger before it is rebuilt.
+// Rebuilding a file this small costs little, and less slack keeps the
+// bytes on disk per sample of a short outage near its records'.
+const defragSlack = 256 << 10
+
 // defragment rebuilds a store that holds a backlog once bbolt's
-// high-water mark passes 1.5 times its records plus a quarter of
-// compactAt: pages freed by
+// high-water mark passes 1.5 times its records plus defragSlack: pages
+// freed by
 // sealed batch records and merged segments are scattered, a new segment
 // needs a contiguous run, and bbolt never gives pages back, so an outage
 // would otherwise leave the file at two or three times its data. Each
@@ -332,7 +338,7 @@ func (s *Store) defragment() error {
 	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
 		return err
 	}
-	if s.counts.batches == 0 || hwm <= s.counts.bytes+s.counts.bytes/2+s.compactAt/4 {
+	if s.counts.batches == 0 || hwm <= s.counts.bytes+s.counts.bytes/2+s.slack {
 		return nil
 	}
 	if s.opts.MinFreeBytes > 0 {
