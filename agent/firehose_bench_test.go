@@ -38,14 +38,20 @@ const firehoseLargeRequest = 10000
 // order, so the receiver never sees a sample out of order and requests
 // keep the drain's shape. Every request must be accepted.
 //
-// Drain: exactly BenchmarkReplayDrain's path (bbolt store, buffer, the
-// endpoint's deliver, default queue settings, one request at a time).
+// Drain: exactly BenchmarkReplayDrain's path (bbolt store, buffer,
+// endpoint.run with its default settings: one request in flight, the next
+// prepared meanwhile).
 //
 // Each iteration drains once before the firehose runs and once after,
 // because the receiver's head grows by ≈10M samples per iteration and
 // both sides should see it at the same average size. Run with -benchtime
 // 1x (one iteration ≈ 20 s on 2 cores); each -count starts a fresh
 // Prometheus.
+//
+// REDWIRE_RECEIVER_CPUS=<list> runs Prometheus on those CPUs only (taskset
+// -c), as on its own host; run the benchmark itself on the others, e.g.
+//
+//	REDWIRE_RECEIVER_CPUS=1 taskset -c 0 go test -run '^$' -bench DrainVsFirehose -benchtime 1x ./agent
 //
 // REDWIRE_DRAIN_PROFILE=<file> writes a CPU profile of each drain (and
 // nothing else) to <file>.1, <file>.2, …, the first unused numbers;

@@ -24,7 +24,8 @@ import (
 // load every second (degraded mode at the same pace, every family kept)
 // while its receiver is unreachable, for REDWIRE_OUTAGE (default 10m).
 // It reports the buffer's record bytes and the file's disk blocks per
-// sample. Run with -benchtime 1x.
+// sample, and logs both every REDWIRE_OUTAGE_STEP (default: once, at the
+// end). Run with -benchtime 1x.
 //
 // With REDWIRE_OUTAGE_SAVE=<file> it also writes the whole backlog as one
 // compact segment to that file: how buffer/testdata/real-outage.seg, the
@@ -37,6 +38,14 @@ func BenchmarkOutageDisk(b *testing.B) {
 			b.Fatalf("REDWIRE_OUTAGE=%q: %v", s, err)
 		}
 		span = d
+	}
+	step := span
+	if s := os.Getenv("REDWIRE_OUTAGE_STEP"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			b.Fatalf("REDWIRE_OUTAGE_STEP=%q: want a positive duration", s)
+		}
+		step = d
 	}
 	const targets = 3
 	for b.Loop() {
@@ -55,20 +64,23 @@ func BenchmarkOutageDisk(b *testing.B) {
 			c.SelfMetrics.Enabled = &off
 		}, tcs...)
 		a := runAgent(b, cfg)
-		time.Sleep(span) // the outage is the measurement
 		ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
-		samples := gathered(b, a.reg, "redwire_buffer_samples", ep)
-		bytes := gathered(b, a.reg, "redwire_buffer_bytes", ep)
+		var samples, bytes float64
+		var blocks int64
+		// The outage is the measurement; every step says where it stands.
+		for elapsed := time.Duration(0); elapsed < span; {
+			d := min(step, span-elapsed)
+			time.Sleep(d)
+			elapsed += d
+			samples = gathered(b, a.reg, "redwire_buffer_samples", ep)
+			bytes = gathered(b, a.reg, "redwire_buffer_bytes", ep)
+			blocks = diskBlocks(cfg.Buffer.Path)
+			b.Logf("after %s: %.0f samples buffered, records %.3f B/sample, disk %.3f B/sample",
+				elapsed, samples, bytes/samples, float64(blocks)/samples)
+		}
 		a.stop()
 		cancel()
 		files, _ := filepath.Glob(filepath.Join(cfg.Buffer.Path, "*"))
-		var blocks int64
-		for _, f := range files {
-			var st syscall.Stat_t
-			if syscall.Stat(f, &st) == nil {
-				blocks += st.Blocks * 512
-			}
-		}
 		if out := os.Getenv("REDWIRE_OUTAGE_SAVE"); out != "" {
 			saveBacklog(b, files, out)
 		}
@@ -103,6 +115,19 @@ func outageLoad(ctx context.Context, r *harness.Redis, seed uint64) {
 			c.LPush(ctx, "list:"+k, rng.Int64())
 		}
 	}
+}
+
+// diskBlocks is the disk space the files in dir take.
+func diskBlocks(dir string) int64 {
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	var blocks int64
+	for _, f := range files {
+		var st syscall.Stat_t
+		if syscall.Stat(f, &st) == nil {
+			blocks += st.Blocks * 512
+		}
+	}
+	return blocks
 }
 
 // saveBacklog writes every batch in the store among files as one compact

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,7 +74,7 @@ func newReplayBench(b *testing.B) *replayBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	prom := harness.StartPrometheus(b)
+	prom := startBenchReceiver(b)
 	u, err := url.Parse(prom.WriteURL())
 	if err != nil {
 		b.Fatal(err)
@@ -83,6 +85,62 @@ func newReplayBench(b *testing.B) *replayBench {
 		b.Fatal(err)
 	}
 	return &replayBench{info: info, prom: prom, ec: ec, client: client}
+}
+
+// startBenchReceiver starts the benchmarks' Prometheus, on the CPUs in
+// REDWIRE_RECEIVER_CPUS if set; the benchmark must then not run on them.
+func startBenchReceiver(b *testing.B) *harness.Prometheus {
+	b.Helper()
+	cpus := os.Getenv("REDWIRE_RECEIVER_CPUS")
+	if cpus == "" {
+		return harness.StartPrometheus(b)
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if own, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			own = strings.TrimSpace(own)
+			if own == "" || !disjointCPUs(own, cpus) {
+				b.Fatalf("REDWIRE_RECEIVER_CPUS=%s, but the benchmark may run on CPUs %s: start it under taskset -c with the others", cpus, own)
+			}
+			b.Logf("receiver on CPUs %s, agent on %s", cpus, own)
+		}
+	}
+	return harness.StartPrometheusOn(b, cpus)
+}
+
+// disjointCPUs reports whether two CPU lists ("0-2,5") share no CPU.
+func disjointCPUs(a, b string) bool {
+	set := func(l string) map[int]bool {
+		m := map[int]bool{}
+		for _, part := range strings.Split(l, ",") {
+			lo, hi, _ := strings.Cut(part, "-")
+			from, err1 := strconv.Atoi(strings.TrimSpace(lo))
+			to, err2 := strconv.Atoi(strings.TrimSpace(hi))
+			if err2 != nil {
+				to = from
+			}
+			if err1 != nil {
+				return nil
+			}
+			for c := from; c <= to; c++ {
+				m[c] = true
+			}
+		}
+		return m
+	}
+	sa, sb := set(a), set(b)
+	if sa == nil || sb == nil {
+		return false
+	}
+	for c := range sa {
+		if sb[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // scrape is scrape k of a backlog that began at start: the INFO capture

@@ -62,6 +62,7 @@ type server struct {
 	logPath string // stdout and stderr of every run, appended
 	args    func(port int) []string
 	probe   probeFunc
+	cpus    string // if set, the CPUs it runs on, as taskset -c takes them
 
 	// port is written only before the starter returns the server, and
 	// restarts keep it, so reading it needs no lock.
@@ -171,7 +172,12 @@ func (s *server) launch(samePort bool) {
 
 // spawn starts one child with its output appended to the log file.
 func (s *server) spawn() (*child, error) {
-	args := s.args(s.port)
+	bin, args := s.bin, s.args(s.port)
+	if s.cpus != "" {
+		// taskset execs the server in place: same pid, affinity set
+		// before any of its threads exist.
+		bin, args = "taskset", append([]string{"-c", s.cpus, s.bin}, args...)
+	}
 	f, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open output file: %w", err)
@@ -184,7 +190,7 @@ func (s *server) spawn() (*child, error) {
 		return nil, fmt.Errorf("stat output file: %w", err)
 	}
 	c := &child{
-		cmdline: commandLine(s.bin, args),
+		cmdline: commandLine(bin, args),
 		offset:  fi.Size(),
 		done:    make(chan struct{}),
 	}
@@ -193,7 +199,7 @@ func (s *server) spawn() (*child, error) {
 	}
 	// An *os.File as Stdout/Stderr is handed to the child directly: no
 	// copying goroutines, and Wait does not depend on pipes closing.
-	c.cmd = exec.Command(s.bin, args...)
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Dir = s.dir
 	c.cmd.Stdout = f
 	c.cmd.Stderr = f

@@ -30,10 +30,25 @@ func StartPrometheus(t testing.TB) *Prometheus {
 	return startPrometheus(t, FreePort(t))
 }
 
+// StartPrometheusOn is StartPrometheus with the server held to cpus (as
+// taskset -c takes them, e.g. "1"): benchmarks give the receiver its own
+// cores, as it has on its own host, so that its maximum ingest rate and
+// the agent's drain are measured apart from each other's CPU use.
+func StartPrometheusOn(t testing.TB, cpus string) *Prometheus {
+	t.Helper()
+	return startPrometheusOn(t, FreePort(t), cpus)
+}
+
 // startPrometheus is StartPrometheus on a chosen first port.
 func startPrometheus(t testing.TB, port int) *Prometheus {
 	t.Helper()
+	return startPrometheusOn(t, port, "")
+}
+
+func startPrometheusOn(t testing.TB, port int, cpus string) *Prometheus {
+	t.Helper()
 	p := &Prometheus{srv: newServer(t, "prometheus", "prometheus"), api: newAPIClient("", nil)}
+	p.srv.cpus = cpus
 	t.Cleanup(p.api.http.CloseIdleConnections)
 	config := filepath.Join(p.srv.dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(prometheusConfig), 0o644); err != nil {
