@@ -7,7 +7,8 @@ package agent
 //
 // Registration is a side channel: an unreachable etcd never blocks the
 // agent. Everything happens in the registrar's own goroutine, which
-// retries with backoff and says so once per state change.
+// retries with backoff and says so once per state change. It talks to
+// etcd over etcd's JSON gateway (etcdgateway.go), not gRPC.
 
 import (
 	"context"
@@ -20,9 +21,6 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/config"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 const (
@@ -53,13 +51,14 @@ type RegistrationState struct {
 	StartedAt    time.Time `json:"started_at"`
 }
 
-// errLeaseLost ends a session whose keepalive channel closed: etcd did not
-// answer for a whole lease_ttl, or restarted without the lease.
-var errLeaseLost = errors.New("lease lost: no keepalive answer within lease_ttl, or etcd no longer knows it")
+// errLeaseLost ends a session whose lease etcd answered a keepalive for
+// with TTL 0: it expired (no keepalive reached etcd for a whole
+// lease_ttl), was revoked, or etcd restarted without it.
+var errLeaseLost = errors.New("lease lost: etcd no longer knows it (expired or revoked)")
 
 // registrar keeps the agent's key in etcd. Invariant: up is 1 only while
-// a session holds a granted lease that the keepalive channel says is
-// alive, and the key was last written under it.
+// a session holds a granted lease that etcd's last keepalive answer said
+// is alive, and the key was last written under it.
 type registrar struct {
 	cfg   *EtcdRegistrationConfig
 	state func() RegistrationState
@@ -144,42 +143,40 @@ func (r *registrar) run(ctx context.Context) {
 	}
 }
 
-// session is one registration: a client, a lease kept alive, and the key
-// under it. It returns nil when ctx ends (after revoking the lease), or
-// the error that ended it; the caller starts a new session with a new
-// client, so no connection state outlives a failure.
+// session is one registration: a gateway client, a lease kept alive,
+// and the key under it. It returns nil when ctx ends (after revoking the
+// lease), or the error that ended it; the caller starts a new session
+// with a new client, so no connection or token outlives a failure.
+//
+// Every lease_ttl/3 it renews the lease and reads the key back. Any
+// failure ends the session: the next one writes the key under a new
+// lease, while the old lease still holds it for the rest of its TTL.
 func (r *registrar) session(ctx context.Context, registered func()) error {
-	cli, err := r.dial(ctx)
+	gw, err := r.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer gw.close()
 
-	rctx, cancel := r.request(ctx)
-	lease, err := cli.Grant(rctx, int64(time.Duration(r.cfg.LeaseTTL)/time.Second))
-	cancel()
+	lease, err := gw.grant(ctx, int64(time.Duration(r.cfg.LeaseTTL)/time.Second))
 	if err != nil {
-		return r.failed("grant lease", err)
+		return fmt.Errorf("grant lease: %w", err)
 	}
 	// Whatever ends the session from here on, a shutdown deregisters: a
 	// request cut short by ctx returns an error, not nil.
 	defer func() {
 		if ctx.Err() != nil {
-			r.revoke(ctx, cli, lease.ID)
+			r.revoke(ctx, gw, lease)
 		}
 	}()
-	alive, err := cli.KeepAlive(ctx, lease.ID)
-	if err != nil {
-		return fmt.Errorf("keep lease %x alive: %w", lease.ID, err)
-	}
 	r.last = ""
-	if err := r.update(ctx, cli, lease.ID, false); err != nil {
+	if err := r.update(ctx, gw, lease, false); err != nil {
 		return err
 	}
 	r.up.Set(1)
 	registered()
 	if r.logged != regLogUp {
-		r.log.Info("registered in etcd", "key", r.key, "lease", fmt.Sprintf("%x", lease.ID), "lease_ttl", r.cfg.LeaseTTL)
+		r.log.Info("registered in etcd", "key", r.key, "lease", fmt.Sprintf("%x", lease), "lease_ttl", r.cfg.LeaseTTL, "endpoint", gw.endpoint())
 		r.logged = regLogUp
 	}
 
@@ -189,115 +186,70 @@ func (r *registrar) session(ctx context.Context, registered func()) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-alive:
-			// Answers are only drained: the channel closing is the news.
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("lease %x: %w", lease.ID, errLeaseLost)
-			}
 		case <-r.nudge:
-			if err := r.update(ctx, cli, lease.ID, false); err != nil {
+			if err := r.update(ctx, gw, lease, false); err != nil {
 				return err
 			}
 		case <-check.C:
-			if err := r.update(ctx, cli, lease.ID, true); err != nil {
+			// The lease first: a key written under a lost lease would be
+			// refused anyway.
+			ttl, err := gw.keepAlive(ctx, lease)
+			if err != nil {
+				return fmt.Errorf("keep lease %x alive: %w", lease, err)
+			}
+			if ttl <= 0 {
+				return fmt.Errorf("lease %x: %w", lease, errLeaseLost)
+			}
+			if err := r.update(ctx, gw, lease, true); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// dial creates a client. clientv3.New connects lazily, except that it
-// authenticates at once when a username is set; ctx can cut that short.
-func (r *registrar) dial(ctx context.Context) (*clientv3.Client, error) {
-	c := r.cfg
-	cc := clientv3.Config{
-		Endpoints:   c.Endpoints,
-		DialTimeout: time.Duration(c.DialTimeout),
-		Username:    c.Username,
-		// The client's own zap logger warns on every retry, in JSON on
-		// stderr; the registrar logs the state changes that matter.
-		Logger: zap.NewNop(),
+// dial creates a gateway client and, when a username is set,
+// authenticates at once (as the etcd client did), so a wrong password is
+// reported as such rather than as a refused grant.
+func (r *registrar) dial(ctx context.Context) (*etcdGateway, error) {
+	gw, err := newEtcdGateway(r.cfg)
+	if err != nil {
+		return nil, err
 	}
-	if c.Username != "" {
-		pw, err := c.password()
-		if err != nil {
+	if r.cfg.Username != "" {
+		if err := gw.authenticate(ctx); err != nil {
+			gw.close()
 			return nil, err
 		}
-		cc.Password = pw
 	}
-	if c.usesTLS() {
-		tc, err := config.NewTLSConfig(&c.TLS)
-		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		cc.TLS = tc
-	}
-	// The client's context must outlive ctx, since deregistering at
-	// shutdown uses the client; only the dial itself follows ctx.
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	cc.Context = cctx
-	cli, err := clientv3.New(cc)
-	if !stop() || err != nil {
-		cancel()
-		if err == nil {
-			cli.Close()
-			err = ctx.Err()
-		}
-		return nil, r.failed("connect", err)
-	}
-	// Close cancels the client's context, derived from cctx; nothing else
-	// holds cctx.
-	context.AfterFunc(cli.Ctx(), cancel)
-	return cli, nil
-}
-
-// failed wraps the error of a request. A timeout is what an unreachable
-// etcd looks like to a gRPC client (it waits for a connection), so it is
-// said in those words.
-func (r *registrar) failed(what string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: no answer within dial_timeout (%s): %w", what, r.cfg.DialTimeout, err)
-	}
-	return fmt.Errorf("%s: %w", what, err)
-}
-
-// request bounds one request to etcd.
-func (r *registrar) request(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, time.Duration(r.cfg.DialTimeout))
+	return gw, nil
 }
 
 // update writes the current state under lease if it differs from what was
 // last written. With verify it also reads the key back, so a key deleted
 // or overwritten in etcd (by an operator, another agent with the same id,
 // a restore) is written again within a check interval.
-func (r *registrar) update(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, verify bool) error {
+func (r *registrar) update(ctx context.Context, gw *etcdGateway, lease int64, verify bool) error {
 	value, err := r.value()
 	if err != nil {
 		return err
 	}
 	if verify {
-		rctx, cancel := r.request(ctx)
-		resp, err := cli.Get(rctx, r.key)
-		cancel()
+		kv, err := gw.get(ctx, r.key)
 		if err != nil {
-			return r.failed("read back "+r.key, err)
+			return fmt.Errorf("read back %s: %w", r.key, err)
 		}
 		switch {
-		case len(resp.Kvs) == 0:
+		case kv == nil:
 			r.log.Info("registration key is gone from etcd; writing it again", "key", r.key)
 			r.last = ""
-		case clientv3.LeaseID(resp.Kvs[0].Lease) != lease:
+		case int64(kv.Lease) != lease:
 			if !r.conflict {
 				r.log.Warn("registration key is held under another lease, by another agent with the same agent_id or a restored etcd; taking it back",
-					"key", r.key, "lease", fmt.Sprintf("%x", resp.Kvs[0].Lease))
+					"key", r.key, "lease", fmt.Sprintf("%x", int64(kv.Lease)))
 				r.conflict = true
 			}
 			r.last = ""
-		case string(resp.Kvs[0].Value) != r.last:
+		case string(kv.Value) != r.last:
 			r.last = ""
 		default:
 			r.conflict = false
@@ -306,11 +258,8 @@ func (r *registrar) update(ctx context.Context, cli *clientv3.Client, lease clie
 	if value == r.last {
 		return nil
 	}
-	rctx, cancel := r.request(ctx)
-	_, err = cli.Put(rctx, r.key, value, clientv3.WithLease(lease))
-	cancel()
-	if err != nil {
-		return r.failed("put "+r.key, err)
+	if err := gw.put(ctx, r.key, value, lease); err != nil {
+		return fmt.Errorf("put %s: %w", r.key, err)
 	}
 	r.last = value
 	return nil
@@ -334,11 +283,11 @@ func (r *registrar) value() (string, error) {
 // revoke ends the lease, which deletes the key with it in one step, and
 // only the key still under this lease: a newer agent with the same id
 // keeps its own. Bounded, since etcd may be the reason we are stopping.
-func (r *registrar) revoke(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) {
+func (r *registrar) revoke(ctx context.Context, gw *etcdGateway, lease int64) {
 	r.up.Set(0)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(regRevokeTimeout, time.Duration(r.cfg.DialTimeout)))
 	defer cancel()
-	if _, err := cli.Revoke(rctx, lease); err != nil {
+	if err := gw.revoke(rctx, lease); err != nil {
 		r.log.Warn("could not deregister from etcd; the key expires with its lease", "key", r.key, "lease_ttl", r.cfg.LeaseTTL, "err", err)
 		return
 	}

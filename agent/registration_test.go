@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -575,4 +576,135 @@ func enableEtcdAuth(t *testing.T, e *harness.Etcd, user, password string) *clien
 	}
 	t.Cleanup(func() { root.Close() })
 	return root
+}
+
+// TestRegistrationEndpointFailover: with the first endpoints dead (one
+// closes connections, one never answers), the registrar registers at the
+// next within its first attempt: dial_timeout bounds each endpoint's try,
+// not the request. A graceful stop deregisters through the live one.
+func TestRegistrationEndpointFailover(t *testing.T) {
+	t.Parallel()
+	e := harness.StartEtcd(t)
+	cfg := regConfig(t, e, regTestTTL)
+	dead, silent := closingEndpoint(t), silentEndpoint(t)
+	cfg.Endpoints = []string{dead, "http://" + silent, e.Endpoint()}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rig := startRegistrar(t, cfg)
+	lease := waitRegistered(t, e, cfg.key(), nil)
+	if n := testutil.ToFloat64(rig.reg.errs); n != 0 {
+		t.Errorf("redwire_registration_errors_total = %v; the dead endpoints failed the attempt instead of being skipped", n)
+	}
+	if n := rig.logs.Count("registered in etcd", "endpoint="+e.Endpoint()); n != 1 {
+		t.Errorf("%d 'registered' lines naming %s:\n%s", n, e.Endpoint(), rig.logs)
+	}
+	rig.stop()
+	if ttl, err := leaseTTL(t, e, lease); err != nil || ttl != -1 {
+		t.Errorf("lease TTL %d (%v) after a graceful stop, want -1 (revoked)", ttl, err)
+	}
+}
+
+// TestRegistrationEtcdErrorIn200: etcd's gateway may refuse a request in a
+// 200 answer. A refused put is a failed registration (nothing claims to
+// be registered, the message is logged), and so is a keepalive stream
+// that answers with an error: the registrar starts over under a new
+// lease once etcd behaves.
+func TestRegistrationEtcdErrorIn200(t *testing.T) {
+	t.Parallel()
+	e := harness.StartEtcd(t)
+	front := newEtcdFront(t, e.Endpoint())
+	front.srv.Start()
+	cfg := regConfig(t, e, regTestTTL)
+	cfg.Endpoints = []string{front.srv.URL}
+	front.fail("/v3/kv/put", http.StatusOK, `{"error":"etcdserver: injected put refusal","message":"etcdserver: injected put refusal","code":9}`)
+	rig := startRegistrar(t, cfg)
+	harness.WaitFor(t, 20*time.Second, "two refused puts", func() (bool, error) {
+		n := testutil.ToFloat64(rig.reg.errs)
+		return n >= 2, fmt.Errorf("redwire_registration_errors_total = %v", n)
+	})
+	if up := testutil.ToFloat64(rig.reg.up); up != 0 {
+		t.Errorf("redwire_registration_up = %v while every put is refused", up)
+	}
+	if n := rig.logs.Count("level=WARN", "service registration failed", "put "+cfg.key()+": "+front.srv.URL+": etcdserver: injected put refusal"); n != 1 {
+		t.Errorf("%d warnings naming the refused put and the endpoint, want 1:\n%s", n, rig.logs)
+	}
+	if resp, err := regKey(t, e, cfg.key()); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("key with every put refused: %v, %v", resp, err)
+	}
+
+	front.clear("/v3/kv/put")
+	first := waitRegistered(t, e, cfg.key(), nil)
+	errs := testutil.ToFloat64(rig.reg.errs)
+	front.fail("/v3/lease/keepalive", http.StatusOK,
+		`{"error":{"grpc_code":13,"http_code":500,"message":"etcdserver: injected keepalive failure","http_status":"Internal Server Error"}}`)
+	harness.WaitFor(t, 20*time.Second, "the failed keepalive to end the registration", func() (bool, error) {
+		n := testutil.ToFloat64(rig.reg.errs)
+		return n > errs, fmt.Errorf("redwire_registration_errors_total = %v", n)
+	})
+	if n := rig.logs.Count("level=WARN", "keep lease", "etcdserver: injected keepalive failure"); n != 1 {
+		t.Errorf("%d warnings naming the failed keepalive, want 1:\n%s", n, rig.logs)
+	}
+	front.clear("/v3/lease/keepalive")
+	harness.WaitFor(t, 20*time.Second, "the key under a new lease", func() (bool, error) {
+		resp, err := regKey(t, e, cfg.key())
+		if err != nil || len(resp.Kvs) == 0 {
+			return false, fmt.Errorf("key: %v, %v", resp, err)
+		}
+		return clientv3.LeaseID(resp.Kvs[0].Lease) != first, fmt.Errorf("still under lease %x", first)
+	})
+}
+
+// TestRegistrationLeaseRevoked: a lease revoked behind the agent's back
+// (an operator, an etcd restored from a backup) is answered by the next
+// keepalive with TTL 0; the registrar registers again under a new lease.
+func TestRegistrationLeaseRevoked(t *testing.T) {
+	t.Parallel()
+	e := harness.StartEtcd(t)
+	cfg := regConfig(t, e, regTestTTL)
+	rig := startRegistrar(t, cfg)
+	first := waitRegistered(t, e, cfg.key(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := e.Client().Revoke(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	lease := waitRegistered(t, e, cfg.key(), nil)
+	if lease == first {
+		t.Fatalf("key under the revoked lease %x", first)
+	}
+	if n := rig.logs.Count("level=WARN", fmt.Sprintf("lease %x: lease lost", int64(first))); n != 1 {
+		t.Errorf("%d warnings saying lease %x was lost, want 1:\n%s", n, int64(first), rig.logs)
+	}
+	harness.WaitFor(t, 5*time.Second, "redwire_registration_up 1", func() (bool, error) {
+		return testutil.ToFloat64(rig.reg.up) == 1, nil
+	})
+}
+
+// TestRegistrationTLS: endpoints given as https://host:port, or as bare
+// host:port with a tls section, are reached over TLS and verified with
+// tls.ca_file.
+func TestRegistrationTLS(t *testing.T) {
+	t.Parallel()
+	e := harness.StartEtcd(t)
+	front, caFile := startTLSFront(t, e)
+	hostPort := strings.TrimPrefix(front.srv.URL, "https://")
+	for _, ep := range []string{front.srv.URL, hostPort} {
+		cfg := regConfig(t, e, regTestTTL)
+		cfg.AgentID += "_" + strings.NewReplacer(":", "_", "/", "_").Replace(ep)
+		cfg.Endpoints = []string{ep}
+		cfg.TLS = config.TLSConfig{CAFile: caFile}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		rig := startRegistrar(t, cfg)
+		lease := waitRegistered(t, e, cfg.key(), nil)
+		rig.stop()
+		if ttl, err := leaseTTL(t, e, lease); err != nil || ttl != -1 {
+			t.Errorf("%s: lease TTL %d (%v) after a graceful stop, want -1 (revoked)", ep, ttl, err)
+		}
+	}
+	if n := front.count("/v3/lease/revoke"); n != 2 {
+		t.Errorf("%d revokes over TLS, want 2", n)
+	}
 }
