@@ -130,6 +130,11 @@ type WebConfig struct {
 	ListenAddress string `yaml:"listen_address,omitempty"`
 	// ConfigFile is an exporter-toolkit web config (TLS, basic auth).
 	ConfigFile string `yaml:"config_file,omitempty"`
+	// EnablePprof serves Go's profiles under /debug/pprof/, behind the
+	// same TLS and auth as the rest: what a CPU or memory question about
+	// a running agent needs. Off by default, since a profile shows what
+	// the agent is doing to whoever can reach the port.
+	EnablePprof bool `yaml:"enable_pprof,omitempty"`
 }
 
 // LoadFile reads a YAML config. Unknown keys are errors naming the key and

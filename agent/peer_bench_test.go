@@ -5,7 +5,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +46,10 @@ import (
 //	REDWIRE_PEER_EXPORTER  per-target: one exporter per Redis (default,
 //	                       the common deployment); multi: one exporter in
 //	                       multi-target mode (/scrape?target=) for all
+//	REDWIRE_PEER_PROFILE   <prefix>: redwire's CPU profile over the window
+//	                       to <prefix>.cpu and its heap after it to
+//	                       <prefix>.heap (profiling costs CPU: keep such
+//	                       runs out of the figures)
 func BenchmarkPeerSteadyState(b *testing.B) {
 	s := peerSettingsFromEnv(b)
 	bin := buildReleaseRedwire(b)
@@ -53,7 +59,8 @@ func BenchmarkPeerSteadyState(b *testing.B) {
 	}
 	prom := harness.StartPrometheus(b)
 	peer := startPeerStack(b, s, prom.WriteURL(), rs)
-	rw := startRedwireBinary(b, bin, prom.WriteURL(), rs)
+	profile := os.Getenv("REDWIRE_PEER_PROFILE")
+	rw := startRedwireBinary(b, bin, prom.WriteURL(), rs, profile != "")
 	stacks := []*benchStack{rw, peer}
 
 	for _, st := range stacks {
@@ -73,8 +80,23 @@ func BenchmarkPeerSteadyState(b *testing.B) {
 	// sample count below covers exactly (t0, t1].
 	t0 := time.Now().Truncate(time.Millisecond)
 	b.ResetTimer()
+	var profiled chan error
+	if profile != "" {
+		profiled = make(chan error, 1)
+		go func() {
+			profiled <- rw.fetchProfile(fmt.Sprintf("profile?seconds=%d", int(time.Duration(b.N)*s.window/time.Second)), profile+".cpu")
+		}()
+	}
 	time.Sleep(time.Duration(b.N) * s.window)
 	b.StopTimer()
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			b.Fatal(err)
+		}
+		if err := rw.fetchProfile("heap", profile+".heap"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	t1 := time.Now().Truncate(time.Millisecond)
 	after := make([][]harness.ProcUsage, len(stacks))
 	for i, st := range stacks {
@@ -237,6 +259,24 @@ type benchStack struct {
 	progress []string
 	// spilled is redwire's own metric of batches on disk; "" for the peer.
 	spilled string
+	web     string // redwire's listen address; "" for the peer
+}
+
+// fetchProfile saves redwire's /debug/pprof/<what> to path.
+func (st *benchStack) fetchProfile(what, path string) error {
+	resp, err := http.Get("http://" + st.web + "/debug/pprof/" + what)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: %s", what, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", what, err)
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 // benchProc is one process of a stack.
@@ -371,15 +411,19 @@ func seriesCount(tb testing.TB, prom *harness.Prometheus, stack string, t0, t1 t
 
 // startRedwireBinary runs the release binary with every server as a target,
 // at shipped defaults but for the interval and the stack label.
-func startRedwireBinary(tb testing.TB, bin, writeURL string, rs []*harness.Redis) *benchStack {
+func startRedwireBinary(tb testing.TB, bin, writeURL string, rs []*harness.Redis, pprof bool) *benchStack {
 	tb.Helper()
 	dir := tb.TempDir()
+	web := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(tb))
 	args := []string{
 		"--remote-write.url=" + writeURL,
 		"--scrape.interval=" + peerInterval.String(),
 		"--global.external_labels=stack=redwire",
 		"--buffer.path=" + filepath.Join(dir, "buffer"),
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", harness.FreePort(tb)),
+		"--web.listen-address=" + web,
+	}
+	if pprof {
+		args = append(args, "--web.enable-pprof")
 	}
 	for _, r := range rs {
 		args = append(args, "--redis.addr="+r.URL())
@@ -387,6 +431,7 @@ func startRedwireBinary(tb testing.TB, bin, writeURL string, rs []*harness.Redis
 	p := startBenchProcess(tb, bin, filepath.Join(dir, "redwire.log"), args)
 	return &benchStack{
 		name:  "redwire",
+		web:   web,
 		procs: func() []benchProc { return []benchProc{{"redwire", p.pid()}} },
 		// Redis samples and the self-metrics travel in the same queue.
 		progress: []string{`redis_up{stack=%q}`, `process_cpu_seconds_total{job="redwire",stack=%q}`},

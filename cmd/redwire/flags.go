@@ -210,5 +210,9 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		func(c *agent.Config, s string) { c.Web.ListenAddress = s })
 	o.string(app.Flag("web.config.file", "exporter-toolkit web config for TLS and basic auth (web.config_file)."),
 		func(c *agent.Config, s string) { c.Web.ConfigFile = s })
+	var pprofSet bool
+	pprofOn := app.Flag("web.enable-pprof", "Serve Go profiles under /debug/pprof/ (web.enable_pprof; default off).").
+		IsSetByUser(&pprofSet).Bool()
+	o.when(&pprofSet, func(c *agent.Config) error { c.Web.EnablePprof = *pprofOn; return nil })
 	return o
 }
