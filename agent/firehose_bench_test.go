@@ -274,8 +274,10 @@ func (r *replayBench) promMetric(b *testing.B, series string) float64 {
 }
 
 // startDrainProfile starts a CPU profile into the first unused
-// $REDWIRE_DRAIN_PROFILE.<n> if that variable is set; the returned func
-// stops it.
+// $REDWIRE_DRAIN_PROFILE.<n> if that variable is set, and writes the
+// allocation profile to <n>.allocs0 now and <n>.allocs1 when the returned
+// func stops it: `go tool pprof -sample_index=alloc_space -base <n>.allocs0
+// <n>.allocs1` shows what the drain allocated.
 func startDrainProfile(b *testing.B) (stop func()) {
 	b.Helper()
 	path := os.Getenv("REDWIRE_DRAIN_PROFILE")
@@ -290,6 +292,17 @@ func startDrainProfile(b *testing.B) (stop func()) {
 			b.Fatal(err)
 		}
 	}
+	writeAllocs := func(suffix string) {
+		a, err := os.Create(f.Name() + suffix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+		if err := pprof.Lookup("allocs").WriteTo(a, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writeAllocs(".allocs0")
 	if err := pprof.StartCPUProfile(f); err != nil {
 		b.Fatalf("REDWIRE_DRAIN_PROFILE: %v (is -cpuprofile set too?)", err)
 	}
@@ -298,5 +311,6 @@ func startDrainProfile(b *testing.B) (stop func()) {
 		if err := f.Close(); err != nil {
 			b.Fatal(err)
 		}
+		writeAllocs(".allocs1")
 	}
 }
