@@ -65,16 +65,22 @@ type outgoing struct {
 
 func (e *endpoint) run(ctx context.Context) {
 	var ahead chan outgoing // the next batch of a backlog, being prepared
-	cur := 0                // index in encs of the current request's encoder
 	for {
 		var o outgoing
 		if ahead != nil {
 			o = <-ahead
 			ahead = nil
+			if o.l == nil && !e.replay {
+				// The replay is over and nothing uses the second encoder,
+				// which only prepares replay requests: let its buffers go.
+				e.encs[1] = remotewrite.Encoder{}
+			}
 		}
 		if o.l == nil && o.err == nil {
+			// Nothing is being prepared now: the first encoder is free,
+			// and outside replays the only one used.
 			o.l, o.err = e.buf.Next(ctx)
-			o.enc = &e.encs[cur]
+			o.enc = &e.encs[0]
 		}
 		switch {
 		case errors.Is(o.err, buffer.ErrClosed), ctx.Err() != nil:
@@ -88,11 +94,12 @@ func (e *endpoint) run(ctx context.Context) {
 			}
 			continue
 		}
-		if o.enc == &e.encs[cur] {
-			cur = 1 - cur
-		}
 		if o.l.FromStore {
-			ahead = e.prepare(o.l, &e.encs[cur])
+			other := &e.encs[0]
+			if o.enc == other {
+				other = &e.encs[1]
+			}
+			ahead = e.prepare(o.l, other)
 		}
 		e.deliver(ctx, o)
 		if ctx.Err() != nil {

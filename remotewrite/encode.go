@@ -1,12 +1,13 @@
 package remotewrite
 
 import (
-	"fmt"
+	"encoding/binary"
+	"math"
+	"math/bits"
 	"slices"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/redwire/redwire/sample"
 )
@@ -16,17 +17,21 @@ import (
 // __name__ included, samples in time order) plus the families' metadata,
 // protobuf-marshalled and snappy block-encoded.
 //
+// It writes the protobuf itself, straight from the label sets, byte for
+// byte what prompb's generated code writes for the same request (the
+// tests compare the two): building prompb structs first kept a []Label
+// per series alive between requests, most of the agent's live heap, and
+// marshalling them took two passes over copies.
+//
 // An Encoder reuses its buffers between calls, so the body it returns is
 // valid only until the next Encode. It is not safe for concurrent use.
 type Encoder struct {
-	req prompb.WriteRequest
-	// By index into req.Timeseries: each series' label set, the next
-	// series with the same label hash (-1: none), and the series that
-	// followed it in the batch. Scrapes repeat their series in the same
-	// order and share their label sets, so the successor guess plus a
-	// label comparison that stops at equal pointers finds most samples'
-	// series without hashing their labels.
-	keys   []labels.Labels
+	series []encSeries
+	// By index into series: the next series with the same label hash (-1:
+	// none), and the series that followed it in the batch. Scrapes repeat
+	// their series in the same order and share their label sets, so the
+	// successor guess plus a label comparison that stops at equal
+	// pointers finds most samples' series without hashing their labels.
 	same   []int32
 	succ   []int32
 	byHash map[uint64]int32 // label hash -> first index with it
@@ -34,28 +39,23 @@ type Encoder struct {
 	out    []byte
 }
 
+// encSeries is one series of the request being built.
+type encSeries struct {
+	ls     labels.Labels
+	points []point
+}
+
+type point struct {
+	v float64
+	t int64
+}
+
 // Encode returns the snappy-compressed body for b.
 func (e *Encoder) Encode(b *sample.Batch) ([]byte, error) {
 	e.build(b)
-	size := e.req.Size()
-	if cap(e.pb) < size {
-		e.pb = make([]byte, size)
-	}
-	e.pb = e.pb[:size]
-	n, err := e.req.MarshalToSizedBuffer(e.pb)
-	if err != nil {
-		return nil, fmt.Errorf("marshal write request: %w", err)
-	}
-	e.pb = e.pb[:n]
+	e.pb = e.marshal(e.pb[:0], b.Metadata)
 	e.out = snappy.Encode(e.out[:cap(e.out)], e.pb)
 	return e.out, nil
-}
-
-// WriteRequest returns the request Encode would marshal for b. It shares
-// the encoder's buffers; meant for tests and tools.
-func (e *Encoder) WriteRequest(b *sample.Batch) *prompb.WriteRequest {
-	e.build(b)
-	return &e.req
 }
 
 func (e *Encoder) build(b *sample.Batch) {
@@ -63,13 +63,13 @@ func (e *Encoder) build(b *sample.Batch) {
 		e.byHash = make(map[uint64]int32)
 	}
 	clear(e.byHash)
-	e.keys, e.same, e.succ = e.keys[:0], e.same[:0], e.succ[:0]
-	ts := e.req.Timeseries[:0]
+	ss := e.series[:0]
+	e.same, e.succ = e.same[:0], e.succ[:0]
 	prev := int32(-1)
 	for _, s := range b.Samples {
 		i := int32(-1)
 		if prev >= 0 {
-			if g := e.succ[prev]; g >= 0 && labels.Equal(e.keys[g], s.Labels) {
+			if g := e.succ[prev]; g >= 0 && labels.Equal(ss[g].ls, s.Labels) {
 				i = g
 			}
 		}
@@ -80,21 +80,19 @@ func (e *Encoder) build(b *sample.Batch) {
 				first = -1
 			}
 			for j := first; j >= 0; j = e.same[j] {
-				if labels.Equal(e.keys[j], s.Labels) {
+				if labels.Equal(ss[j].ls, s.Labels) {
 					i = j
 					break
 				}
 			}
 			if i < 0 {
-				i = int32(len(ts))
-				if cap(ts) > len(ts) {
-					ts = ts[:i+1]
-					ts[i].Labels = prompb.FromLabels(s.Labels, ts[i].Labels[:0])
-					ts[i].Samples = ts[i].Samples[:0]
+				i = int32(len(ss))
+				if cap(ss) > len(ss) {
+					ss = ss[:i+1]
+					ss[i].ls, ss[i].points = s.Labels, ss[i].points[:0]
 				} else {
-					ts = append(ts, prompb.TimeSeries{Labels: prompb.FromLabels(s.Labels, nil)})
+					ss = append(ss, encSeries{ls: s.Labels})
 				}
-				e.keys = append(e.keys, s.Labels)
 				e.same = append(e.same, first)
 				e.succ = append(e.succ, -1)
 				e.byHash[h] = i
@@ -104,31 +102,128 @@ func (e *Encoder) build(b *sample.Batch) {
 			}
 		}
 		prev = i
-		ts[i].Samples = append(ts[i].Samples, prompb.Sample{Value: s.V, Timestamp: s.T})
+		ss[i].points = append(ss[i].points, point{v: s.V, t: s.T})
 	}
-	for i := range ts {
+	for i := range ss {
 		// Samples arrive in scrape order, so this is almost always a no-op
 		// check; receivers reject out-of-order samples within a series.
-		smp := ts[i].Samples
-		if !slices.IsSortedFunc(smp, cmpSample) {
-			slices.SortStableFunc(smp, cmpSample)
+		if p := ss[i].points; !slices.IsSortedFunc(p, cmpPoint) {
+			slices.SortStableFunc(p, cmpPoint)
 		}
 	}
-	e.req.Timeseries = ts
-
-	md := e.req.Metadata[:0]
-	for _, m := range b.Metadata {
-		md = append(md, prompb.MetricMetadata{Type: m.Type, MetricFamilyName: m.Family, Help: m.Help})
-	}
-	e.req.Metadata = md
+	// Label sets beyond this request are not kept alive.
+	clear(ss[len(ss):cap(ss)])
+	e.series = ss
 }
 
-func cmpSample(a, b prompb.Sample) int {
+func cmpPoint(a, b point) int {
 	switch {
-	case a.Timestamp < b.Timestamp:
+	case a.t < b.t:
 		return -1
-	case a.Timestamp > b.Timestamp:
+	case a.t > b.t:
 		return 1
 	}
 	return 0
+}
+
+// Protobuf tags (field number << 3 | wire type) of the remote-write 1.0
+// messages, and what prompb.WriteRequest's generated code leaves out: zero
+// numbers and empty strings (proto3 defaults).
+const (
+	tagTimeseries = 1<<3 | 2 // WriteRequest.timeseries
+	tagMetadata   = 3<<3 | 2 // WriteRequest.metadata
+	tagLabel      = 1<<3 | 2 // TimeSeries.labels
+	tagSample     = 2<<3 | 2 // TimeSeries.samples
+	tagName       = 1<<3 | 2 // Label.name
+	tagValue      = 2<<3 | 2 // Label.value
+	tagSampleV    = 1<<3 | 1 // Sample.value, fixed64
+	tagSampleT    = 2<<3 | 0 // Sample.timestamp, varint
+	tagMetaType   = 1<<3 | 0 // MetricMetadata.type, varint
+	tagMetaFamily = 2<<3 | 2 // MetricMetadata.metric_family_name
+	tagMetaHelp   = 4<<3 | 2 // MetricMetadata.help
+)
+
+// marshal appends the WriteRequest of the built series and md to dst.
+func (e *Encoder) marshal(dst []byte, md []sample.Metadata) []byte {
+	for i := range e.series {
+		s := &e.series[i]
+		dst = appendTagLen(dst, tagTimeseries, seriesSize(s))
+		s.ls.Range(func(l labels.Label) {
+			dst = appendTagLen(dst, tagLabel, stringField(l.Name)+stringField(l.Value))
+			dst = appendString(dst, tagName, l.Name)
+			dst = appendString(dst, tagValue, l.Value)
+		})
+		for _, p := range s.points {
+			dst = appendTagLen(dst, tagSample, pointSize(p))
+			if p.v != 0 {
+				dst = append(dst, tagSampleV)
+				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(p.v))
+			}
+			if p.t != 0 {
+				dst = append(dst, tagSampleT)
+				dst = binary.AppendUvarint(dst, uint64(p.t))
+			}
+		}
+	}
+	for _, m := range md {
+		size := stringField(m.Family) + stringField(m.Help)
+		if m.Type != 0 {
+			size += 1 + uvarintLen(uint64(m.Type))
+		}
+		dst = appendTagLen(dst, tagMetadata, size)
+		if m.Type != 0 {
+			dst = append(dst, tagMetaType)
+			dst = binary.AppendUvarint(dst, uint64(m.Type))
+		}
+		dst = appendString(dst, tagMetaFamily, m.Family)
+		dst = appendString(dst, tagMetaHelp, m.Help)
+	}
+	return dst
+}
+
+// seriesSize is the encoded size of a TimeSeries' fields.
+func seriesSize(s *encSeries) int {
+	n := 0
+	s.ls.Range(func(l labels.Label) {
+		n += lenField(stringField(l.Name) + stringField(l.Value))
+	})
+	for _, p := range s.points {
+		n += lenField(pointSize(p))
+	}
+	return n
+}
+
+func pointSize(p point) int {
+	n := 0
+	if p.v != 0 {
+		n += 1 + 8
+	}
+	if p.t != 0 {
+		n += 1 + uvarintLen(uint64(p.t))
+	}
+	return n
+}
+
+// stringField is the size of a string field, 0 if empty (left out).
+func stringField(s string) int {
+	if s == "" {
+		return 0
+	}
+	return lenField(len(s))
+}
+
+// lenField is the size of a length-delimited field with a one-byte tag.
+func lenField(n int) int { return 1 + uvarintLen(uint64(n)) + n }
+
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+func appendTagLen(dst []byte, tag byte, n int) []byte {
+	return binary.AppendUvarint(append(dst, tag), uint64(n))
+}
+
+func appendString(dst []byte, tag byte, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return append(appendTagLen(dst, tag, len(s)), s...)
 }
