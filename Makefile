@@ -66,6 +66,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzCompactDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzCompactRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./remotewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadExport$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzClusterTargets$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
 	$(GO) test -run '^$$' -fuzz '^FuzzSentinelDiscovery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
