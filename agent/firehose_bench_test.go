@@ -57,6 +57,16 @@ const firehoseLargeRequest = 10000
 // nothing else) to <file>.1, <file>.2, …, the first unused numbers;
 // `go tool pprof -top <files>` merges them.
 func BenchmarkDrainVsFirehose(b *testing.B) {
+	// The name says whether the receiver had CPUs of its own, which the
+	// ratio depends on.
+	where := "receiver=shared-cpus"
+	if os.Getenv("REDWIRE_RECEIVER_CPUS") != "" {
+		where = "receiver=own-cpus"
+	}
+	b.Run(where, benchDrainVsFirehose)
+}
+
+func benchDrainVsFirehose(b *testing.B) {
 	r := newReplayBench(b)
 	sizes := []int{r.ec.QueueConfig.MaxSamplesPerSend, firehoseLargeRequest}
 	// The receiver's maximum ingest rate is the best of these.

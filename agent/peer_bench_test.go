@@ -51,6 +51,14 @@ import (
 //	                       <prefix>.heap (profiling costs CPU: keep such
 //	                       runs out of the figures)
 func BenchmarkPeerSteadyState(b *testing.B) {
+	exporters := "exporters=per-target"
+	if peerSettingsFromEnv(b).multiExporter {
+		exporters = "exporters=multi"
+	}
+	b.Run(exporters, benchPeerSteadyState)
+}
+
+func benchPeerSteadyState(b *testing.B) {
 	s := peerSettingsFromEnv(b)
 	bin := buildReleaseRedwire(b)
 	rs := harness.StartRedisN(b, s.targets)
