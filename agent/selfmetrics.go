@@ -20,6 +20,7 @@ import (
 type selfScraper struct {
 	gatherer prometheus.Gatherer
 	base     labels.Labels
+	labels   sample.LabelCache // its loop scrapes one at a time
 }
 
 // selfFamilies are the families worth their bytes on a metered link:
@@ -40,7 +41,7 @@ func newSelfScraper(g prometheus.Gatherer, instance string, external map[string]
 func (s *selfScraper) Name() string { return "redwire" }
 
 func (s *selfScraper) Scrape(_ context.Context, now time.Time) (*sample.Scrape, error) {
-	sc := sample.NewScrape(now, s.base)
+	sc := s.labels.NewScrape(now, s.base)
 	mfs, err := s.gatherer.Gather()
 	for _, mf := range mfs {
 		if !wanted(mf.GetName()) {

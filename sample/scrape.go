@@ -21,6 +21,7 @@ type Scrape struct {
 	base     labels.Labels
 	families map[string]int // family -> index in Metadata
 	b        *labels.Builder
+	cache    *LabelCache // nil: every label set is built
 }
 
 // NewScrape starts a scrape taken at t whose samples all carry base.
@@ -54,6 +55,21 @@ func (s *Scrape) Add(name string, typ Type, help string, v float64, kv ...string
 		s.families[name] = len(s.Metadata)
 		s.Metadata = append(s.Metadata, Metadata{Family: name, Type: typ, Help: help})
 	}
+	var ls labels.Labels
+	var cached bool
+	if s.cache != nil {
+		ls, cached = s.cache.get(name, kv)
+	}
+	if !cached {
+		ls = s.build(name, kv)
+		if s.cache != nil {
+			s.cache.put(ls)
+		}
+	}
+	s.Samples = append(s.Samples, Sample{Labels: ls, T: s.T, V: v})
+}
+
+func (s *Scrape) build(name string, kv []string) labels.Labels {
 	s.b.Reset(s.base)
 	for i := 0; i < len(kv); i += 2 {
 		k, val := kv[i], kv[i+1]
@@ -63,10 +79,14 @@ func (s *Scrape) Add(name string, typ Type, help string, v float64, kv ...string
 		s.b.Set(k, val)
 	}
 	s.b.Set(model.MetricNameLabel, name)
-	s.Samples = append(s.Samples, Sample{Labels: s.b.Labels(), T: s.T, V: v})
+	return s.b.Labels()
 }
 
-// Batch returns the scrape's samples and metadata as a batch.
+// Batch returns the scrape's samples and metadata as a batch. It ends
+// the scrape for its label cache, if it has one.
 func (s *Scrape) Batch() Batch {
+	if s.cache != nil {
+		s.cache.end(s)
+	}
 	return Batch{Samples: s.Samples, Metadata: s.Metadata}
 }

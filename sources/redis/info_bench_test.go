@@ -36,3 +36,20 @@ func BenchmarkEmitInfo(b *testing.B) {
 		EmitInfo(sc, info)
 	}
 }
+
+// BenchmarkEmitInfoCached is BenchmarkEmitInfo as targets scrape: with
+// the target's label cache, which holds the label sets of the last scrape.
+func BenchmarkEmitInfoCached(b *testing.B) {
+	info, err := ParseInfo(readCapture(b, "redis-7.0-master.txt"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := labels.FromStrings("instance", "redis-1:6379", "job", "redis")
+	var c sample.LabelCache
+	b.ReportAllocs()
+	for b.Loop() {
+		sc := c.NewScrape(infoTestTime, base)
+		EmitInfo(sc, info)
+		sc.Batch()
+	}
+}

@@ -25,8 +25,9 @@ type Target struct {
 	client *goredis.Client
 
 	mu       sync.Mutex // serialises scrapes; a slow one must not overlap the next
-	infoAll  bool       // false once the server refused INFO ALL
-	softFail int        // consecutive failures before redis_up turns 0
+	labels   sample.LabelCache
+	infoAll  bool // false once the server refused INFO ALL
+	softFail int  // consecutive failures before redis_up turns 0
 
 	// health guards the soft state apart from mu, which a scrape holds
 	// until its deadline: Up and ConsecutiveFailures serve the HTTP API
@@ -132,7 +133,7 @@ func (t *Target) Name() string { return t.name }
 func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sc := sample.NewScrape(now, t.base)
+	sc := t.labels.NewScrape(now, t.base)
 	err := t.collect(ctx, sc)
 	success := 1.0
 	t.health.Lock()
