@@ -22,6 +22,7 @@ func BenchmarkScrapeEncode(b *testing.B) {
 	}
 	base := labels.FromStrings("instance", "127.0.0.1:6379", "job", "redis", "site", "edge-001")
 	var enc remotewrite.Encoder
+	var cache sample.LabelCache // as a target keeps it
 	now := time.Now()
 	var samples, bytes int
 	b.ReportAllocs()
@@ -31,7 +32,7 @@ func BenchmarkScrapeEncode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sc := sample.NewScrape(now, base)
+		sc := cache.NewScrape(now, base)
 		redis.EmitInfo(sc, info)
 		batch := sc.Batch()
 		body, err := enc.Encode(&batch)
