@@ -52,6 +52,10 @@ type endpoint struct {
 	paused   string // reason sending is paused (401/403/404), "" if not
 	replay   bool   // draining a backlog; logs its start and end once
 	rejected bool   // logs a run of rejections once
+	// acking is closed once the last ack made in the background is done;
+	// nil if none is pending. Acks stay in order: each waits for the one
+	// before.
+	acking chan struct{}
 }
 
 // outgoing is a lease with the encoder for its requests and, if it was
@@ -64,21 +68,30 @@ type outgoing struct {
 }
 
 func (e *endpoint) run(ctx context.Context) {
+	defer e.waitAcks()
 	var ahead chan outgoing // the next batch of a backlog, being prepared
 	for {
 		var o outgoing
 		if ahead != nil {
 			o = <-ahead
 			ahead = nil
-			if o.l == nil && !e.replay {
-				// The replay is over and nothing uses the second encoder,
-				// which only prepares replay requests: let its buffers go.
-				e.encs[1] = remotewrite.Encoder{}
+			if o.l == nil {
+				// Nothing followed: the backlog may be done once the acks
+				// are in.
+				e.waitAcks()
+				e.checkReplayDone()
+				if !e.replay {
+					// Nothing uses the second encoder, which only prepares
+					// replay requests: let its buffers go.
+					e.encs[1] = remotewrite.Encoder{}
+				}
 			}
 		}
 		if o.l == nil && o.err == nil {
 			// Nothing is being prepared now: the first encoder is free,
-			// and outside replays the only one used.
+			// and outside replays the only one used. Next reads the
+			// store from its front, so the acks must be in.
+			e.waitAcks()
 			o.l, o.err = e.buf.Next(ctx)
 			o.enc = &e.encs[0]
 		}
@@ -101,7 +114,7 @@ func (e *endpoint) run(ctx context.Context) {
 			}
 			ahead = e.prepare(o.l, other)
 		}
-		e.deliver(ctx, o)
+		e.deliver(ctx, o, ahead != nil)
 		if ctx.Err() != nil {
 			// Stopped mid-delivery (shutdown, or a reload replacing this
 			// sender): the batch stays the head for whoever sends next.
@@ -131,8 +144,11 @@ func (e *endpoint) prepare(l *buffer.Lease, enc *remotewrite.Encoder) chan outgo
 }
 
 // deliver sends a lease until the receiver takes it, rejects it for good,
-// or ctx ends (then the lease stays the buffer's head).
-func (e *endpoint) deliver(ctx context.Context, o outgoing) {
+// or ctx ends (then the lease stays the buffer's head). With ackLater, a
+// lease the receiver took is acked in the background, while the next
+// request, prepared meanwhile, is already on its way: the ack is a bbolt
+// commit, fsync included, which the receiver need not wait for.
+func (e *endpoint) deliver(ctx context.Context, o outgoing, ackLater bool) {
 	l := o.l
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(e.minWait),
@@ -154,7 +170,7 @@ func (e *endpoint) deliver(ctx context.Context, o outgoing) {
 		}
 		err := e.send(ctx, o.enc, &l.Batch, body)
 		if err == nil {
-			e.succeeded(ctx, l)
+			e.succeeded(ctx, l, ackLater)
 			return
 		}
 		if ctx.Err() != nil {
@@ -232,8 +248,12 @@ func (e *endpoint) post(ctx context.Context, enc *remotewrite.Encoder, b *sample
 	return err
 }
 
-func (e *endpoint) succeeded(ctx context.Context, l *buffer.Lease) {
-	e.ack(l)
+func (e *endpoint) succeeded(ctx context.Context, l *buffer.Lease, ackLater bool) {
+	if ackLater {
+		e.ackInBackground(l)
+	} else {
+		e.ack(l)
+	}
 	e.rejected = false
 	e.answered()
 	if l.FromStore {
@@ -243,6 +263,14 @@ func (e *endpoint) succeeded(ctx context.Context, l *buffer.Lease) {
 			sleep(ctx, time.Duration(float64(l.Batch.Len())/e.replayRate*float64(time.Second)))
 		}
 	}
+	if !ackLater {
+		e.checkReplayDone()
+	}
+}
+
+// checkReplayDone ends a replay once the store is empty; its acks must be
+// in.
+func (e *endpoint) checkReplayDone() {
 	if e.replay && e.buf.Stats().Store.Batches == 0 {
 		e.replay = false
 		e.log.Info("backlog replayed; back to normal")
@@ -315,8 +343,32 @@ func (e *endpoint) reject(l *buffer.Lease, err error) {
 }
 
 func (e *endpoint) ack(l *buffer.Lease) {
+	e.waitAcks()
 	if err := e.buf.Ack(l); err != nil {
 		e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
+	}
+}
+
+// ackInBackground acks l after the acks before it, without waiting.
+func (e *endpoint) ackInBackground(l *buffer.Lease) {
+	prev, done := e.acking, make(chan struct{})
+	e.acking = done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		if err := e.buf.Ack(l); err != nil {
+			e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
+		}
+	}()
+}
+
+// waitAcks returns once every background ack is done.
+func (e *endpoint) waitAcks() {
+	if e.acking != nil {
+		<-e.acking
+		e.acking = nil
 	}
 }
 

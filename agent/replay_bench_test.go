@@ -162,13 +162,16 @@ type replayDrain struct {
 }
 
 // newDrain writes a 1-hour backlog ending now, labelled
-// instance=<instance>, into a fresh store (no fsync: this measures the
-// drain, not the disk) and wires the endpoint exactly as the agent does
+// instance=<instance>, into a fresh store (no fsync unless
+// REDWIRE_DRAIN_FSYNC is set: this measures the drain, not the disk)
+// and wires the endpoint exactly as the agent does
 // for the default queue settings.
 func (r *replayBench) newDrain(b *testing.B, instance string) *replayDrain {
 	b.Helper()
 	base := labels.FromStrings("instance", instance, "job", "redis")
-	store, _, err := buffer.OpenStore(filepath.Join(b.TempDir(), "b.bbolt"), buffer.StoreOptions{NoSync: true})
+	// REDWIRE_DRAIN_FSYNC=1 keeps the fsync of every commit, the acks'
+	// included, as the agent has it.
+	store, _, err := buffer.OpenStore(filepath.Join(b.TempDir(), "b.bbolt"), buffer.StoreOptions{NoSync: os.Getenv("REDWIRE_DRAIN_FSYNC") == ""})
 	if err != nil {
 		b.Fatal(err)
 	}
