@@ -137,8 +137,8 @@ const (
 	tagName       = 1<<3 | 2 // Label.name
 	tagValue      = 2<<3 | 2 // Label.value
 	tagSampleV    = 1<<3 | 1 // Sample.value, fixed64
-	tagSampleT    = 2<<3 | 0 // Sample.timestamp, varint
-	tagMetaType   = 1<<3 | 0 // MetricMetadata.type, varint
+	tagSampleT    = 2 << 3   // Sample.timestamp, varint (wire type 0)
+	tagMetaType   = 1 << 3   // MetricMetadata.type, varint (wire type 0)
 	tagMetaFamily = 2<<3 | 2 // MetricMetadata.metric_family_name
 	tagMetaHelp   = 4<<3 | 2 // MetricMetadata.help
 )
