@@ -69,3 +69,55 @@ func TestReplayRateLimit(t *testing.T) {
 		t.Errorf("receiver: %v %v; want %d series with %d samples each", vec, err, perScrape, scrapes)
 	}
 }
+
+// TestReplaySendsEveryBatchOnce drains a backlog of many requests, each
+// prepared while the one before is in flight and acked in the background
+// while the next is sent: every sample must reach the receiver, and
+// none twice (a read of the store before an ack landed would resend).
+func TestReplaySendsEveryBatchOnce(t *testing.T) {
+	const (
+		scrapes    = 40
+		perScrape  = 100
+		instanceID = "acked-behind"
+	)
+	prom := harness.StartPrometheus(t)
+	store, _, err := buffer.OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), buffer.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Minute)
+	base := labels.FromStrings("instance", instanceID, "job", "redis")
+	for k := range scrapes {
+		sc := sample.NewScrape(start.Add(time.Duration(k)*time.Second), base)
+		for i := range perScrape {
+			sc.Gauge("redis_test_series", "test", float64(k), "i", fmt.Sprint(i))
+		}
+		if _, err := store.Append(sc.Batch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := url.Parse(prom.WriteURL())
+	client, err := remotewrite.NewClient(remotewrite.NewEndpointConfig(u), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 250 samples a request: 16 requests, each but the first prepared ahead.
+	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, StoreBatch: 250, Deadline: time.Second})
+	defer buf.Close()
+	reg := prometheus.NewRegistry()
+	e := &endpoint{name: "once", client: client, buf: buf, threshold: 3, minWait: 50 * time.Millisecond,
+		maxWait: 200 * time.Millisecond, modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler)}
+	buf.Drain()
+	e.run(context.Background())
+
+	if sent := byLabel(t, reg, "redwire_remote_write_samples_total", "result")["success"]; sent != scrapes*perScrape {
+		t.Errorf("%v samples sent, want each of the %d once", sent, scrapes*perScrape)
+	}
+	if st := buf.Stats().Store; st.Batches != 0 {
+		t.Errorf("store still holds %d batches", st.Batches)
+	}
+	vec, err := prom.Query(context.Background(), fmt.Sprintf(`count(count_over_time(redis_test_series{instance=%q}[5m]) == %d)`, instanceID, scrapes))
+	if err != nil || len(vec) != 1 || vec[0].Value != perScrape {
+		t.Errorf("receiver: %v %v; want %d series with %d samples each", vec, err, perScrape, scrapes)
+	}
+}
