@@ -18,23 +18,18 @@ import (
 	"github.com/redwire/redwire/sample"
 )
 
-// TestReplayRateLimit: with replay.max_samples_per_second set, a backlog
-// drains no faster than the limit (a receiver's ingestion limit would
-// otherwise reject the excess), in order, and completely.
-func TestReplayRateLimit(t *testing.T) {
-	const (
-		scrapes    = 10
-		perScrape  = 100
-		rate       = 500.0 // samples/s: the backlog needs ≥ 2 s
-		instanceID = "rate-limited"
-	)
+// replayBacklog starts a receiver and stores a backlog of scrapes (a
+// minute old, one a second) of perScrape series redis_test_series, labelled
+// instance; it returns the receiver, the store and a client for it.
+func replayBacklog(t *testing.T, instance string, scrapes, perScrape int) (*harness.Prometheus, *buffer.Store, *remotewrite.Client) {
+	t.Helper()
 	prom := harness.StartPrometheus(t)
 	store, _, err := buffer.OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), buffer.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now().Add(-time.Minute)
-	base := labels.FromStrings("instance", instanceID, "job", "redis")
+	base := labels.FromStrings("instance", instance, "job", "redis")
 	for k := range scrapes {
 		sc := sample.NewScrape(start.Add(time.Duration(k)*time.Second), base)
 		for i := range perScrape {
@@ -45,11 +40,24 @@ func TestReplayRateLimit(t *testing.T) {
 		}
 	}
 	u, _ := url.Parse(prom.WriteURL())
-	ec := remotewrite.NewEndpointConfig(u)
-	client, err := remotewrite.NewClient(ec, "test")
+	client, err := remotewrite.NewClient(remotewrite.NewEndpointConfig(u), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return prom, store, client
+}
+
+// TestReplayRateLimit: with replay.max_samples_per_second set, a backlog
+// drains no faster than the limit (a receiver's ingestion limit would
+// otherwise reject the excess), in order, and completely.
+func TestReplayRateLimit(t *testing.T) {
+	const (
+		scrapes    = 10
+		perScrape  = 100
+		rate       = 500.0 // samples/s: the backlog needs ≥ 2 s
+		instanceID = "rate-limited"
+	)
+	prom, store, client := replayBacklog(t, instanceID, scrapes, perScrape)
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, Deadline: time.Second})
 	defer buf.Close()
 	e := &endpoint{name: "rl", client: client, buf: buf, threshold: 3, minWait: 50 * time.Millisecond,
@@ -80,27 +88,7 @@ func TestReplaySendsEveryBatchOnce(t *testing.T) {
 		perScrape  = 100
 		instanceID = "acked-behind"
 	)
-	prom := harness.StartPrometheus(t)
-	store, _, err := buffer.OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), buffer.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now().Add(-time.Minute)
-	base := labels.FromStrings("instance", instanceID, "job", "redis")
-	for k := range scrapes {
-		sc := sample.NewScrape(start.Add(time.Duration(k)*time.Second), base)
-		for i := range perScrape {
-			sc.Gauge("redis_test_series", "test", float64(k), "i", fmt.Sprint(i))
-		}
-		if _, err := store.Append(sc.Batch()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, _ := url.Parse(prom.WriteURL())
-	client, err := remotewrite.NewClient(remotewrite.NewEndpointConfig(u), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	prom, store, client := replayBacklog(t, instanceID, scrapes, perScrape)
 	// 250 samples a request: 16 requests, each but the first prepared ahead.
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, StoreBatch: 250, Deadline: time.Second})
 	defer buf.Close()
