@@ -119,7 +119,11 @@ func (e *endpoint) run(ctx context.Context) {
 			// Stopped mid-delivery (shutdown, or a reload replacing this
 			// sender): the batch stays the head for whoever sends next.
 			if ahead != nil {
-				<-ahead // done with the encoder; the lease was only a view
+				// Done with the encoder. The lease was only a view, but
+				// any metadata it carried is still to be sent.
+				if p := <-ahead; p.l != nil {
+					e.buf.Unsent(p.l)
+				}
 			}
 			e.buf.Release(o.l)
 			return
