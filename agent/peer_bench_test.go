@@ -132,6 +132,7 @@ func benchPeerSteadyState(b *testing.B) {
 			results[i].procPeakRSS = append(results[i].procPeakRSS, after[i][j].PeakRSS)
 			results[i].cpu += after[i][j].CPU - before[i][j].CPU
 			results[i].peakRSS += after[i][j].PeakRSS
+			results[i].anonRSS += after[i][j].AnonRSS
 		}
 		if results[i].samples() == 0 {
 			b.Fatalf("%s delivered no sample taken in the window", st.name)
@@ -146,6 +147,10 @@ func benchPeerSteadyState(b *testing.B) {
 	b.ReportMetric(mib(redwire.peakRSS), "redwire-peak-RSS-MiB")
 	b.ReportMetric(mib(other.peakRSS), "peer-peak-RSS-MiB")
 	b.ReportMetric(rssRatio, "rss-ratio")
+	// Without the pages of their binaries: what memory pressure sees.
+	b.ReportMetric(mib(redwire.anonRSS), "redwire-anon-RSS-MiB")
+	b.ReportMetric(mib(other.anonRSS), "peer-anon-RSS-MiB")
+	b.ReportMetric(float64(redwire.anonRSS)/float64(other.anonRSS), "anon-rss-ratio")
 	b.ReportMetric(redwire.perSecond(redwire.samples()), "redwire-samples/s")
 	b.ReportMetric(other.perSecond(other.samples()), "peer-samples/s")
 	b.ReportMetric(float64(redwire.series), "redwire-series")
@@ -557,6 +562,7 @@ type stackResult struct {
 	procPeakRSS []int64            // by process
 	cpu         time.Duration      // the sum of procCPU
 	peakRSS     int64              // the sum of procPeakRSS
+	anonRSS     int64              // the processes' own memory (RssAnon) at the end of the window
 	families    map[string]float64 // samples delivered, by family
 	series      int
 	window      time.Duration

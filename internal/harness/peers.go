@@ -320,6 +320,10 @@ type ProcUsage struct {
 	PeakRSS int64
 	// RSS is its resident set size now, in bytes (VmRSS).
 	RSS int64
+	// AnonRSS is the part of RSS that is the process's own memory (heap,
+	// stacks: RssAnon), not pages of files such as its binary, which the
+	// kernel can drop and reread at any time.
+	AnonRSS int64
 }
 
 // ReadProcUsage reads the CPU time and memory of process pid from /proc;
@@ -366,7 +370,7 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 	var found int
 	for line := range strings.Lines(string(status)) {
 		key, val, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmHWM" && key != "VmRSS") {
+		if !ok || (key != "VmHWM" && key != "VmRSS" && key != "RssAnon") {
 			continue
 		}
 		// "  123456 kB"
@@ -374,16 +378,19 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 		if err != nil {
 			return u, fmt.Errorf("/proc/%d/status: %s %q: %w", pid, key, strings.TrimSpace(val), err)
 		}
-		if key == "VmHWM" {
+		switch key {
+		case "VmHWM":
 			u.PeakRSS = kb << 10
-		} else {
+		case "VmRSS":
 			u.RSS = kb << 10
+		default:
+			u.AnonRSS = kb << 10
 		}
 		found++
 	}
-	if found != 2 {
+	if found != 3 {
 		// A zombie has no memory lines.
-		return u, fmt.Errorf("/proc/%d/status: no VmHWM and VmRSS (has the process exited?)", pid)
+		return u, fmt.Errorf("/proc/%d/status: no VmHWM, VmRSS and RssAnon (has the process exited?)", pid)
 	}
 	return u, nil
 }
