@@ -37,7 +37,7 @@ func prompbBody(t testing.TB, b *sample.Batch) []byte {
 		})
 	}
 	for _, m := range b.Metadata {
-		req.Metadata = append(req.Metadata, prompb.MetricMetadata{Type: m.Type, MetricFamilyName: m.Family, Help: m.Help})
+		req.Metadata = append(req.Metadata, prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: m.Family, Help: m.Help})
 	}
 	out, err := req.Marshal()
 	if err != nil {
@@ -56,8 +56,14 @@ func requireLikePrompb(t testing.TB, e *Encoder, b *sample.Batch) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := prompbBody(t, b); !bytes.Equal(raw, want) {
+	want := prompbBody(t, b)
+	if !bytes.Equal(raw, want) {
 		t.Fatalf("%d bytes differ from prompb's %d for %d samples, %d metadata", len(raw), len(want), len(b.Samples), len(b.Metadata))
+	}
+	// Compressed block by block as it is written, the body must still be
+	// exactly what snappy.Encode makes of the whole request.
+	if !bytes.Equal(body, snappy.Encode(nil, want)) {
+		t.Fatalf("body of %d bytes is not snappy.Encode of the %d-byte request", len(body), len(want))
 	}
 }
 

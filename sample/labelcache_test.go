@@ -62,3 +62,29 @@ func TestLabelCache(t *testing.T) {
 		t.Errorf("after a base change: instance=%q", got)
 	}
 }
+
+// TestLabelCacheKeys checks that sets differing only in how the same bytes
+// split into name and values, or in an empty value, are told apart, and
+// that a set with an empty value is still served from the cache.
+func TestLabelCacheKeys(t *testing.T) {
+	base := labels.FromStrings("instance", "a:6379", "job", "redis")
+	var c LabelCache
+	for round := range 3 {
+		sc := c.NewScrape(time.Unix(int64(round+1), 0), base)
+		sc.Gauge("m", "h", 1, "a", "bc")
+		sc.Gauge("m", "h", 1, "ab", "c")
+		sc.Gauge("m", "h", 1, "a", "", "b", "x")
+		sc.Gauge("m", "h", 1, "a", "y", "b", "x")
+		got := sc.Batch()
+		want := []string{`{__name__="m", a="bc", instance="a:6379", job="redis"}`, `{__name__="m", ab="c", instance="a:6379", job="redis"}`,
+			`{__name__="m", b="x", instance="a:6379", job="redis"}`, `{__name__="m", a="y", b="x", instance="a:6379", job="redis"}`}
+		for i, s := range got.Samples {
+			if s.Labels.String() != want[i] {
+				t.Fatalf("round %d sample %d: %s, want %s", round, i, s.Labels, want[i])
+			}
+		}
+	}
+	if len(c.sets) != 4 {
+		t.Errorf("%d sets cached, want 4", len(c.sets))
+	}
+}

@@ -5,19 +5,38 @@
 package sample
 
 import (
+	"strconv"
+
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 )
 
-// Type is a metric family's type as remote write metadata carries it.
-type Type = prompb.MetricMetadata_MetricType
+// Type is a metric family's type as remote write metadata carries it: the
+// values of prompb.MetricMetadata_MetricType, kept here so that the agent
+// does not link the generated protobuf code (and gogo/protobuf with it)
+// for a handful of constants.
+type Type int32
 
-// The metric types redwire emits.
+// The metric types of remote-write 1.0 metadata.
 const (
-	Gauge   = prompb.MetricMetadata_GAUGE
-	Counter = prompb.MetricMetadata_COUNTER
-	Info    = prompb.MetricMetadata_INFO
+	Unknown        Type = 0
+	Counter        Type = 1
+	Gauge          Type = 2
+	Histogram      Type = 3
+	GaugeHistogram Type = 4
+	Summary        Type = 5
+	Info           Type = 6
+	StateSet       Type = 7
 )
+
+var typeNames = [...]string{"UNKNOWN", "COUNTER", "GAUGE", "HISTOGRAM", "GAUGEHISTOGRAM", "SUMMARY", "INFO", "STATESET"}
+
+// String is the type's name as prompb spells it.
+func (t Type) String() string {
+	if t >= 0 && int(t) < len(typeNames) {
+		return typeNames[t]
+	}
+	return strconv.Itoa(int(t))
+}
 
 // Sample is one value of one series at one instant.
 type Sample struct {

@@ -529,6 +529,7 @@ func (s *Sentinel) options(addr string) *goredis.Options {
 	cfg := s.cfg
 	o := &goredis.Options{
 		Addr: addr, Protocol: 2, PoolSize: 1, MaxRetries: -1,
+		ReadBufferSize: redis.ConnBufferSize, WriteBufferSize: redis.ConnBufferSize,
 		DisableIdentity: true, ContextTimeoutEnabled: true,
 		DialTimeout:              sentinelTimeout,
 		DialerRetries:            1,

@@ -4,9 +4,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
-
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/redwire/redwire/sample"
 )
@@ -33,8 +32,18 @@ func EmitInfo(sc *sample.Scrape, info *Info) {
 	for _, s := range info.Sections {
 		n += len(s.Fields)
 	}
-	sc.Samples = slices.Grow(sc.Samples, 2*n)
-	e := infoEmitter{sc: sc, seen: make(map[infoSeries]struct{}, 2*n)}
+	if cap(sc.Samples)-len(sc.Samples) < n { // a cached scrape starts with room for the last one's
+		sc.Samples = slices.Grow(sc.Samples, 2*n)
+	}
+	seen, _ := seenPool.Get().(map[infoSeries]struct{})
+	if seen == nil {
+		seen = make(map[infoSeries]struct{}, 2*n)
+	}
+	defer func() {
+		clear(seen)
+		seenPool.Put(seen)
+	}()
+	e := infoEmitter{sc: sc, seen: seen}
 	var latency []Field
 	for _, s := range info.Sections {
 		switch s.Name {
@@ -67,9 +76,14 @@ func EmitInfo(sc *sample.Scrape, info *Info) {
 	e.identity()
 }
 
+// seenPool recycles the per-scrape set of emitted series: a map of a few
+// hundred entries per scrape of every target is otherwise the largest
+// single allocation of a scrape.
+var seenPool sync.Pool
+
 // infoSummaryType is the remote-write type of redis_latency_percentiles_usec,
 // a Prometheus summary in redis_exporter.
-const infoSummaryType = prompb.MetricMetadata_SUMMARY
+const infoSummaryType = sample.Summary
 
 const (
 	infoHelpLatency = "Server-side latency percentiles per command in microseconds (INFO latencystats); quantile is the percentile."

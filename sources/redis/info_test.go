@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/redwire/redwire/sample"
 )
@@ -133,7 +132,7 @@ func TestEmitInfoCaptures(t *testing.T) {
 				"redis_latest_fork_usec", "redis_used_memory_human"},
 			types: map[string]sample.Type{
 				"redis_commands_total": sample.Counter, "redis_errors_total": sample.Counter, "redis_connected_clients": sample.Gauge,
-				"redis_cpu_sys_seconds_total": sample.Counter, "redis_latency_percentiles_usec": prompb.MetricMetadata_SUMMARY,
+				"redis_cpu_sys_seconds_total": sample.Counter, "redis_latency_percentiles_usec": sample.Summary,
 				"redis_instance_info": sample.Gauge, "redis_total_error_replies": sample.Counter, "redis_replica_resyncs_full": sample.Gauge,
 				"redis_db_keys": sample.Gauge, "redis_expired_time_cap_reached_total": sample.Counter, "redis_instantaneous_ops_per_sec": sample.Gauge,
 			},

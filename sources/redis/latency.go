@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/redwire/redwire/sample"
 )
@@ -25,7 +24,7 @@ type latencyMonitor struct{}
 
 // histogramType is the remote-write type of every series of a classic
 // histogram (_bucket, _sum, _count), as Prometheus records a scraped one.
-const histogramType = prompb.MetricMetadata_HISTOGRAM
+const histogramType = sample.Histogram
 
 func (latencyMonitor) collect(ctx context.Context, s *session, sc *sample.Scrape) {
 	if reply, ok := s.do(ctx, "LATENCY", "LATEST"); ok {

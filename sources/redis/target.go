@@ -40,6 +40,14 @@ type Target struct {
 	optional   optionalCommands
 }
 
+// ConnBufferSize sizes each connection's read and write buffers. go-redis
+// defaults to 32 KiB each, 64 KiB per target held for the agent's life;
+// the commands sent are a few dozen bytes and the largest common reply,
+// INFO ALL, is under 10 KB. A bulk reply larger than the buffer is read
+// straight into its own slice, so a small buffer only costs a read call
+// more for big replies (CLUSTER NODES of a large cluster), not a failure.
+const ConnBufferSize = 4 << 10
+
 // DefaultSoftFailThreshold is how many consecutive failed scrapes it takes
 // for redis_up to turn 0: a failover briefly refuses connections, and one
 // refused scrape should not page anyone.
@@ -66,6 +74,8 @@ func NewTarget(cfg TargetConfig, external map[string]string) (*Target, error) {
 		// scrape must show as failed, and the next scrape is the retry.
 		PoolSize:        1,
 		MaxIdleConns:    1,
+		ReadBufferSize:  ConnBufferSize,
+		WriteBufferSize: ConnBufferSize,
 		MaxRetries:      -1,
 		DialerRetries:   1,
 		DisableIdentity: true, // CLIENT SETINFO would add errors to errorstats on Redis < 7.2
