@@ -80,9 +80,8 @@ func BenchmarkOutageDisk(b *testing.B) {
 		}
 		a.stop()
 		cancel()
-		files, _ := filepath.Glob(filepath.Join(cfg.Buffer.Path, "*"))
 		if out := os.Getenv("REDWIRE_OUTAGE_SAVE"); out != "" {
-			saveBacklog(b, files, out)
+			saveBacklog(b, cfg.Buffer.Path, out)
 		}
 		b.ReportMetric(samples, "buffered-samples")
 		b.ReportMetric(bytes/samples, "record-B/sample")
@@ -130,14 +129,12 @@ func diskBlocks(dir string) int64 {
 	return blocks
 }
 
-// saveBacklog writes every batch in the store among files as one compact
+// saveBacklog writes every batch in the store in dir as one compact
 // segment to out.
-func saveBacklog(b *testing.B, files []string, out string) {
+func saveBacklog(b *testing.B, dir, out string) {
 	b.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.bbolt"))
 	for _, f := range files {
-		if filepath.Ext(f) != ".bbolt" {
-			continue
-		}
 		store, _, err := buffer.OpenStore(f, buffer.StoreOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -161,5 +158,5 @@ func saveBacklog(b *testing.B, files []string, out string) {
 		b.Logf("saved %d batches to %s (%d bytes)", len(batches), out, len(seg))
 		return
 	}
-	b.Fatalf("no store among %v", files)
+	b.Fatalf("no store in %s", dir)
 }
