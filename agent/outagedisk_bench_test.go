@@ -134,29 +134,28 @@ func diskBlocks(dir string) int64 {
 func saveBacklog(b *testing.B, dir, out string) {
 	b.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "*.bbolt"))
-	for _, f := range files {
-		store, _, err := buffer.OpenStore(f, buffer.StoreOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		recs, err := store.Peek(math.MaxInt)
-		if err != nil {
-			b.Fatal(err)
-		}
-		batches := make([]sample.Batch, len(recs))
-		for i, r := range recs {
-			batches[i] = r.Batch
-		}
-		seg, err := buffer.EncodeSegment(batches)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(out, seg, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		b.Logf("saved %d batches to %s (%d bytes)", len(batches), out, len(seg))
-		return
+	if len(files) == 0 {
+		b.Fatalf("no store in %s", dir)
 	}
-	b.Fatalf("no store in %s", dir)
+	store, _, err := buffer.OpenStore(files[0], buffer.StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	recs, err := store.Peek(math.MaxInt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batches := make([]sample.Batch, len(recs))
+	for i, r := range recs {
+		batches[i] = r.Batch
+	}
+	seg, err := buffer.EncodeSegment(batches)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(out, seg, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("saved %d batches to %s (%d bytes)", len(batches), out, len(seg))
 }
