@@ -56,6 +56,9 @@ type endpoint struct {
 	// nil if none is pending. Acks stay in order: each waits for the one
 	// before.
 	acking chan struct{}
+	// slowAcks, if set, runs before every ack: tests play a slow disk
+	// with it, to hold acks pending while the sender moves on.
+	slowAcks func()
 }
 
 // outgoing is a lease with the encoder for its requests and, if it was
@@ -348,9 +351,7 @@ func (e *endpoint) reject(l *buffer.Lease, err error) {
 
 func (e *endpoint) ack(l *buffer.Lease) {
 	e.waitAcks()
-	if err := e.buf.Ack(l); err != nil {
-		e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
-	}
+	e.ackNow(l)
 }
 
 // ackInBackground acks l after the acks before it, without waiting.
@@ -362,10 +363,17 @@ func (e *endpoint) ackInBackground(l *buffer.Lease) {
 		if prev != nil {
 			<-prev
 		}
-		if err := e.buf.Ack(l); err != nil {
-			e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
-		}
+		e.ackNow(l)
 	}()
+}
+
+func (e *endpoint) ackNow(l *buffer.Lease) {
+	if e.slowAcks != nil {
+		e.slowAcks()
+	}
+	if err := e.buf.Ack(l); err != nil {
+		e.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
+	}
 }
 
 // waitAcks returns once every background ack is done.
