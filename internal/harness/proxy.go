@@ -36,7 +36,8 @@ type Proxy struct {
 	requests []Request     // in completion order
 }
 
-// fault is one queued Fail; left < 0 means until Clear.
+// fault is one queued Fail or Pass (status 0); left < 0 means until
+// Clear.
 type fault struct {
 	left   int
 	status int
@@ -115,6 +116,18 @@ func (p *Proxy) Fail(n int, status int, header http.Header, body string) {
 	p.faults = append(p.faults, fault{left: n, status: status, header: header.Clone(), body: body})
 }
 
+// Pass forwards the next n requests before the faults queued after it:
+// Fail(1, 413, ...), Pass(1), Fail(1, 503, ...) answers 413, forwards
+// one request, answers 503, then forwards again.
+func (p *Proxy) Pass(n int) {
+	if n <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = append(p.faults, fault{left: n})
+}
+
 // Delay holds every forwarded request for d before forwarding it. A client
 // that gives up meanwhile (its timeout) ends the wait, and its request is
 // never forwarded: the receiver did not get the data.
@@ -141,7 +154,8 @@ func (p *Proxy) Requests() []Request {
 	return append([]Request(nil), p.requests...)
 }
 
-// next pops the fault for one request, if any, and returns the delay.
+// next pops the fault for one request, if any (a Pass is none), and
+// returns the delay.
 func (p *Proxy) next() (f fault, faulty bool, delay time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -154,6 +168,9 @@ func (p *Proxy) next() (f fault, faulty bool, delay time.Duration) {
 		if p.faults[0].left == 0 {
 			p.faults = p.faults[1:]
 		}
+	}
+	if f.status == 0 { // a Pass
+		return fault{}, false, p.delay
 	}
 	return f, true, 0
 }
