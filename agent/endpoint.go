@@ -175,10 +175,13 @@ func (e *endpoint) deliver(ctx context.Context, o outgoing, ackLater bool) {
 		if try > 0 {
 			body = nil
 		}
-		err := e.send(ctx, o.enc, &l.Batch, body)
+		taken, err := e.send(ctx, o.enc, &l.Batch, body)
 		if err == nil {
 			e.succeeded(ctx, l, ackLater)
 			return
+		}
+		if taken > 0 {
+			e.buf.Taken(l, taken)
 		}
 		if ctx.Err() != nil {
 			return
@@ -212,24 +215,27 @@ func (e *endpoint) deliver(ctx context.Context, o outgoing, ackLater bool) {
 }
 
 // send posts a batch (body: its encoding by enc, nil if not done yet),
-// halving it on 413 until the halves fit.
-func (e *endpoint) send(ctx context.Context, enc *remotewrite.Encoder, b *sample.Batch, body []byte) error {
+// halving it on 413 until the halves fit. It returns how many of b's
+// first samples the receiver took: all of them when err is nil, and after
+// a failure part way through a split, those of the halves it took.
+func (e *endpoint) send(ctx context.Context, enc *remotewrite.Encoder, b *sample.Batch, body []byte) (int, error) {
 	err := e.post(ctx, enc, b, body)
-	if remotewrite.ClassOf(err) != remotewrite.TooLarge || b.Len() <= 1 {
-		if err != nil && remotewrite.ClassOf(err) == remotewrite.TooLarge {
-			return &remotewrite.Error{StatusCode: 413, Class: remotewrite.Reject, Body: "a single sample is too large"}
-		}
-		return err
+	switch {
+	case err == nil:
+		return b.Len(), nil
+	case remotewrite.ClassOf(err) != remotewrite.TooLarge:
+		return 0, err
+	case b.Len() <= 1:
+		return 0, &remotewrite.Error{StatusCode: 413, Class: remotewrite.Reject, Body: "a single sample is too large"}
 	}
 	half := b.Len() / 2
 	first := sample.Batch{Samples: b.Samples[:half], Metadata: b.Metadata}
-	if err := e.send(ctx, enc, &first, nil); err != nil {
-		return err
+	if n, err := e.send(ctx, enc, &first, nil); err != nil {
+		return n, err
 	}
-	// If the second half fails, the whole batch is retried: the first
-	// half is sent again, which receivers accept as duplicates.
 	second := sample.Batch{Samples: b.Samples[half:]}
-	return e.send(ctx, enc, &second, nil)
+	n, err := e.send(ctx, enc, &second, nil)
+	return half + n, err
 }
 
 // post makes one request and records its outcome.

@@ -466,46 +466,6 @@ func TestFault400DropsAndCounts(t *testing.T) {
 	rig.assertNotDegraded(t)
 }
 
-// TestFault413SplitsTheBatch: a batch the receiver finds too large is not
-// dropped: it goes again in two halves, oldest half first, and every
-// sample arrives.
-func TestFault413SplitsTheBatch(t *testing.T) {
-	rig := newFaultRig(t)
-	rig.proxy.Fail(1, http.StatusRequestEntityTooLarge, nil, "too large")
-	rig.start(t)
-
-	reqs := rig.waitRequests(t, 3)
-	if reqs[0].Status != http.StatusRequestEntityTooLarge {
-		t.Fatalf("first request answered %d, want the queued 413", reqs[0].Status)
-	}
-	big := sampleKeys(reqs[0].Write)
-	if len(big) < 2 {
-		t.Fatalf("the 413'd request has %d samples; the test needs a batch that can be split", len(big))
-	}
-	first, second := sampleKeys(reqs[1].Write), sampleKeys(reqs[2].Write)
-	for i, req := range reqs[1:3] {
-		if !req.Forwarded || req.Status/100 != 2 {
-			t.Errorf("half %d: forwarded %v, status %d, err %v; want accepted", i+1, req.Forwarded, req.Status, req.Err)
-		}
-	}
-	if len(first) != len(big)/2 || len(second) != len(big)-len(big)/2 {
-		t.Errorf("halves of %d and %d samples after a 413 of %d, want %d and %d",
-			len(first), len(second), len(big), len(big)/2, len(big)-len(big)/2)
-	}
-	// One scrape per batch (1 s interval, 100 ms deadline) puts one sample
-	// per series in the request, so request order is sample order.
-	if !slices.Equal(slices.Concat(first, second), big) {
-		t.Fatalf("the two requests after the 413 are not its batch's first and second halves, in that order")
-	}
-	rig.assertStored(t, "both halves of the 413'd batch", big)
-
-	if v := rig.metric(t, "redwire_remote_write_requests_total", `result="too_large"`); v != 1 {
-		t.Errorf(`redwire_remote_write_requests_total{result="too_large"} = %v, want 1`, v)
-	}
-	rig.assertNothingDropped(t)
-	rig.assertNotDegraded(t)
-}
-
 // TestFault401PausesAndKeepsData: a receiver refusing our credentials
 // pauses sending, says so once and in a metric, and keeps every sample on
 // disk; once it takes them again, the backlog is delivered in full and the

@@ -286,6 +286,19 @@ func (b *Buffer) Release(l *Lease) {
 	b.signal()
 }
 
+// Taken records that the receiver took the first n samples of l and
+// failed the rest (a batch split after a 413): what is sent again, and
+// spilled or kept on Close, is only the rest. A receiver refuses samples
+// older than the newest it holds for a series, so sending the taken part
+// again could have the whole request refused. The store keeps l's
+// records whole until l is acked: after a restart the batch goes again
+// in full.
+func (b *Buffer) Taken(l *Lease, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l.Batch = sample.Batch{Samples: l.Batch.Samples[n:]}
+}
+
 // Unsent marks the lease's metadata as not delivered (the receiver
 // rejected the batch that carried it), so the next lease carries it again
 // instead of waiting for the periodic resend.

@@ -3,9 +3,12 @@ package buffer
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/redwire/redwire/sample"
 )
 
 // TestReleaseHandsOutTheSameBatchAgain: a sender replaced mid-delivery
@@ -72,4 +75,53 @@ func TestBacklogLeasesTakeStoreBatch(t *testing.T) {
 	if !l.FromStore || l.Batch.Len() != 1800 {
 		t.Fatalf("lease from the store of %d samples (from store %v), want 6 whole batches, 1800", l.Batch.Len(), l.FromStore)
 	}
+}
+
+// TestTakenLeavesOnlyTheRest: once the receiver took the first part of a
+// lease, the part it took is neither handed out again nor spilled to disk
+// when the endpoint goes down.
+func TestTakenLeavesOnlyTheRest(t *testing.T) {
+	store, _, err := OpenStore(filepath.Join(t.TempDir(), "b.bbolt"), StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(store, Options{Capacity: 100000, MaxBatch: 100})
+	defer b.Close()
+	all := redisBatch(0, 0).Samples // 300: a lease of 100, 200 left in memory
+	if _, err := b.Append(redisBatch(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := all[40:100]
+	b.Taken(l, 40)
+	b.Release(l)
+	again, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(again.Batch.Samples, rest, sameSample) {
+		t.Fatalf("after Taken(40), Next handed out %d samples, want the %d not taken", again.Batch.Len(), len(rest))
+	}
+	if _, err := b.Spill(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := store.Peek(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spilled []sample.Sample
+	for _, r := range recs {
+		spilled = append(spilled, r.Batch.Samples...)
+	}
+	if !slices.EqualFunc(spilled, all[40:], sameSample) {
+		t.Fatalf("spilled %d samples, want the %d not taken and the %d still in memory", len(spilled), len(rest), len(all)-100)
+	}
+}
+
+func sameSample(a, b sample.Sample) bool {
+	return a.T == b.T && a.V == b.V && labels.Equal(a.Labels, b.Labels)
 }
