@@ -346,8 +346,7 @@ func startTLSFront(t *testing.T, e *harness.Etcd) (*etcdFront, string) {
 	t.Helper()
 	dir := t.TempDir()
 	ca := harness.NewTestCA(t, "etcd test CA")
-	caFile := filepath.Join(dir, "ca.crt")
-	harness.WriteFile(t, caFile, ca.PEM)
+	caFile := ca.File(t, dir)
 	certFile, keyFile := ca.Issue(t, dir, "etcd", x509.ExtKeyUsageServerAuth)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

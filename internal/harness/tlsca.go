@@ -44,6 +44,15 @@ func NewTestCA(t testing.TB, name string) *TestCA {
 	return &TestCA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
+// File writes the CA certificate to dir/ca.crt, for a ca_file setting,
+// and returns its path.
+func (ca *TestCA) File(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "ca.crt")
+	WriteFile(t, path, ca.PEM)
+	return path
+}
+
 // Issue writes a certificate for 127.0.0.1 with usage, and its key, to
 // dir/name.crt and dir/name.key (mode 0600).
 func (ca *TestCA) Issue(t testing.TB, dir, name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +26,7 @@ func TestSentinelOverTLS(t *testing.T) {
 	}
 	dir := t.TempDir()
 	ca := harness.NewTestCA(t, "sentinel test CA")
-	caFile := filepath.Join(dir, "ca.crt")
-	harness.WriteFile(t, caFile, ca.PEM)
+	caFile := ca.File(t, dir)
 	srvCert, srvKey := ca.Issue(t, dir, "server", x509.ExtKeyUsageServerAuth)
 	cliCert, cliKey := ca.Issue(t, dir, "client", x509.ExtKeyUsageClientAuth)
 	// Both servers require client certificates (tls-auth-clients defaults

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +21,7 @@ import (
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := harness.NewTestCA(t, "redwire test CA")
-	caFile := filepath.Join(dir, "ca.crt")
-	harness.WriteFile(t, caFile, ca.PEM)
+	caFile := ca.File(t, dir)
 	srvCert, srvKey := ca.Issue(t, dir, "server", x509.ExtKeyUsageServerAuth)
 	cliCert, cliKey := ca.Issue(t, dir, "client", x509.ExtKeyUsageClientAuth)
 
