@@ -8,14 +8,13 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/cenkalti/backoff/v4"
 
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/remotewrite"
@@ -165,12 +164,14 @@ func ReplayFiles(ctx context.Context, paths []string, opts ReplayOptions) (Repla
 	}
 	r := &replayer{opts: opts, client: client, sum: &sum, log: opts.Logger}
 	q := opts.Endpoint.QueueConfig
-	r.maxSend, r.minWait, r.maxWait = q.MaxSamplesPerSend, time.Duration(q.MinBackoff), time.Duration(q.MaxBackoff)
+	r.maxSend = q.MaxSamplesPerSend
 	if r.maxSend <= 0 {
 		r.maxSend = remotewrite.DefaultQueueConfig.MaxSamplesPerSend
 	}
-	if r.minWait <= 0 || r.maxWait <= 0 {
-		r.minWait, r.maxWait = time.Duration(remotewrite.DefaultQueueConfig.MinBackoff), time.Duration(remotewrite.DefaultQueueConfig.MaxBackoff)
+	r.policy = remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)}
+	if r.policy.MinBackoff <= 0 || r.policy.MaxBackoff <= 0 {
+		d := remotewrite.DefaultQueueConfig
+		r.policy = remotewrite.Policy{MinBackoff: time.Duration(d.MinBackoff), MaxBackoff: time.Duration(d.MaxBackoff)}
 	}
 	for _, rf := range files {
 		r.prog.SamplesTotal += rf.check.Samples
@@ -245,17 +246,18 @@ func checkFiles(paths []string, opts ReplayOptions) ([]*replayFile, error) {
 }
 
 type replayer struct {
-	opts             ReplayOptions
-	client           *remotewrite.Client
-	enc              remotewrite.Encoder
-	maxSend          int
-	minWait, maxWait time.Duration
-	sum              *ReplaySummary
-	prog             ReplayProgress
-	log              *slog.Logger
+	opts    ReplayOptions
+	client  *remotewrite.Client
+	enc     remotewrite.Encoder
+	maxSend int
+	policy  remotewrite.Policy
+	sum     *ReplaySummary
+	prog    ReplayProgress
+	log     *slog.Logger
 }
 
-// tally is one attempt's outcome, adopted only if the attempt completes.
+// tally is one group's outcome, adopted only once the receiver has
+// answered for all of it: progress is saved per group.
 type tally struct {
 	sent    int64
 	dropped map[string]int64
@@ -341,82 +343,62 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 	return r.save(rf)
 }
 
-// deliver sends b until the receiver has answered for all of it.
+// deliver sends b under the receiver policy until the receiver has
+// answered for all of it. A refusal drops and counts what it refused;
+// 401, 403 and 404 end the replay with ErrReceiverRefused.
 func (r *replayer) deliver(ctx context.Context, b *sample.Batch) (tally, error) {
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(r.minWait),
-		backoff.WithMaxInterval(r.maxWait),
-		backoff.WithMaxElapsedTime(0),
-	)
-	for try := 0; ; try++ {
-		if try > 0 {
-			r.sum.Retries++
-		}
-		var t tally
-		err := r.send(ctx, b, &t)
-		if err == nil {
-			return t, nil
-		}
-		if ctx.Err() != nil {
-			return tally{}, ctx.Err()
-		}
+	h := &replayHandler{r: r, ctx: ctx}
+	if err := r.policy.Deliver(ctx, r.client, &r.enc, *b, nil, h); err != nil {
 		if remotewrite.ClassOf(err) == remotewrite.Unauthorized {
 			return tally{}, fmt.Errorf("%w: %v", ErrReceiverRefused, err)
 		}
-		wait := bo.NextBackOff() // randomised ±50%: the jitter
-		var re *remotewrite.Error
-		if errors.As(err, &re) && re.RetryAfter > 0 {
-			wait = re.RetryAfter
-		}
-		level := slog.LevelDebug
-		if try == 0 {
-			level = slog.LevelWarn
-		}
-		r.log.Log(ctx, level, "remote write failed; retrying", "err", err, "class", remotewrite.ClassOf(err).String(), "wait", wait)
-		if !sleep(ctx, wait) {
-			return tally{}, ctx.Err()
-		}
+		return tally{}, err
 	}
+	return h.t, nil
 }
 
-// send posts b, halving it on 413, and counts what the receiver took or
-// rejected in t. An error means b must be sent again whole.
-func (r *replayer) send(ctx context.Context, b *sample.Batch, t *tally) error {
-	body, err := r.enc.Encode(b)
-	if err != nil {
-		t.drop("encode", b.Len())
-		return nil
-	}
-	r.sum.Requests++
-	err = r.client.Send(ctx, body)
+// replayHandler counts what the receiver did with one group of records.
+type replayHandler struct {
+	r     *replayer
+	ctx   context.Context
+	t     tally
+	tries int
+}
+
+func (h *replayHandler) Request(int, time.Duration, error) { h.r.sum.Requests++ }
+
+func (h *replayHandler) Answered(part *sample.Batch, err error) {
 	if err == nil {
-		t.sent += int64(b.Len())
-		return nil
+		h.t.sent += int64(part.Len())
+		return
 	}
-	switch remotewrite.ClassOf(err) {
-	case remotewrite.TooLarge:
-		if b.Len() <= 1 {
-			t.drop("too_large", b.Len())
-			return nil
-		}
-		half := b.Len() / 2
-		first, second := sample.Batch{Samples: b.Samples[:half]}, sample.Batch{Samples: b.Samples[half:]}
-		if err := r.send(ctx, &first, t); err != nil {
-			return err
-		}
-		return r.send(ctx, &second, t)
-	case remotewrite.Reject: // 400, 409, 415, other 4xx
-		reason := "rejected"
-		var re *remotewrite.Error
-		if errors.As(err, &re) && re.StatusCode != 0 {
-			reason = "http_" + strconv.Itoa(re.StatusCode)
-		}
-		r.log.Warn("receiver rejected samples; dropping them", "err", err, "samples", b.Len())
-		t.drop(reason, b.Len())
-		return nil
-	default: // Retry, RateLimited, Unauthorized: deliver decides
-		return err
+	var re *remotewrite.Error
+	errors.As(err, &re)
+	reason := "encode"
+	switch {
+	case re != nil && re.StatusCode == http.StatusRequestEntityTooLarge:
+		reason = "too_large"
+	case re != nil && re.StatusCode != 0:
+		reason = "http_" + strconv.Itoa(re.StatusCode)
 	}
+	if reason != "encode" {
+		h.r.log.Warn("receiver rejected samples; dropping them", "err", err, "samples", part.Len())
+	}
+	h.t.drop(reason, part.Len())
+}
+
+func (h *replayHandler) Failed(err error, wait time.Duration) bool {
+	if remotewrite.ClassOf(err) == remotewrite.Unauthorized {
+		return false
+	}
+	level := slog.LevelDebug
+	if h.tries == 0 {
+		level = slog.LevelWarn
+	}
+	h.tries++
+	h.r.sum.Retries++
+	h.r.log.Log(h.ctx, level, "remote write failed; retrying", "err", err, "class", remotewrite.ClassOf(err).String(), "wait", wait)
+	return true
 }
 
 // save writes the progress file atomically and durably: a temp file,

@@ -224,3 +224,49 @@ func TestReplayFilesRefusesCorrupt(t *testing.T) {
 		t.Fatalf("--skip-corrupt: %+v %v", sum, err)
 	}
 }
+
+// TestReplayFiles413ThenFailureSendsOnlyTheRest: the receiver finds a
+// request of several scrapes too large (413), takes the first half and
+// fails the second (503). The retry carries the second half only: sent
+// again whole, the first half's samples would be older than what the
+// receiver now holds for their series, and Prometheus refuses such a
+// request whole (400), the half it never had with it.
+func TestReplayFiles413ThenFailureSendsOnlyTheRest(t *testing.T) {
+	const scrapes, perScrape = 10, 10
+	prom := harness.StartPrometheus(t)
+	proxy := harness.StartProxy(t, prom.URL())
+	files, _ := exportFixture(t, "split", scrapes, perScrape, 0)
+	proxy.Fail(1, http.StatusRequestEntityTooLarge, nil, "too large")
+	proxy.Pass(1)
+	proxy.Fail(1, http.StatusServiceUnavailable, nil, "try later")
+
+	sum, err := ReplayFiles(context.Background(), files, replayOpts(t, proxy.URL()+"/api/v1/write", scrapes*perScrape))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := proxy.Requests()
+	if len(reqs) != 4 {
+		t.Fatalf("%d requests, want 4: the 413, the first half, the second half failing, its retry", len(reqs))
+	}
+	for i, want := range []int{http.StatusRequestEntityTooLarge, http.StatusNoContent, http.StatusServiceUnavailable, http.StatusNoContent} {
+		if got := reqs[i].Status; got/100 != want/100 || (want/100 != 2 && got != want) {
+			t.Fatalf("request %d answered %d (forwarded %v, err %v), want %d", i, got, reqs[i].Forwarded, reqs[i].Err, want)
+		}
+	}
+	count := func(r harness.Request) (n int) {
+		for _, ts := range r.Write.Timeseries {
+			n += len(ts.Samples)
+		}
+		return n
+	}
+	if n := count(reqs[0]); n != scrapes*perScrape {
+		t.Fatalf("the 413'd request holds %d samples, want the whole file's %d", n, scrapes*perScrape)
+	}
+	if first, second, retry := count(reqs[1]), count(reqs[2]), count(reqs[3]); first+second != scrapes*perScrape || retry != second {
+		t.Fatalf("halves of %d and %d samples, retry of %d: want the retry to carry exactly the failed second half", first, second, retry)
+	}
+	if sum.SamplesSent != scrapes*perScrape || len(sum.Dropped) != 0 {
+		t.Fatalf("summary %+v: want every sample sent, none dropped", sum)
+	}
+	requireArrived(t, prom, "split", scrapes, perScrape)
+}

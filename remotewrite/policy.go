@@ -1,0 +1,160 @@
+package remotewrite
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/redwire/redwire/sample"
+)
+
+// Sender makes one remote-write request of an encoded body. *Client is
+// the real one; the seam lets the policy be tested against a fake, as
+// Prometheus' WriteClient does.
+type Sender interface {
+	Send(ctx context.Context, body []byte) error
+}
+
+// Policy is redwire's one answer to what a receiver says, followed by the
+// agent's senders and by `redwire replay` alike:
+//
+//	2xx                 taken
+//	413                 halve and send the halves, oldest first; a single
+//	                    sample too large is refused
+//	400, 409, 415, 4xx  refused for good: the caller drops and counts
+//	429, 5xx, network   retried with backoff and jitter, honouring
+//	                    Retry-After
+//	401, 403, 404       retried at the slowest pace (MaxBackoff, jittered),
+//	                    unless the caller gives up
+//
+// After a split, only what the receiver has not answered for is sent
+// again: a receiver refuses samples older than the newest it holds for a
+// series, so resending a half it took could have the whole request
+// refused, and the half it never had with it.
+type Policy struct {
+	// MinBackoff and MaxBackoff bound the wait between tries of a batch.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Handler hears what becomes of a batch while Deliver sends it. Deliver
+// calls it from its own goroutine, in order.
+type Handler interface {
+	// Request reports one request of samples, answered after took with
+	// err (nil: taken).
+	Request(samples int, took time.Duration, err error)
+	// Answered reports that part, the batch's next samples, is done:
+	// taken (err nil) or refused for good (err's class is Reject). The
+	// first part carries the batch's metadata, if any. Deliver sends only
+	// what follows.
+	Answered(part *sample.Batch, err error)
+	// Failed reports a try that left the rest of the batch unanswered
+	// (class Retry, RateLimited or Unauthorized), and the wait the policy
+	// chose before the next try. Returning false gives up: Deliver
+	// returns err.
+	Failed(err error, wait time.Duration) bool
+}
+
+// Deliver sends b until the receiver has answered for all of it. body is
+// b's encoding by enc if it was prepared ahead, nil otherwise. It returns
+// nil once every sample was answered for (h.Answered says how), ctx's
+// error if ctx ended first, or the error h.Failed gave up on.
+func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Batch, body []byte, h Handler) error {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(p.MinBackoff),
+		backoff.WithMaxInterval(p.MaxBackoff),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for {
+		done, err := p.send(ctx, s, enc, &b, body, h)
+		if err == nil {
+			return nil
+		}
+		// What was answered for is not sent again; a body encoded ahead
+		// covered all of b, so the rest is encoded anew.
+		rest := sample.Batch{Samples: b.Samples[done:]}
+		if done == 0 {
+			rest.Metadata = b.Metadata // not yet delivered
+		}
+		b = rest
+		body = nil
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := p.wait(err, bo)
+		if !h.Failed(err, wait) {
+			return err
+		}
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
+
+// send posts b, halving it on 413 until the halves fit. It returns how
+// many of b's first samples were answered for (taken or refused): all of
+// them when err is nil.
+func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler) (int, error) {
+	if body == nil {
+		var err error
+		if body, err = enc.Encode(b); err != nil {
+			h.Answered(b, &Error{Class: Reject, Err: err})
+			return b.Len(), nil
+		}
+	}
+	start := time.Now()
+	err := s.Send(ctx, body)
+	h.Request(b.Len(), time.Since(start), err)
+	switch {
+	case err == nil, ClassOf(err) == Reject:
+		h.Answered(b, err)
+		return b.Len(), nil
+	case ClassOf(err) != TooLarge:
+		return 0, err
+	case b.Len() <= 1:
+		h.Answered(b, &Error{StatusCode: 413, Class: Reject, Body: "a single sample is too large"})
+		return b.Len(), nil
+	}
+	half := b.Len() / 2
+	first := sample.Batch{Samples: b.Samples[:half], Metadata: b.Metadata}
+	if n, err := p.send(ctx, s, enc, &first, nil, h); err != nil {
+		return n, err
+	}
+	second := sample.Batch{Samples: b.Samples[half:]}
+	n, err := p.send(ctx, s, enc, &second, nil, h)
+	return half + n, err
+}
+
+// wait is how long to wait after err before the next try.
+func (p Policy) wait(err error, bo backoff.BackOff) time.Duration {
+	if ClassOf(err) == Unauthorized {
+		// An expired token or a wrong URL needs an operator: probe at the
+		// slowest pace until one fixes it.
+		return jitter(p.MaxBackoff)
+	}
+	var re *Error
+	if errors.As(err, &re) && re.RetryAfter > 0 {
+		return re.RetryAfter
+	}
+	return bo.NextBackOff() // randomised ±50%: the jitter
+}
+
+// jitter spreads d over [d/2, d), so that many agents do not retry in
+// step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
