@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log, m := opts.Logger, newMetrics(opts.Registry)
-	a := &run{cfg: cfg, log: log, m: m, modes: newModes(), now: opts.Now}
+	a := &agentRun{cfg: cfg, log: log, m: m, modes: newModes(), now: opts.Now}
 	defer a.close()
 	if err := a.open(opts.Version); err != nil {
 		return err
@@ -91,8 +91,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSend()
 	a.sendCtx = sendCtx
-	for _, e := range a.endpoints {
-		a.startSender(e)
+	for _, s := range a.senders {
+		a.startSender(s)
 	}
 	var maintaining sync.WaitGroup
 	interval := time.Duration(cfg.Global.ScrapeInterval)
@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	selfLoops := newSelfRunner(ctx, &scraping)
 	selfLoops.replace(self)
 	log.Info("redwire started", "targets", len(cfg.Targets), "sentinels", len(cfg.Sentinels), "clusters", len(cfg.Clusters),
-		"targets_file", cfg.TargetsFile, "endpoints", len(a.endpoints),
+		"targets_file", cfg.TargetsFile, "endpoints", len(a.senders),
 		"scrape_interval", cfg.Global.ScrapeInterval, "buffer", cfg.Buffer.Path,
 		"buffer_mode", cfg.Buffer.Mode, "listen_address", web.addr())
 	a.m.reloadSuccess.Set(1)
@@ -144,8 +144,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	scraping.Wait()
 	maintaining.Wait()
 	a.mu.Lock()
-	for _, b := range a.buffers {
-		b.Drain()
+	for _, o := range a.outputs {
+		o.buf.Drain()
 	}
 	a.mu.Unlock()
 	flushed := make(chan struct{})
@@ -165,8 +165,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	return nil
 }
 
-// run is one run of the agent: what Run opened and must close.
-type run struct {
+// agentRun is one run of the agent: what Run opened and must close.
+type agentRun struct {
 	cfg     *Config
 	log     *slog.Logger
 	m       *metrics
@@ -179,18 +179,23 @@ type run struct {
 	mu        sync.RWMutex
 	sendCtx   context.Context
 	sending   sync.WaitGroup
-	senders   map[*endpoint]senderHandle
+	running   map[*sender]senderHandle // the goroutine of each sender
 	sentinelM *discovery.SentinelMetrics
 	pool      *scrapePool               // shared by every loop while its size stays
 	registrar atomic.Pointer[registrar] // nil unless registration is configured
 	poolSize  int
 
-	buffers   []*buffer.Buffer
-	bufNames  []string
-	endpoints []*endpoint
+	outputs []output  // where every scrape goes: each endpoint's buffer, or the local one
+	senders []*sender // one per remote-write endpoint
 }
 
-func (a *run) open(version string) error {
+// output is a buffer that every scrape goes to, by endpoint name.
+type output struct {
+	name string
+	buf  *buffer.Buffer
+}
+
+func (a *agentRun) open(version string) error {
 	a.version = version
 	// Fail at start on a target that cannot be set up (unreadable TLS
 	// files); the target manager creates them for real.
@@ -221,9 +226,9 @@ func (a *run) open(version string) error {
 			return err
 		}
 		a.addOutput(ec.Label(), buf)
-		a.endpoints = append(a.endpoints, a.newEndpoint(a.cfg, ec, c, buf))
+		a.senders = append(a.senders, a.newSender(a.cfg, ec, c, buf))
 	}
-	if len(a.endpoints) == 0 {
+	if len(a.senders) == 0 {
 		return a.openLocal()
 	}
 	return nil
@@ -231,7 +236,7 @@ func (a *run) open(version string) error {
 
 // openLocal opens the buffer of buffer-only mode: everything goes to disk
 // and stays there until it is exported or an endpoint is configured.
-func (a *run) openLocal() error {
+func (a *agentRun) openLocal() error {
 	buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
 	if err != nil {
 		return err
@@ -241,7 +246,7 @@ func (a *run) openLocal() error {
 	return nil
 }
 
-func (a *run) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
+func (a *agentRun) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 	q := ec.QueueConfig
 	return buffer.Options{
 		Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, StoreBatch: max(q.MaxSamplesPerSend, a.cfg.Replay.MaxSamplesPerSend),
@@ -249,13 +254,13 @@ func (a *run) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 	}
 }
 
-// newEndpoint is the sender of ec's buffer under cfg's delivery settings.
-func (a *run) newEndpoint(cfg *Config, ec remotewrite.EndpointConfig, c *remotewrite.Client, buf *buffer.Buffer) *endpoint {
+// newSender is the sender of ec's buffer under cfg's delivery settings.
+func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remotewrite.Client, buf *buffer.Buffer) *sender {
 	name, q := ec.Label(), ec.QueueConfig
-	return &endpoint{
+	return &sender{
 		name: name, cfg: ec, client: c, buf: buf,
-		threshold: cfg.Degraded.FailureThreshold,
-		minWait:   time.Duration(q.MinBackoff), maxWait: time.Duration(q.MaxBackoff),
+		policy:     remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
+		threshold:  cfg.Degraded.FailureThreshold,
 		replayRate: cfg.Replay.MaxSamplesPerSecond,
 		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
 	}
@@ -263,15 +268,14 @@ func (a *run) newEndpoint(cfg *Config, ec remotewrite.EndpointConfig, c *remotew
 
 // addOutput makes buf receive every scrape from now on; mu must be held
 // once the agent runs.
-func (a *run) addOutput(name string, buf *buffer.Buffer) {
-	a.buffers = append(a.buffers, buf)
-	a.bufNames = append(a.bufNames, name)
+func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
+	a.outputs = append(a.outputs, output{name: name, buf: buf})
 	a.m.buffers.add(name, buf)
 	a.m.initEndpoint(name)
 }
 
 // openBuffer opens an endpoint's store, moving a corrupt file aside.
-func (a *run) openBuffer(name string, opts buffer.Options) (*buffer.Buffer, error) {
+func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer, error) {
 	path := filepath.Join(a.cfg.Buffer.Path, storeFileName(name))
 	store, info, err := buffer.OpenStore(path, buffer.StoreOptions{
 		MaxBytes: int64(a.cfg.Buffer.MaxBytes),
@@ -304,7 +308,7 @@ func storeFileName(endpoint string) string {
 // scrapeSetup is what the scrape side runs from for cfg: the target
 // manager's setup and the loop of the agent's own metrics (nil if
 // self_metrics is off).
-func (a *run) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *scrapeLoop, error) {
+func (a *agentRun) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *scrapeLoop, error) {
 	sources, err := a.discoverers(cfg, reg)
 	if err != nil {
 		return targetSetup{}, nil, err
@@ -319,7 +323,7 @@ func (a *run) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *
 			target: s, interval: time.Duration(g.ScrapeInterval),
 			degradedInterval: time.Duration(cfg.Degraded.Interval),
 			timeout:          time.Duration(g.ScrapeTimeout),
-			modes:            a.modes, sinks: []func(sample.Batch){a.deliver}, slots: slots, m: a.m,
+			modes:            a.modes, sink: a.enqueue, slots: slots, m: a.m,
 			log: a.log.With("target", s.Name()), now: a.now, discard: a.discard,
 		}
 		if keep {
@@ -337,27 +341,22 @@ func (a *run) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSetup, *
 	return setup, self, nil
 }
 
-// deliver hands a scrape's batch to every endpoint's buffer.
-func (a *run) deliver(batch sample.Batch) {
+// enqueue hands a scrape's batch to every output's buffer.
+func (a *agentRun) enqueue(batch sample.Batch) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	for i, b := range a.buffers {
-		name := a.bufNames[i]
-		a.m.samplesQueued.WithLabelValues(name).Add(float64(batch.Len()))
-		dropped, err := b.Append(batch)
-		for _, d := range dropped {
-			if d.Samples > 0 {
-				a.m.samplesDropped.WithLabelValues(name, d.Reason).Add(float64(d.Samples))
-			}
-		}
+	for _, o := range a.outputs {
+		a.m.samplesQueued.WithLabelValues(o.name).Add(float64(batch.Len()))
+		dropped, err := o.buf.Append(batch)
+		a.m.countDropped(o.name, dropped)
 		if err != nil {
-			a.log.Error("buffering a batch failed; kept in memory", "endpoint", name, "err", err)
+			a.log.Error("buffering a batch failed; kept in memory", "endpoint", o.name, "err", err)
 		}
 	}
 }
 
 // discoverers are the sources of targets beyond the static ones.
-func (a *run) discoverers(cfg *Config, reg prometheus.Registerer) ([]discovery.Discoverer, error) {
+func (a *agentRun) discoverers(cfg *Config, reg prometheus.Registerer) ([]discovery.Discoverer, error) {
 	interval := time.Duration(cfg.Global.ScrapeInterval)
 	var ds []discovery.Discoverer
 	if f := cfg.TargetsFile; f != "" {
@@ -392,7 +391,7 @@ func (a *run) discoverers(cfg *Config, reg prometheus.Registerer) ([]discovery.D
 
 // maintain applies buffer.max_age even while nothing is appended.
 // It runs at the start-up scrape interval: a.cfg is the reloader's to change.
-func (a *run) maintain(ctx context.Context, every time.Duration) {
+func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -407,14 +406,12 @@ func (a *run) maintain(ctx context.Context, every time.Duration) {
 			r.changed()
 		}
 		a.mu.RLock()
-		for i, b := range a.buffers {
-			d, err := b.Store().Expire()
+		for _, o := range a.outputs {
+			d, err := o.buf.Store().Expire()
 			if err != nil {
-				a.log.Warn("expiring old buffered data failed", "endpoint", a.bufNames[i], "err", err)
+				a.log.Warn("expiring old buffered data failed", "endpoint", o.name, "err", err)
 			}
-			if d.Samples > 0 {
-				a.m.samplesDropped.WithLabelValues(a.bufNames[i], d.Reason).Add(float64(d.Samples))
-			}
+			a.m.countDropped(o.name, []buffer.Dropped{d})
 		}
 		a.mu.RUnlock()
 	}
@@ -422,18 +419,14 @@ func (a *run) maintain(ctx context.Context, every time.Duration) {
 
 // close commits memory to disk and releases everything; safe after a
 // partial open.
-func (a *run) close() {
+func (a *agentRun) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for i, b := range a.buffers {
-		dropped, err := b.Close()
-		for _, d := range dropped {
-			if d.Samples > 0 {
-				a.m.samplesDropped.WithLabelValues(a.bufNames[i], d.Reason).Add(float64(d.Samples))
-			}
-		}
+	for _, o := range a.outputs {
+		dropped, err := o.buf.Close()
+		a.m.countDropped(o.name, dropped)
 		if err != nil {
-			a.log.Error("closing the buffer failed", "endpoint", a.bufNames[i], "err", err)
+			a.log.Error("closing the buffer failed", "endpoint", o.name, "err", err)
 		}
 	}
 }

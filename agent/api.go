@@ -77,14 +77,14 @@ type status struct {
 	Endpoints []endpointStatus `json:"endpoints"`
 }
 
-func (a *run) status(v *targetView, started time.Time) status {
+func (a *agentRun) status(v *targetView, started time.Time) status {
 	degraded, _ := a.modes.degraded()
 	st := status{Version: a.version, StartedAt: started, Degraded: degraded, Targets: len(v.targets())}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	for i, b := range a.buffers {
-		s := b.Stats()
-		es := endpointStatus{Name: a.bufNames[i], BacklogSamples: s.Store.Samples, BacklogBytes: s.Store.Bytes, MemorySamples: s.MemorySamples}
+	for _, o := range a.outputs {
+		s := o.buf.Stats()
+		es := endpointStatus{Name: o.name, BacklogSamples: s.Store.Samples, BacklogBytes: s.Store.Bytes, MemorySamples: s.MemorySamples}
 		es.Degraded = a.modes.isDown(es.Name)
 		if s.Store.OldestT > 0 {
 			es.Oldest = time.UnixMilli(s.Store.OldestT).UTC()

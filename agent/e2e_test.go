@@ -68,8 +68,8 @@ func startAgent(t *testing.T, cfg *Config) *syncBuffer {
 	return a.logs
 }
 
-// agentRun is an agent running in the test process.
-type agentRun struct {
+// testAgent is an agent running in the test process.
+type testAgent struct {
 	logs *syncBuffer
 	reg  *prometheus.Registry
 	stop func() // graceful stop; waits for Run to return; idempotent
@@ -77,9 +77,9 @@ type agentRun struct {
 
 // runAgent starts agent.Run, waits for /-/ready and stops it when the
 // test ends (or earlier, through stop).
-func runAgent(t testing.TB, cfg *Config, edit ...func(*Options)) *agentRun {
+func runAgent(t testing.TB, cfg *Config, edit ...func(*Options)) *testAgent {
 	t.Helper()
-	a := &agentRun{logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	a := &testAgent{logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	opts := Options{Logger: slog.New(slog.NewTextHandler(a.logs, nil)), Registry: a.reg, Version: "test"}

@@ -93,7 +93,7 @@ func (m *metrics) initEndpoint(name string) {
 	m.degraded.WithLabelValues(name)
 	m.circuitState.WithLabelValues(name)
 	m.corruptions.WithLabelValues(name)
-	for _, r := range []string{"rejected", "buffer_full", "too_old", "disk_full", reasonOutOfOrder} {
+	for _, r := range dropReasons {
 		m.samplesDropped.WithLabelValues(name, r)
 	}
 }

@@ -94,7 +94,7 @@ func assertNoRejections(t *testing.T, prom *harness.Prometheus) {
 // beginOutage stops the receiver and waits until the agent is degraded and
 // has taken n scrapes since: an outage measured in the agent's own
 // degraded scrapes rather than in wall-clock sleeps.
-func beginOutage(t *testing.T, a *agentRun, prom *harness.Prometheus, cfg *Config, target string, n int) {
+func beginOutage(t *testing.T, a *testAgent, prom *harness.Prometheus, cfg *Config, target string, n int) {
 	t.Helper()
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
 	prom.Stop()
@@ -110,7 +110,7 @@ func beginOutage(t *testing.T, a *agentRun, prom *harness.Prometheus, cfg *Confi
 
 // endOutage starts the receiver again and waits until the backlog is
 // replayed and the agent is back to normal.
-func endOutage(t *testing.T, a *agentRun, prom *harness.Prometheus, cfg *Config) {
+func endOutage(t *testing.T, a *testAgent, prom *harness.Prometheus, cfg *Config) {
 	t.Helper()
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
 	prom.Start()

@@ -30,28 +30,28 @@ type senderHandle struct {
 	done   chan struct{}
 }
 
-// startSender runs e until the shutdown flush ends or a reload replaces it.
-func (a *run) startSender(e *endpoint) {
+// startSender runs s until the shutdown flush ends or a reload replaces it.
+func (a *agentRun) startSender(s *sender) {
 	ctx, cancel := context.WithCancel(a.sendCtx)
 	h := senderHandle{cancel: cancel, done: make(chan struct{})}
-	if a.senders == nil {
-		a.senders = map[*endpoint]senderHandle{}
+	if a.running == nil {
+		a.running = map[*sender]senderHandle{}
 	}
-	a.senders[e] = h
+	a.running[s] = h
 	a.sending.Go(func() {
 		defer close(h.done)
-		e.run(ctx)
+		s.run(ctx)
 	})
 }
 
-// stopSender stops e's sender and waits for it. A batch it was sending
-// stays the buffer's head (Buffer.Release), so whoever sends next sends it
-// first: nothing is lost or reordered.
-func (a *run) stopSender(e *endpoint) {
-	h := a.senders[e]
+// stopSender stops s and waits for it. A batch it was sending stays the
+// buffer's head (Buffer.Release), so whoever sends next sends it first:
+// nothing is lost or reordered.
+func (a *agentRun) stopSender(s *sender) {
+	h := a.running[s]
 	h.cancel()
 	<-h.done
-	delete(a.senders, e)
+	delete(a.running, s)
 }
 
 // selfRunner runs the loop of the agent's own metrics, replaced on reload.
@@ -90,7 +90,7 @@ func (r *selfRunner) replace(l *scrapeLoop) {
 // A config that does not load or validate is refused whole and the running
 // one stays.
 type reloader struct {
-	a       *run
+	a       *agentRun
 	reg     *prometheus.Registry
 	reloads chan<- targetSetup
 	self    *selfRunner
@@ -179,7 +179,7 @@ func loopSettingsChanged(old, cfg *Config) bool {
 // endpointPlan is a reload's change to the endpoints, prepared (clients
 // built, new buffers opened) so that commit cannot fail.
 type endpointPlan struct {
-	a       *run
+	a       *agentRun
 	cfg     *Config
 	keep    map[string]bool                // unchanged endpoints
 	replace map[string]*remotewrite.Client // same buffer, new sender
@@ -193,17 +193,17 @@ type endpointPlan struct {
 // endpointMove is an unnamed endpoint whose URL changed: its buffer file
 // is named after the URL, so it is renamed rather than left behind.
 type endpointMove struct {
-	from   *endpoint
+	from   *sender
 	to     remotewrite.EndpointConfig
 	client *remotewrite.Client
 }
 
-func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
+func (a *agentRun) planEndpoints(cfg *Config) (*endpointPlan, error) {
 	p := &endpointPlan{a: a, cfg: cfg, keep: map[string]bool{}, replace: map[string]*remotewrite.Client{},
 		add: map[string]*remotewrite.Client{}, addBufs: map[string]*buffer.Buffer{}, configs: map[string]remotewrite.EndpointConfig{}}
-	running := map[string]*endpoint{}
-	for _, e := range a.endpoints {
-		running[e.name] = e
+	running := map[string]*sender{}
+	for _, s := range a.senders {
+		running[s.name] = s
 	}
 	sameDelivery := a.cfg.Degraded.FailureThreshold == cfg.Degraded.FailureThreshold &&
 		a.cfg.Replay == cfg.Replay
@@ -231,8 +231,8 @@ func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
 	}
 	// One unnamed endpoint gone and one unnamed endpoint new: the same
 	// endpoint with another URL, which keeps its backlog.
-	var gone []*endpoint
-	for _, e := range a.endpoints {
+	var gone []*sender
+	for _, e := range a.senders {
 		if _, still := p.configs[e.name]; !still {
 			gone = append(gone, e)
 		}
@@ -259,7 +259,7 @@ func (a *run) planEndpoints(cfg *Config) (*endpointPlan, error) {
 		}
 		p.addBufs[name] = buf
 	}
-	if len(cfg.RemoteWrite) == 0 && len(a.endpoints) > 0 {
+	if len(cfg.RemoteWrite) == 0 && len(a.senders) > 0 {
 		buf, err := a.openBuffer(localBuffer, buffer.Options{Capacity: 1, MaxBatch: 1, Always: true})
 		if err != nil {
 			p.abort()
@@ -284,22 +284,22 @@ func (p *endpointPlan) abort() {
 // half to the old and half to the new set.
 func (p *endpointPlan) commit() {
 	a := p.a
-	var endpoints []*endpoint
-	for _, e := range a.endpoints {
+	var senders []*sender
+	for _, e := range a.senders {
 		switch {
 		case p.move != nil && p.move.from == e:
-			endpoints = append(endpoints, a.moveEndpoint(p.cfg, p.move))
+			senders = append(senders, a.moveEndpoint(p.cfg, p.move))
 		case p.keep[e.name]:
-			endpoints = append(endpoints, e)
+			senders = append(senders, e)
 		case p.replace[e.name] != nil:
 			a.stopSender(e)
-			ne := a.newEndpoint(p.cfg, p.configs[e.name], p.replace[e.name], e.buf)
-			// The circuit's state is the endpoint's, not the sender's: a
+			ne := a.newSender(p.cfg, p.configs[e.name], p.replace[e.name], e.buf)
+			// The delivery state is the endpoint's, not the sender's: a
 			// down endpoint stays down (and its buffer spilling) until the
 			// new sender gets an answer.
-			ne.failures, ne.open, ne.paused, ne.replay = e.failures, e.open, e.paused, e.replay
+			ne.state = e.state
 			a.startSender(ne)
-			endpoints = append(endpoints, ne)
+			senders = append(senders, ne)
 			a.log.Info("endpoint settings changed: sender replaced, buffer kept", "endpoint", e.name)
 		default:
 			a.stopSender(e)
@@ -307,11 +307,7 @@ func (p *endpointPlan) commit() {
 			a.modes.set(e.name, false)
 			st := e.buf.Stats()
 			dropped, err := e.buf.Close()
-			for _, d := range dropped {
-				if d.Samples > 0 {
-					a.m.samplesDropped.WithLabelValues(e.name, d.Reason).Add(float64(d.Samples))
-				}
-			}
+			a.m.countDropped(e.name, dropped)
 			path := filepath.Join(a.cfg.Buffer.Path, storeFileName(e.name))
 			a.log.Warn("endpoint removed: its backlog stays on disk; add the endpoint back (same name) to send it, or move it with `redwire buffer export`",
 				"endpoint", e.name, "backlog_samples", st.Store.Samples+int64(st.MemorySamples), "file", path, "err", err)
@@ -325,12 +321,12 @@ func (p *endpointPlan) commit() {
 		}
 		buf := p.addBufs[name]
 		a.addOutput(name, buf)
-		e := a.newEndpoint(p.cfg, ec, c, buf)
-		a.startSender(e)
-		endpoints = append(endpoints, e)
+		s := a.newSender(p.cfg, ec, c, buf)
+		a.startSender(s)
+		senders = append(senders, s)
 		a.log.Info("endpoint added", "endpoint", name)
 	}
-	if slices.Contains(a.bufNames, localBuffer) && len(p.cfg.RemoteWrite) > 0 {
+	if a.outputIndex(localBuffer) >= 0 && len(p.cfg.RemoteWrite) > 0 {
 		a.removeOutput(localBuffer)
 		a.log.Warn("left buffer-only mode: the local buffer keeps what it holds; move it with `redwire buffer export` and `redwire replay`")
 	}
@@ -338,13 +334,13 @@ func (p *endpointPlan) commit() {
 		a.addOutput(localBuffer, p.local)
 		a.log.Warn("no remote_write endpoint configured any more: buffer-only mode")
 	}
-	a.endpoints = endpoints
+	a.senders = senders
 }
 
 // moveEndpoint re-points an unnamed endpoint at its new URL: its buffer
 // file is renamed to the new URL's name (so a restart finds it), and its
-// backlog and circuit state carry over. a.mu must be held.
-func (a *run) moveEndpoint(cfg *Config, mv *endpointMove) *endpoint {
+// backlog and delivery state carry over. a.mu must be held.
+func (a *agentRun) moveEndpoint(cfg *Config, mv *endpointMove) *sender {
 	from, to := mv.from, mv.to.Label()
 	a.stopSender(from)
 	newPath := filepath.Join(a.cfg.Buffer.Path, storeFileName(to))
@@ -353,10 +349,10 @@ func (a *run) moveEndpoint(cfg *Config, mv *endpointMove) *endpoint {
 	}
 	a.removeOutput(from.name)
 	a.addOutput(to, from.buf)
-	ne := a.newEndpoint(cfg, mv.to, mv.client, from.buf)
-	ne.failures, ne.open, ne.paused, ne.replay = from.failures, from.open, from.paused, from.replay
+	ne := a.newSender(cfg, mv.to, mv.client, from.buf)
+	ne.state = from.state
 	a.modes.set(from.name, false)
-	if ne.open {
+	if ne.state.mode == modeDegraded {
 		a.modes.set(to, true)
 		a.m.degraded.WithLabelValues(to).Set(1)
 		a.m.circuitState.WithLabelValues(to).Set(circuitOpen)
@@ -369,18 +365,22 @@ func (a *run) moveEndpoint(cfg *Config, mv *endpointMove) *endpoint {
 
 // removeOutput stops delivering scrapes to the named buffer and closes it
 // if it is the local one (an endpoint's buffer is closed by the caller).
-func (a *run) removeOutput(name string) {
-	i := slices.Index(a.bufNames, name)
+func (a *agentRun) removeOutput(name string) {
+	i := a.outputIndex(name)
 	if i < 0 {
 		return
 	}
-	b := a.buffers[i]
-	a.buffers = slices.Delete(a.buffers, i, i+1)
-	a.bufNames = slices.Delete(a.bufNames, i, i+1)
+	b := a.outputs[i].buf
+	a.outputs = slices.Delete(a.outputs, i, i+1)
 	a.m.buffers.remove(name)
 	if name == localBuffer {
 		b.Close()
 	}
+}
+
+// outputIndex is the index of the named output, -1 if there is none.
+func (a *agentRun) outputIndex(name string) int {
+	return slices.IndexFunc(a.outputs, func(o output) bool { return o.name == name })
 }
 
 // watch reloads on every signal from opts.ReloadSignal and, with

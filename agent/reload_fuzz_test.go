@@ -61,7 +61,7 @@ func FuzzReload(f *testing.F) {
 		}
 		_, loadErr := rig.r.load()
 		a := rig.a
-		cfg, endpoints, bufNames := a.cfg, slices.Clone(a.endpoints), slices.Clone(a.bufNames)
+		cfg, senders, outputs := a.cfg, slices.Clone(a.senders), slices.Clone(a.outputs)
 
 		err := rig.r.reload()
 		success := gathered(t, rig.reg, "redwire_config_last_reload_successful", nil)
@@ -69,8 +69,8 @@ func FuzzReload(f *testing.F) {
 			if err.Error() == "" {
 				t.Fatal("reload refused with an empty error")
 			}
-			if a.cfg != cfg || !slices.Equal(a.endpoints, endpoints) || !slices.Equal(a.bufNames, bufNames) {
-				t.Errorf("refused reload (%v) changed the running agent: endpoints %q, buffers %q", err, rig.names(), a.bufNames)
+			if a.cfg != cfg || !slices.Equal(a.senders, senders) || !slices.Equal(a.outputs, outputs) {
+				t.Errorf("refused reload (%v) changed the running agent: endpoints %q, buffers %q", err, rig.names(), rig.outputNames())
 			}
 			if success != 0 {
 				t.Errorf("redwire_config_last_reload_successful = %v after a refused reload", success)
@@ -98,12 +98,12 @@ func FuzzReload(f *testing.F) {
 		if len(want) == 0 {
 			wantBufs = []string{localBuffer}
 		}
-		got, bufs := rig.names(), slices.Sorted(slices.Values(a.bufNames))
-		if !slices.Equal(got, want) || !slices.Equal(bufs, wantBufs) || len(a.senders) != len(a.endpoints) {
-			t.Errorf("after reload: endpoints %q, buffers %q, %d senders; want endpoints %q, buffers %q", got, bufs, len(a.senders), want, wantBufs)
+		got, bufs := rig.names(), rig.outputNames()
+		if !slices.Equal(got, want) || !slices.Equal(bufs, wantBufs) || len(a.running) != len(a.senders) {
+			t.Errorf("after reload: endpoints %q, buffers %q, %d senders; want endpoints %q, buffers %q", got, bufs, len(a.running), want, wantBufs)
 		}
-		for _, e := range a.endpoints {
-			if _, ok := a.senders[e]; !ok {
+		for _, e := range a.senders {
+			if _, ok := a.running[e]; !ok {
 				t.Errorf("endpoint %s has no sender", e.name)
 			}
 		}
@@ -115,7 +115,7 @@ func FuzzReload(f *testing.F) {
 // the senders stop at once: a reload is applied in full, but nothing
 // reaches out to a server.
 type reloadRig struct {
-	a    *run
+	a    *agentRun
 	r    *reloader
 	reg  *prometheus.Registry
 	path string
@@ -140,7 +140,7 @@ func newReloadRig(t *testing.T) *reloadRig {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	a := &run{cfg: cfg, log: log, m: newMetrics(rig.reg), modes: newModes()}
+	a := &agentRun{cfg: cfg, log: log, m: newMetrics(rig.reg), modes: newModes()}
 	rig.a = a
 	if err := a.open("fuzz"); err != nil {
 		a.close()
@@ -150,7 +150,7 @@ func newReloadRig(t *testing.T) *reloadRig {
 	stopped, stop := context.WithCancel(context.Background())
 	stop()
 	a.sendCtx = stopped
-	for _, e := range a.endpoints {
+	for _, e := range a.senders {
 		a.startSender(e)
 	}
 	a.m.reloadSuccess.Set(1)
@@ -171,7 +171,7 @@ func newReloadRig(t *testing.T) *reloadRig {
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		for _, e := range a.endpoints {
+		for _, e := range a.senders {
 			a.stopSender(e)
 		}
 		a.close()
@@ -179,10 +179,20 @@ func newReloadRig(t *testing.T) *reloadRig {
 	return rig
 }
 
+// outputNames are the names of the buffers scrapes go to, sorted.
+func (rig *reloadRig) outputNames() []string {
+	var names []string
+	for _, o := range rig.a.outputs {
+		names = append(names, o.name)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // names are the running endpoints' names, sorted.
 func (rig *reloadRig) names() []string {
 	var names []string
-	for _, e := range rig.a.endpoints {
+	for _, e := range rig.a.senders {
 		names = append(names, e.name)
 	}
 	slices.Sort(names)

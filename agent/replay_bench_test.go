@@ -155,7 +155,7 @@ func (r *replayBench) scrape(start time.Time, k int, base labels.Labels) sample.
 // own buffer and endpoint sender, ready to drain.
 type replayDrain struct {
 	buf       *buffer.Buffer
-	e         *endpoint
+	e         *sender
 	reg       *prometheus.Registry
 	samples   int
 	diskBytes float64 // store file bytes per buffered sample
@@ -188,9 +188,9 @@ func (r *replayBench) newDrain(b *testing.B, instance string) *replayDrain {
 	buf := buffer.New(store, buffer.Options{Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, StoreBatch: DefaultReplayMaxSamplesPerSend,
 		Deadline: time.Duration(q.BatchSendDeadline)})
 	reg := prometheus.NewRegistry()
-	e := &endpoint{
+	e := &sender{
 		name: "bench", client: r.client, buf: buf, threshold: 3,
-		minWait: time.Duration(q.MinBackoff), maxWait: time.Duration(q.MaxBackoff),
+		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
 		modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
 	}
 	return &replayDrain{

@@ -61,8 +61,8 @@ func TestReplayRateLimit(t *testing.T) {
 	prom, store, client := replayBacklog(t, instanceID, scrapes, perScrape)
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, Deadline: time.Second})
 	defer buf.Close()
-	e := &endpoint{name: "rl", client: client, buf: buf, threshold: 3, minWait: 50 * time.Millisecond,
-		maxWait: 200 * time.Millisecond, replayRate: rate, modes: newModes(),
+	e := &sender{name: "rl", client: client, buf: buf, threshold: 3,
+		policy: remotewrite.Policy{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, replayRate: rate, modes: newModes(),
 		m: newMetrics(prometheus.NewRegistry()), log: slog.New(slog.DiscardHandler)}
 
 	t0 := time.Now()
@@ -96,13 +96,13 @@ func TestReplaySendsEveryBatchOnce(t *testing.T) {
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, StoreBatch: 250, Deadline: time.Second})
 	defer buf.Close()
 	reg := prometheus.NewRegistry()
-	e := &endpoint{name: "once", client: client, buf: buf, threshold: 3, minWait: 50 * time.Millisecond,
-		maxWait: 200 * time.Millisecond, modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
+	e := &sender{name: "once", client: client, buf: buf, threshold: 3,
+		policy: remotewrite.Policy{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
 		slowAcks: func() { time.Sleep(20 * time.Millisecond) }}
 	buf.Drain()
 	e.run(context.Background())
 
-	if e.replay {
+	if e.state.mode == modeReplay {
 		t.Error("the backlog was sent but the replay never ended (its end was judged before the acks were in)")
 	}
 	// A batch sent twice is refused by Prometheus as out of order, so it

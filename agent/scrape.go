@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/sample"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -31,7 +32,7 @@ type scrapeLoop struct {
 	timeout          time.Duration
 	keep             *relabel.Regexp // nil: keep everything, also when degraded
 	modes            *modes
-	sinks            []func(sample.Batch)
+	sink             func(sample.Batch) // takes every batch: the agent queues it for each endpoint
 	slots            *scrapePool // shared by all loops: global.max_concurrent_scrapes
 	m                *metrics
 	log              *slog.Logger
@@ -53,7 +54,7 @@ type scrapeLoop struct {
 	// against every endpoint, so taken = sent + dropped + pending holds
 	// for each; nil counts them nowhere (loops built by hand in tests).
 	discard func(samples int, reason string)
-	// sentT is the timestamp (ms) of the last scrape handed to the sinks;
+	// sentT is the timestamp (ms) of the last scrape handed to the sink;
 	// 0 before the first. Invariant: every scrape handed on is stamped
 	// strictly after it. A wall clock stepped back (NTP, VM restore) would
 	// otherwise send samples the receiver refuses as out of order, losing
@@ -64,10 +65,6 @@ type scrapeLoop struct {
 	// the end of a step once, not once per scrape.
 	droppedScrapes, droppedSamples int
 }
-
-// reasonOutOfOrder is the drop reason of scrapes stamped at or before one
-// already sent: the wall clock went back.
-const reasonOutOfOrder = "out_of_order"
 
 func (l *scrapeLoop) run(ctx context.Context) {
 	// A target that never misses a slot shows 0, not a gap.
@@ -158,7 +155,7 @@ func (l *scrapeLoop) clock() (mono, wall time.Time) {
 }
 
 // scrapeOnce scrapes the target, stamping its samples with stamp, and
-// hands them to the sinks; start (monotonic) times the scrape.
+// hands them to the sink; start (monotonic) times the scrape.
 func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, degraded bool) {
 	sctx, cancel := context.WithTimeout(ctx, l.timeout)
 	sc, err := l.target.Scrape(sctx, stamp)
@@ -179,7 +176,7 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 	// health, soft-failure window and logs carry on as usual.
 	if !l.admit(sc.T, len(sc.Samples)) {
 		if l.discard != nil {
-			l.discard(len(sc.Samples), reasonOutOfOrder)
+			l.discard(len(sc.Samples), dropOutOfOrder)
 		}
 		// Taken and dropped at once: counted after the drop, as a
 		// buffered scrape is counted after its buffers took it.
@@ -191,9 +188,7 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 	for _, s := range batch.Samples {
 		l.last = append(l.last, s.Labels)
 	}
-	for _, sink := range l.sinks {
-		sink(batch)
-	}
+	l.sink(batch)
 	// Counted once buffered: in degraded mode that means committed to
 	// disk, so a scrape counted here survives a kill -9.
 	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
@@ -201,7 +196,7 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 }
 
 // admit reports whether a scrape stamped t (ms; every sample of a Scrape
-// carries its T) may be handed to the sinks, and if so records t as the
+// carries its T) may be handed to the sink, and if so records t as the
 // last sent. A scrape at or before the last sent one is refused whole:
 // per series it would go back in time. It logs when the loop starts
 // refusing and when the wall clock has caught up, not every scrape.
@@ -228,14 +223,14 @@ func (l *scrapeLoop) admit(t int64, samples int) bool {
 // discard counts samples of a scrape that no buffer took as dropped for
 // reason on every endpoint: the counterpart of deliver for a scrape given
 // up on before it.
-func (a *run) discard(samples int, reason string) {
+func (a *agentRun) discard(samples int, reason string) {
 	if samples == 0 {
 		return
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	for _, name := range a.bufNames {
-		a.m.samplesDropped.WithLabelValues(name, reason).Add(float64(samples))
+	for _, o := range a.outputs {
+		a.m.countDropped(o.name, []buffer.Dropped{{Reason: reason, Samples: samples}})
 	}
 }
 

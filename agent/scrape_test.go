@@ -53,7 +53,7 @@ func TestScrapePoolBoundsConcurrency(t *testing.T) {
 		l := &scrapeLoop{
 			target:   hangingScraper{fmt.Sprint("t", i), &active, &maxSeen, &total},
 			interval: 10 * time.Millisecond, degradedInterval: 10 * time.Millisecond,
-			timeout: 20 * time.Millisecond, modes: newModes(), slots: slots, m: m,
+			timeout: 20 * time.Millisecond, modes: newModes(), slots: slots, m: m, sink: func(sample.Batch) {},
 			log: slog.New(slog.DiscardHandler),
 		}
 		wg.Go(func() { l.run(ctx) })

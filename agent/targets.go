@@ -252,7 +252,7 @@ func (tm *targetManager) stop(inst string, mt *managedTarget, why string) {
 }
 
 // endSeries hands a batch of stale markers for every series of the last
-// scrape to the sinks. Only for a target that is removed: at shutdown the
+// scrape to the sink. Only for a target that is removed: at shutdown the
 // series do not end, they pause.
 func (l *scrapeLoop) endSeries(now time.Time) {
 	if len(l.last) == 0 {
@@ -266,8 +266,6 @@ func (l *scrapeLoop) endSeries(now time.Time) {
 		stale[i] = sample.Sample{Labels: ls, T: t, V: math.Float64frombits(value.StaleNaN)}
 	}
 	batch := sample.Batch{Samples: stale}
-	for _, sink := range l.sinks {
-		sink(batch)
-	}
+	l.sink(batch)
 	l.last = nil
 }

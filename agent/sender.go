@@ -1,0 +1,353 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/remotewrite"
+	"github.com/redwire/redwire/sample"
+)
+
+// Circuit states as exported in redwire_circuit_state.
+const (
+	circuitClosed   = 0 // sending normally
+	circuitOpen     = 1 // endpoint down: buffering to disk, probing with backoff
+	circuitHalfOpen = 2 // a probe is in flight
+)
+
+// sender delivers one remote-write endpoint's buffer, one request at a
+// time so every series reaches the receiver in time order. Each lease
+// goes out under the receiver policy (remotewrite.Policy); every answer
+// is an event for the delivery state machine (delivery.go), and the
+// sender does what the transition asks: spill to disk when the endpoint
+// goes down, resume memory when it answers again.
+//
+// During a replay it reads and encodes the next batch of the backlog
+// while the current one is in flight, so the receiver does not wait for
+// the agent.
+type sender struct {
+	name       string
+	cfg        remotewrite.EndpointConfig // what it was built from, for reloads
+	client     remotewrite.Sender
+	buf        *buffer.Buffer
+	encs       [2]remotewrite.Encoder // the current request's and the next one's
+	policy     remotewrite.Policy
+	threshold  int     // degraded.failure_threshold
+	replayRate float64 // replay.max_samples_per_second; 0: no limit
+	modes      *modes
+	m          *metrics
+	log        *slog.Logger
+
+	state delivery
+	// acking is closed once the last ack made in the background is done;
+	// nil if none is pending. Acks stay in order: each waits for the one
+	// before.
+	acking chan struct{}
+	// slowAcks, if set, runs before every ack: tests play a slow disk
+	// with it, to hold acks pending while the sender moves on.
+	slowAcks func()
+}
+
+// outgoing is a lease with the encoder for its requests and, if it was
+// prepared ahead, its request body.
+type outgoing struct {
+	l    *buffer.Lease
+	enc  *remotewrite.Encoder
+	body []byte // nil: not encoded yet
+	err  error  // reading the buffer failed
+}
+
+// run sends leases until ctx ends or the buffer is closed (drained, at
+// shutdown).
+func (s *sender) run(ctx context.Context) {
+	defer s.waitAcks()
+	var ahead chan outgoing // the next batch of a backlog, being prepared
+	for {
+		var o outgoing
+		if ahead != nil {
+			o = <-ahead
+			ahead = nil
+			if o.l == nil {
+				// Nothing followed: the backlog may be done once the acks
+				// are in.
+				s.waitAcks()
+				s.checkBacklog()
+				if s.state.mode != modeReplay {
+					// Nothing uses the second encoder, which only prepares
+					// replay requests: let its buffers go.
+					s.encs[1] = remotewrite.Encoder{}
+				}
+			}
+		}
+		if o.l == nil && o.err == nil {
+			// Nothing is being prepared now: the first encoder is free,
+			// and outside replays the only one used. Next reads the
+			// store from its front, so the acks must be in.
+			s.waitAcks()
+			o.l, o.err = s.buf.Next(ctx)
+			o.enc = &s.encs[0]
+		}
+		switch {
+		case errors.Is(o.err, buffer.ErrClosed), ctx.Err() != nil:
+			return
+		case o.err != nil:
+			// The store could not be read: say so, wait, try again. The
+			// data stays where it is.
+			s.log.Error("reading the buffer failed", "err", o.err)
+			if !sleep(ctx, s.policy.MaxBackoff) {
+				return
+			}
+			continue
+		}
+		if o.l.FromStore {
+			other := &s.encs[0]
+			if o.enc == other {
+				other = &s.encs[1]
+			}
+			ahead = s.prepare(o.l, other)
+		}
+		s.send(ctx, o, ahead != nil)
+		if ctx.Err() != nil {
+			// Stopped mid-delivery (shutdown, or a reload replacing this
+			// sender): the batch stays the head for whoever sends next.
+			if ahead != nil {
+				// Done with the encoder. The lease was only a view, but
+				// any metadata it carried is still to be sent.
+				if p := <-ahead; p.l != nil {
+					s.buf.Unsent(p.l)
+				}
+			}
+			s.buf.Release(o.l)
+			return
+		}
+	}
+}
+
+// prepare reads the lease that follows l in the store and encodes it with
+// enc, in the background; the channel yields it (l nil if nothing follows).
+func (s *sender) prepare(l *buffer.Lease, enc *remotewrite.Encoder) chan outgoing {
+	ch := make(chan outgoing, 1)
+	go func() {
+		next, err := s.buf.Following(l)
+		o := outgoing{l: next, enc: enc, err: err}
+		if next != nil {
+			// An encoding error is left for the policy to find and report.
+			o.body, _ = enc.Encode(&next.Batch)
+		}
+		ch <- o
+	}()
+	return ch
+}
+
+// send delivers a lease under the receiver policy until the receiver has
+// answered for all of it, or ctx ends (then what is left of the lease
+// stays the buffer's head). With ackLater, a lease the receiver took is
+// acked in the background, while the next request, prepared meanwhile,
+// is already on its way: the ack is a bbolt commit, fsync included,
+// which the receiver need not wait for.
+func (s *sender) send(ctx context.Context, o outgoing, ackLater bool) {
+	t := &leaseTry{s: s, l: o.l}
+	if err := s.policy.Deliver(ctx, t, o.enc, o.l.Batch, o.body, t); err != nil {
+		return // ctx ended: the agent's sender never gives up
+	}
+	if ackLater {
+		s.ackInBackground(o.l)
+	} else {
+		s.ack(o.l)
+	}
+	if o.l.FromStore && s.replayRate > 0 && t.taken > 0 {
+		sleep(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
+	}
+	if !ackLater {
+		s.checkBacklog()
+	}
+}
+
+// checkBacklog tells the state machine once the store is empty; the acks
+// must be in.
+func (s *sender) checkBacklog() {
+	if s.state.mode == modeReplay && s.buf.Stats().Store.Batches == 0 {
+		s.handle(evBacklogEmpty, nil)
+	}
+}
+
+// handle feeds ev to the state machine and does what the transition
+// asks, but for warnRefused, which it returns for the caller to log with
+// what was refused. err is the answer behind ev, if any.
+func (s *sender) handle(ev event, err error) effect {
+	var fx effect
+	s.state, fx = s.state.on(ev, s.threshold)
+	if fx&warnFailing != 0 {
+		s.log.Warn("remote write failing; retrying with backoff", errAttrs(err)...)
+	}
+	if fx&goDown != 0 {
+		dropped, spillErr := s.buf.Spill()
+		s.m.countDropped(s.name, dropped)
+		s.modes.set(s.name, true)
+		s.m.degraded.WithLabelValues(s.name).Set(1)
+		s.m.circuitState.WithLabelValues(s.name).Set(circuitOpen)
+		attrs := append(errAttrs(err), "consecutive_failures", s.state.failures)
+		if spillErr != nil {
+			attrs = append(attrs, "spill_err", spillErr)
+		}
+		s.log.Warn("endpoint down: buffering to disk and sampling less until it answers", attrs...)
+	}
+	if fx&pauseOn != 0 {
+		s.m.paused.WithLabelValues(s.name, pauseUnauthorized).Set(1)
+		s.log.Error("receiver refuses our credentials or URL: sending paused, data kept; fix the config", errAttrs(err)...)
+	}
+	if fx&pauseOff != 0 {
+		s.m.paused.WithLabelValues(s.name, pauseUnauthorized).Set(0)
+	}
+	if fx&comeBack != 0 {
+		s.buf.Resume()
+		s.modes.set(s.name, false)
+		s.m.degraded.WithLabelValues(s.name).Set(0)
+		s.m.circuitState.WithLabelValues(s.name).Set(circuitClosed)
+		s.log.Info("endpoint answers again: replaying the backlog oldest-first", "backlog_samples", s.buf.Stats().Store.Samples)
+	}
+	if fx&replayDone != 0 {
+		s.log.Info("backlog replayed; back to normal")
+		if err := s.buf.Store().Compact(); err != nil {
+			s.log.Warn("compacting the drained buffer file failed", "err", err)
+		}
+	}
+	return fx
+}
+
+// pauseUnauthorized is the reason label of redwire_remote_write_paused.
+const pauseUnauthorized = "unauthorized"
+
+// leaseTry is one lease on its way: the policy's Sender (the endpoint's
+// client, with the circuit gauge around it) and its Handler.
+type leaseTry struct {
+	s     *sender
+	l     *buffer.Lease
+	taken int // samples the receiver took
+}
+
+// Send marks the circuit half-open while a probe of a down endpoint is
+// in flight.
+func (t *leaseTry) Send(ctx context.Context, body []byte) error {
+	if t.s.state.mode == modeDegraded {
+		t.s.m.circuitState.WithLabelValues(t.s.name).Set(circuitHalfOpen)
+	}
+	return t.s.client.Send(ctx, body)
+}
+
+// Request records a request's outcome.
+func (t *leaseTry) Request(samples int, took time.Duration, err error) {
+	s := t.s
+	s.m.rwDuration.WithLabelValues(s.name).Observe(took.Seconds())
+	result := "success"
+	if err != nil {
+		result = remotewrite.ClassOf(err).String()
+	}
+	s.m.rwRequests.WithLabelValues(s.name, result).Inc()
+	s.m.rwSamples.WithLabelValues(s.name, result).Add(float64(samples))
+	if err == nil {
+		s.m.lastSendSuccess.WithLabelValues(s.name).SetToCurrentTime()
+	}
+}
+
+// Answered trims what the receiver answered for from the lease, so that
+// a retry, a spill when the endpoint goes down, or Close carries only
+// the rest; a refused part is dropped and counted.
+func (t *leaseTry) Answered(part *sample.Batch, err error) {
+	s, n := t.s, part.Len()
+	if err != nil {
+		// Its metadata, if it carried the lease's, was not delivered.
+		s.buf.Unsent(t.l)
+	}
+	s.buf.Taken(t.l, n)
+	if err != nil {
+		if s.handle(evRefused, err)&warnRefused != 0 {
+			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", n)...)
+		}
+		s.m.countDropped(s.name, []buffer.Dropped{{Reason: dropRejected, Samples: n}})
+		return
+	}
+	t.taken += n
+	if t.l.FromStore {
+		s.m.replaySamples.WithLabelValues(s.name).Add(float64(n))
+		s.handle(evSentStored, nil)
+	} else {
+		s.handle(evSent, nil)
+	}
+}
+
+// Failed feeds a failed try to the state machine; the agent never gives
+// up on a batch.
+func (t *leaseTry) Failed(err error, _ time.Duration) bool {
+	s := t.s
+	s.m.rwRetries.WithLabelValues(s.name).Inc()
+	ev := evFailed
+	if remotewrite.ClassOf(err) == remotewrite.Unauthorized {
+		ev = evUnauthorized
+	}
+	s.handle(ev, err)
+	if s.state.mode == modeDegraded {
+		s.m.circuitState.WithLabelValues(s.name).Set(circuitOpen)
+	}
+	return true
+}
+
+func (s *sender) ack(l *buffer.Lease) {
+	s.waitAcks()
+	s.ackNow(l)
+}
+
+// ackInBackground acks l after the acks before it, without waiting.
+func (s *sender) ackInBackground(l *buffer.Lease) {
+	prev, done := s.acking, make(chan struct{})
+	s.acking = done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		s.ackNow(l)
+	}()
+}
+
+func (s *sender) ackNow(l *buffer.Lease) {
+	if s.slowAcks != nil {
+		s.slowAcks()
+	}
+	if err := s.buf.Ack(l); err != nil {
+		s.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
+	}
+}
+
+// waitAcks returns once every background ack is done.
+func (s *sender) waitAcks() {
+	if s.acking != nil {
+		<-s.acking
+		s.acking = nil
+	}
+}
+
+func errAttrs(err error) []any {
+	attrs := []any{"err", err}
+	var re *remotewrite.Error
+	if errors.As(err, &re) && re.StatusCode != 0 {
+		attrs = append(attrs, "status", strconv.Itoa(re.StatusCode))
+	}
+	return attrs
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
