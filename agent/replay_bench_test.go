@@ -191,7 +191,7 @@ func (r *replayBench) newDrain(b *testing.B, instance string) *replayDrain {
 	e := &sender{
 		name: "bench", client: r.client, buf: buf, threshold: 3,
 		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
-		modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
+		modes:  newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
 	}
 	return &replayDrain{
 		buf: buf, e: e, reg: reg, samples: n,

@@ -33,7 +33,7 @@ type scrapeLoop struct {
 	keep             *relabel.Regexp // nil: keep everything, also when degraded
 	modes            *modes
 	sink             func(sample.Batch) // takes every batch: the agent queues it for each endpoint
-	slots            *scrapePool // shared by all loops: global.max_concurrent_scrapes
+	slots            *scrapePool        // shared by all loops: global.max_concurrent_scrapes
 	m                *metrics
 	log              *slog.Logger
 
