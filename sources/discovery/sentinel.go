@@ -7,23 +7,17 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/common/config"
-	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/redwire/redwire/sources/redis"
 )
 
 const (
-	// sentinelTimeout bounds one question to one sentinel: a hung
-	// sentinel must not hold up asking the next one.
-	sentinelTimeout = 2 * time.Second
 	// Retry pace while no sentinel answers (and for a lost subscription).
 	sentinelMinBackoff = 500 * time.Millisecond
 	sentinelMaxBackoff = 30 * time.Second
@@ -165,16 +159,6 @@ func (s *Sentinel) switchMaster(ctx context.Context, up chan<- Group, addr strin
 	s.send(ctx, up)
 }
 
-// answer is what one sentinel says.
-type answer struct {
-	from     string
-	master   string
-	epoch    int64
-	replicas []string
-	peers    []string
-	err      error
-}
-
 // resolve asks every sentinel at once where the master, its replicas and
 // the other sentinels are, believes the one with the highest config
 // epoch, and sends the group if anything changed. Asking one sentinel is
@@ -236,48 +220,6 @@ func (s *Sentinel) setMaster(addr string) {
 	}
 	s.master = addr
 	s.m.addressInfo.WithLabelValues(s.cfg.MasterName, addr).Set(1)
-}
-
-// ask queries one sentinel.
-func (s *Sentinel) ask(ctx context.Context, addr string) answer {
-	a := answer{from: addr}
-	c := goredis.NewSentinelClient(s.options(addr))
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
-	defer cancel()
-	hp, err := c.GetMasterAddrByName(ctx, s.cfg.MasterName).Result()
-	if err != nil {
-		if errors.Is(err, goredis.Nil) {
-			a.err = fmt.Errorf("does not monitor a master named %q", s.cfg.MasterName)
-		} else {
-			a.err = fmt.Errorf("SENTINEL get-master-addr-by-name: %w", err)
-		}
-		return a
-	}
-	if a.master, a.err = masterAddr(hp); a.err != nil {
-		return a
-	}
-	m, err := c.Master(ctx, s.cfg.MasterName).Result()
-	if err != nil {
-		a.err = fmt.Errorf("SENTINEL master: %w", err)
-		return a
-	}
-	a.epoch, _ = strconv.ParseInt(m["config-epoch"], 10, 64)
-	if s.cfg.monitors(MonitorReplicas) {
-		rs, err := c.Replicas(ctx, s.cfg.MasterName).Result()
-		if err != nil {
-			a.err = fmt.Errorf("SENTINEL replicas: %w", err)
-			return a
-		}
-		a.replicas = instanceAddrs(rs)
-	}
-	ps, err := c.Sentinels(ctx, s.cfg.MasterName).Result()
-	if err != nil {
-		a.err = fmt.Errorf("SENTINEL sentinels: %w", err)
-		return a
-	}
-	a.peers = instanceAddrs(ps)
-	return a
 }
 
 // sentinelList is every sentinel worth asking: the configured ones first,
@@ -351,56 +293,6 @@ func (s *Sentinel) sentinelListLocked() []string {
 		}
 	}
 	return out
-}
-
-// options are the connection settings for the sentinel at addr: one
-// connection, no client-side retries (the loops here retry with backoff),
-// credentials from the URL unless given explicitly, and a password file
-// re-read at every connection.
-//
-// addr is host:port: peers learnt from SENTINEL sentinels have no URL, so
-// scheme and user info come from the configured addresses (the same for
-// all, as a sentinel deployment shares its auth and TLS settings).
-func (s *Sentinel) options(addr string) *goredis.Options {
-	scheme, user, pass := s.cfg.scheme(), "", ""
-	for _, a := range s.cfg.Addrs {
-		if u, err := sentinelURL(a); err == nil && u.User != nil {
-			user = u.User.Username()
-			pass, _ = u.User.Password()
-			break
-		}
-	}
-	cfg := s.cfg
-	o := &goredis.Options{
-		Addr: addr, Protocol: 2, PoolSize: 1, MaxRetries: -1,
-		ReadBufferSize: redis.ConnBufferSize, WriteBufferSize: redis.ConnBufferSize,
-		DisableIdentity: true, ContextTimeoutEnabled: true,
-		DialTimeout:              sentinelTimeout,
-		DialerRetries:            1,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-		CredentialsProviderContext: func(context.Context) (string, string, error) {
-			user, pass := user, pass
-			if cfg.SentinelUsername != "" {
-				user = cfg.SentinelUsername
-			}
-			switch {
-			case cfg.SentinelPassword != "":
-				pass = string(cfg.SentinelPassword)
-			case cfg.SentinelPasswordFile != "":
-				b, err := os.ReadFile(cfg.SentinelPasswordFile)
-				if err != nil {
-					return "", "", fmt.Errorf("sentinel_password_file: %w", err)
-				}
-				pass = strings.TrimSpace(string(b))
-			}
-			return user, pass, nil
-		},
-	}
-	o.Dialer = redis.Dialer(nil)
-	if tlsScheme(scheme) {
-		o.Dialer = redis.Dialer(&cfg.TLS)
-	}
-	return o
 }
 
 func newBackoff() *backoff.ExponentialBackOff {
