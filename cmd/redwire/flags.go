@@ -90,7 +90,22 @@ func eachEndpoint(fn func(*remotewrite.EndpointConfig)) func(*agent.Config) {
 // --remote-write.url, --scrape.*) are kept as they are.
 func addAgentFlags(app *kingpin.Application) *overrides {
 	o := &overrides{}
+	// This order is the order of --help and the order overrides apply in.
+	addTargetFlags(app, o)
+	addRemoteWriteFlags(app, o)
+	addGlobalFlags(app, o)
+	addBufferFlags(app, o)
+	addDegradedFlags(app, o)
+	addReplayFlags(app, o)
+	addSelfMetricsFlags(app, o)
+	addWebFlags(app, o)
+	return o
+}
 
+// addTargetFlags registers the flags of targets and targets_file: the
+// servers to poll. --redis.addr replaces the file's targets rather than
+// adding to them, so a command line says exactly what is polled.
+func addTargetFlags(app *kingpin.Application, o *overrides) {
 	var addrsSet bool
 	addrs := app.Flag("redis.addr", "Redis to poll: redis://[user:pass@]host:port[/db], rediss://… (TLS), valkey://, valkeys:// or unix:///path. Repeatable; replaces the config file's targets. Default "+agent.DefaultTarget+".").
 		IsSetByUser(&addrsSet).Strings()
@@ -104,7 +119,12 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 
 	o.string(app.Flag("targets_file", "YAML file listing more targets (entries as under targets:); re-read when it changes."),
 		func(c *agent.Config, s string) { c.TargetsFile = s })
+}
 
+// addRemoteWriteFlags registers the flags of the remote_write section.
+// --remote-write.url replaces the list; the queue settings apply to every
+// endpoint, as a flag cannot name one.
+func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 	var rwSet bool
 	rw := app.Flag("remote-write.url", "Remote-write endpoint URL; replaces the config file's remote_write list. None set: buffer-only mode.").
 		IsSetByUser(&rwSet).String()
@@ -140,7 +160,11 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MaxBackoff = d })(c)
 		})
+}
 
+// addGlobalFlags registers the flags of the global section; the interval
+// and timeout keep their --scrape.* names.
+func addGlobalFlags(app *kingpin.Application, o *overrides) {
 	o.duration(app.Flag("scrape.interval", "How often each target is polled (global.scrape_interval; default 10s)."),
 		func(c *agent.Config, d model.Duration) { c.Global.ScrapeInterval = d })
 	o.duration(app.Flag("scrape.timeout", "Deadline of one poll (global.scrape_timeout; default 80% of the interval)."),
@@ -167,7 +191,10 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		}
 		return nil
 	})
+}
 
+// addBufferFlags registers the flags of the buffer section.
+func addBufferFlags(app *kingpin.Application, o *overrides) {
 	o.string(app.Flag("buffer.path", "Directory of the local buffer (default ./data)."),
 		func(c *agent.Config, s string) { c.Buffer.Path = s })
 	var maxBytesSet bool
@@ -178,7 +205,10 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		func(c *agent.Config, d model.Duration) { c.Buffer.MaxAge = d })
 	o.string(app.Flag("buffer.mode", "spill: write to disk when the receiver is down (default); always: commit every batch to disk before sending."),
 		func(c *agent.Config, s string) { c.Buffer.Mode = s })
+}
 
+// addDegradedFlags registers the flags of the degraded section.
+func addDegradedFlags(app *kingpin.Application, o *overrides) {
 	o.int(app.Flag("degraded.failure_threshold", "Consecutive failed sends that declare an endpoint down (default 3)."),
 		func(c *agent.Config, n int) { c.Degraded.FailureThreshold = n })
 	o.duration(app.Flag("degraded.interval", "Scrape interval while an endpoint is down (default 4x scrape.interval)."),
@@ -194,6 +224,10 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 		c.Degraded.Metrics = &re
 		return nil
 	})
+}
+
+// addReplayFlags registers the flags of the replay section.
+func addReplayFlags(app *kingpin.Application, o *overrides) {
 	var rateSet bool
 	rate := app.Flag("replay.max_samples_per_second", "Rate limit of the backlog replay; 0: none (default).").
 		IsSetByUser(&rateSet).Float64()
@@ -202,10 +236,18 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	replayBatch := app.Flag("replay.max_samples_per_send", "Samples per request of the backlog replay (default 10000).").
 		IsSetByUser(&replayBatchSet).Int()
 	o.when(&replayBatchSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSend = *replayBatch; return nil })
+}
+
+// addSelfMetricsFlags registers the flags of the self_metrics section.
+func addSelfMetricsFlags(app *kingpin.Application, o *overrides) {
 	var selfSet bool
 	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true; --no-self_metrics.enabled turns it off).").
 		IsSetByUser(&selfSet).Bool()
 	o.when(&selfSet, func(c *agent.Config) error { c.SelfMetrics.Enabled = self; return nil })
+}
+
+// addWebFlags registers the flags of the web section.
+func addWebFlags(app *kingpin.Application, o *overrides) {
 	o.string(app.Flag("web.listen-address", "Address of the HTTP server for /metrics and health (web.listen_address; default :9187)."),
 		func(c *agent.Config, s string) { c.Web.ListenAddress = s })
 	o.string(app.Flag("web.config.file", "exporter-toolkit web config for TLS and basic auth (web.config_file)."),
@@ -214,5 +256,4 @@ func addAgentFlags(app *kingpin.Application) *overrides {
 	pprofOn := app.Flag("web.enable-pprof", "Serve Go profiles under /debug/pprof/ (web.enable_pprof; default off).").
 		IsSetByUser(&pprofSet).Bool()
 	o.when(&pprofSet, func(c *agent.Config) error { c.Web.EnablePprof = *pprofOn; return nil })
-	return o
 }
