@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/redwire/redwire/agent/registration"
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
@@ -121,9 +122,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
 	if cfg.Registration.Enabled() {
-		state := func() RegistrationState {
+		state := func() registration.State {
 			degraded, _ := a.modes.degraded()
-			st := RegistrationState{ListenURL: "http://" + web.addr(), Version: opts.Version, Degraded: degraded, StartedAt: started}
+			st := registration.State{ListenURL: "http://" + web.addr(), Version: opts.Version, Degraded: degraded, StartedAt: started}
 			for _, t := range tm.view.targets() {
 				st.Targets = append(st.Targets, t.Instance)
 			}
@@ -132,9 +133,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			}
 			return st
 		}
-		r := newRegistrar(cfg.Registration.Etcd, state, opts.Registry, log)
+		r := registration.New(&cfg.Registration, state, opts.Registry, log)
 		a.registrar.Store(r)
-		watching.Go(func() { r.run(ctx) })
+		watching.Go(func() { r.Run(ctx) })
 	}
 	web.setReady()
 
@@ -181,8 +182,8 @@ type agentRun struct {
 	sending   sync.WaitGroup
 	running   map[*sender]senderHandle // the goroutine of each sender
 	sentinelM *discovery.SentinelMetrics
-	pool      *scrapePool               // shared by every loop while its size stays
-	registrar atomic.Pointer[registrar] // nil unless registration is configured
+	pool      *scrapePool                            // shared by every loop while its size stays
+	registrar atomic.Pointer[registration.Registrar] // nil unless registration is configured
 	poolSize  int
 
 	outputs []output  // where every scrape goes: each endpoint's buffer, or the local one
@@ -403,7 +404,7 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 		if r := a.registrar.Load(); r != nil {
 			// Degraded flag, targets and backlog change without telling
 			// anyone: let the registrar compare its value once per interval.
-			r.changed()
+			r.Changed()
 		}
 		a.mu.RLock()
 		for _, o := range a.outputs {

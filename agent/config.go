@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 	yaml "go.yaml.in/yaml/v2"
 
+	"github.com/redwire/redwire/agent/registration"
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sources/discovery"
@@ -56,7 +57,7 @@ type Config struct {
 	SelfMetrics SelfMetricsConfig            `yaml:"self_metrics,omitempty"`
 	Web         WebConfig                    `yaml:"web,omitempty"`
 	// Registration announces the agent in etcd (optional).
-	Registration RegistrationConfig `yaml:"registration,omitempty"`
+	Registration registration.Config `yaml:"registration,omitempty"`
 
 	source []byte // the YAML it came from, to name lines in errors
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/redwire/redwire/agent/registration"
 	"github.com/redwire/redwire/sources/discovery"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -36,8 +37,12 @@ func (c *Config) validate() error {
 	if err := c.validateReplay(); err != nil {
 		return err
 	}
-	if err := c.Registration.validateAt("registration"); err != nil {
-		return err
+	if err := c.Registration.Validate(); err != nil {
+		var ce *registration.ConfigError
+		if errors.As(err, &ce) {
+			return fieldErr("registration."+ce.Field, ce.Err)
+		}
+		return fieldErr("registration", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package agent
+package registration
 
 // Registration when things go wrong: the agent killed, etcd down at start
 // or restarted, dead endpoints, errors inside 200 answers, a lease revoked
@@ -36,7 +36,7 @@ func init() {
 	if spec == "" {
 		return
 	}
-	var cfg EtcdRegistrationConfig
+	var cfg EtcdConfig
 	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "registrar helper:", err)
 		os.Exit(2)
@@ -47,7 +47,7 @@ func init() {
 	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	started := time.Now()
-	newRegistrar(&cfg, func() RegistrationState { return RegistrationState{StartedAt: started} }, nil, log).run(context.Background())
+	New(&Config{Etcd: &cfg}, func() State { return State{StartedAt: started} }, nil, log).Run(context.Background())
 	os.Exit(1)
 }
 
@@ -68,7 +68,7 @@ func TestRegistrationLeaseExpiresAfterKill(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), regHelperEnv+"="+string(spec))
-	var out syncBuffer
+	var out harness.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -128,7 +128,7 @@ func TestRegistrationEtcdDownAtStart(t *testing.T) {
 	e.Stop()
 	cfg := regConfig(t, e, regTestTTL)
 	rig := startRegistrar(t, cfg)
-	rig.reg.changed() // never blocks, even with nobody registered
+	rig.reg.Changed() // never blocks, even with nobody registered
 	harness.WaitFor(t, 20*time.Second, "three failed attempts", func() (bool, error) {
 		n := testutil.ToFloat64(rig.reg.errs)
 		return n >= 3, fmt.Errorf("redwire_registration_errors_total = %v", n)
@@ -141,7 +141,7 @@ func TestRegistrationEtcdDownAtStart(t *testing.T) {
 	}
 
 	e.Start()
-	waitRegistered(t, e, cfg.key(), func(s RegistrationState) error {
+	waitRegistered(t, e, cfg.key(), func(s State) error {
 		if s.AgentID != cfg.AgentID {
 			return fmt.Errorf("agent_id %q", s.AgentID)
 		}
@@ -216,7 +216,7 @@ func TestRegistrationEndpointFailover(t *testing.T) {
 	cfg := regConfig(t, e, regTestTTL)
 	dead, silent := closingEndpoint(t), silentEndpoint(t)
 	cfg.Endpoints = []string{dead, "http://" + silent, e.Endpoint()}
-	if err := cfg.Validate(); err != nil {
+	if err := validate(cfg); err != nil {
 		t.Fatal(err)
 	}
 	rig := startRegistrar(t, cfg)

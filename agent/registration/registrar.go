@@ -1,14 +1,7 @@
-package agent
+package registration
 
-// Service registration: the agent announces itself in etcd under a lease,
-// so a central inventory sees which agents are alive, where they listen
-// and whether they are degraded, and an agent that dies without a word
-// disappears by itself once its lease expires.
-//
-// Registration is a side channel: an unreachable etcd never blocks the
-// agent. Everything happens in the registrar's own goroutine, which
-// retries with backoff and says so once per state change. It talks to
-// etcd over etcd's JSON gateway (etcdgateway.go), not gRPC.
+// The registrar: one session after another, each a lease kept alive and
+// the agent's key under it. See doc.go for what registration is for.
 
 import (
 	"context"
@@ -34,9 +27,9 @@ const (
 	regRevokeTimeout = 2 * time.Second
 )
 
-// RegistrationState is the value of the agent's key, as JSON: what a
-// central inventory needs to find the agent and judge its health.
-type RegistrationState struct {
+// State is the value of the agent's key, as JSON: what a central
+// inventory needs to find the agent and judge its health.
+type State struct {
 	// ListenURL is where the agent's /metrics and health endpoints are.
 	ListenURL string `json:"listen_url"`
 	Version   string `json:"version"`
@@ -56,19 +49,22 @@ type RegistrationState struct {
 // lease_ttl), was revoked, or etcd restarted without it.
 var errLeaseLost = errors.New("lease lost: etcd no longer knows it (expired or revoked)")
 
-// registrar keeps the agent's key in etcd. Invariant: up is 1 only while
-// a session holds a granted lease that etcd's last keepalive answer said
-// is alive, and the key was last written under it.
-type registrar struct {
-	cfg   *EtcdRegistrationConfig
-	state func() RegistrationState
+// Registrar keeps the agent's key in etcd. It is built by New and driven
+// by one goroutine calling Run; Changed may be called from any goroutine.
+//
+// Invariant: up is 1 only while a session holds a granted lease that
+// etcd's last keepalive answer said is alive, and the key was last
+// written under it.
+type Registrar struct {
+	cfg   *EtcdConfig
+	state func() State
 	log   *slog.Logger
 	key   string
 	nudge chan struct{} // capacity 1: changes pending, coalesced
 	up    prometheus.Gauge
 	errs  prometheus.Counter
 
-	// Owned by run's goroutine.
+	// Owned by Run's goroutine.
 	last     string // the JSON last written under the current lease
 	logged   regLogState
 	conflict bool // the key was last found under another lease
@@ -83,13 +79,20 @@ const (
 	regLogDown
 )
 
-// newRegistrar builds the registrar of cfg, which must have defaults set
-// and be valid. state is called from run's goroutine whenever the value
-// is (re)computed; it must be safe to call concurrently with the agent.
+// New builds the registrar of cfg, which must be Enabled, have its
+// defaults set and be valid (Config.SetDefaults, Config.Validate); it
+// does not connect: Run does, so a dead etcd cannot fail the agent's
+// start. state is called from Run's goroutine whenever the value is
+// (re)computed; it must be safe to call concurrently with the agent.
 // The metrics are registered on reg (nil: not registered).
-func newRegistrar(cfg *EtcdRegistrationConfig, state func() RegistrationState, reg prometheus.Registerer, log *slog.Logger) *registrar {
-	r := &registrar{
-		cfg: cfg, state: state, log: log.With("registration", "etcd"), key: cfg.key(),
+func New(cfg *Config, state func() State, reg prometheus.Registerer, log *slog.Logger) *Registrar {
+	if !cfg.Enabled() {
+		// A programming error: the caller checks Enabled, and a
+		// registrar without a backend would have nothing to keep.
+		panic("registration.New: no backend configured")
+	}
+	r := &Registrar{
+		cfg: cfg.Etcd, state: state, log: log.With("registration", "etcd"), key: cfg.Etcd.key(),
 		nudge: make(chan struct{}, 1),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "redwire_registration_up",
@@ -106,18 +109,22 @@ func newRegistrar(cfg *EtcdRegistrationConfig, state func() RegistrationState, r
 	return r
 }
 
-// changed tells the registrar that the state has changed; it rewrites the
-// value soon if the JSON differs. It never blocks.
-func (r *registrar) changed() {
+// Changed tells the registrar that the state may have changed; it
+// rewrites the value soon if the JSON differs. It never blocks, so the
+// agent may call it from any goroutine, as often as it likes: calls
+// between two writes coalesce into one.
+func (r *Registrar) Changed() {
 	select {
 	case r.nudge <- struct{}{}:
 	default: // a nudge is pending already and will read the newest state
 	}
 }
 
-// run keeps the agent registered until ctx ends, then revokes the lease
-// (which deletes the key) within regRevokeTimeout and returns.
-func (r *registrar) run(ctx context.Context) {
+// Run keeps the agent registered until ctx ends, then revokes the lease
+// (which deletes the key) within regRevokeTimeout and returns. It never
+// fails: while etcd cannot be reached it retries, and says so in its log
+// and metrics. Call it once, from the goroutine that owns the registrar.
+func (r *Registrar) Run(ctx context.Context) {
 	defer r.up.Set(0)
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(regMinBackoff),
@@ -143,6 +150,19 @@ func (r *registrar) run(ctx context.Context) {
 	}
 }
 
+// sleep waits d, or less if ctx ends first; it reports whether it waited
+// the whole d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // session is one registration: a gateway client, a lease kept alive,
 // and the key under it. It returns nil when ctx ends (after revoking the
 // lease), or the error that ended it; the caller starts a new session
@@ -151,7 +171,7 @@ func (r *registrar) run(ctx context.Context) {
 // Every lease_ttl/3 it renews the lease and reads the key back. Any
 // failure ends the session: the next one writes the key under a new
 // lease, while the old lease still holds it for the rest of its TTL.
-func (r *registrar) session(ctx context.Context, registered func()) error {
+func (r *Registrar) session(ctx context.Context, registered func()) error {
 	gw, err := r.dial(ctx)
 	if err != nil {
 		return err
@@ -210,7 +230,7 @@ func (r *registrar) session(ctx context.Context, registered func()) error {
 // dial creates a gateway client and, when a username is set,
 // authenticates at once (as the etcd client did), so a wrong password is
 // reported as such rather than as a refused grant.
-func (r *registrar) dial(ctx context.Context) (*etcdGateway, error) {
+func (r *Registrar) dial(ctx context.Context) (*etcdGateway, error) {
 	gw, err := newEtcdGateway(r.cfg)
 	if err != nil {
 		return nil, err
@@ -228,7 +248,7 @@ func (r *registrar) dial(ctx context.Context) (*etcdGateway, error) {
 // last written. With verify it also reads the key back, so a key deleted
 // or overwritten in etcd (by an operator, another agent with the same id,
 // a restore) is written again within a check interval.
-func (r *registrar) update(ctx context.Context, gw *etcdGateway, lease int64, verify bool) error {
+func (r *Registrar) update(ctx context.Context, gw *etcdGateway, lease int64, verify bool) error {
 	value, err := r.value()
 	if err != nil {
 		return err
@@ -266,7 +286,7 @@ func (r *registrar) update(ctx context.Context, gw *etcdGateway, lease int64, ve
 }
 
 // value is the JSON of the current state.
-func (r *registrar) value() (string, error) {
+func (r *Registrar) value() (string, error) {
 	s := r.state()
 	s.AgentID = r.cfg.AgentID
 	s.Targets = slices.Sorted(slices.Values(s.Targets))
@@ -283,7 +303,7 @@ func (r *registrar) value() (string, error) {
 // revoke ends the lease, which deletes the key with it in one step, and
 // only the key still under this lease: a newer agent with the same id
 // keeps its own. Bounded, since etcd may be the reason we are stopping.
-func (r *registrar) revoke(ctx context.Context, gw *etcdGateway, lease int64) {
+func (r *Registrar) revoke(ctx context.Context, gw *etcdGateway, lease int64) {
 	r.up.Set(0)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(regRevokeTimeout, time.Duration(r.cfg.DialTimeout)))
 	defer cancel()

@@ -1,6 +1,7 @@
-package agent
+package registration
 
-// registration.etcd: the settings, their defaults and their checks.
+// The `registration:` section: the settings, their defaults and their
+// checks.
 
 import (
 	"errors"
@@ -18,63 +19,67 @@ import (
 
 // Defaults of registration.etcd; documented in configs/redwire.example.yml.
 const (
-	DefaultRegistrationKeyPrefix   = "/redwire/agents"
-	DefaultRegistrationLeaseTTL    = model.Duration(30 * time.Second)
-	DefaultRegistrationDialTimeout = model.Duration(5 * time.Second)
-	// MinRegistrationLeaseTTL: keepalives go out every ttl/3, and below
-	// 5s one leader election or a long GC pause would expire the lease of
-	// a live agent.
-	MinRegistrationLeaseTTL = model.Duration(5 * time.Second)
+	DefaultKeyPrefix   = "/redwire/agents"
+	DefaultLeaseTTL    = model.Duration(30 * time.Second)
+	DefaultDialTimeout = model.Duration(5 * time.Second)
 )
 
-// RegistrationConfig is the `registration:` section. Registration is off
-// unless a backend is configured.
-type RegistrationConfig struct {
-	Etcd *EtcdRegistrationConfig `yaml:"etcd,omitempty"`
+// minLeaseTTL: keepalives go out every ttl/3, and below 5s one leader
+// election or a long GC pause would expire the lease of a live agent.
+const minLeaseTTL = model.Duration(5 * time.Second)
+
+// Config is the `registration:` section. Registration is off unless a
+// backend is configured; etcd is the only one.
+type Config struct {
+	Etcd *EtcdConfig `yaml:"etcd,omitempty"`
 }
 
 // Enabled reports whether the agent registers anywhere.
-func (c *RegistrationConfig) Enabled() bool { return c.Etcd != nil }
+func (c *Config) Enabled() bool { return c.Etcd != nil }
 
 // SetDefaults fills the defaults of the configured backend.
-func (c *RegistrationConfig) SetDefaults() {
+func (c *Config) SetDefaults() {
 	if c.Etcd != nil {
-		c.Etcd.SetDefaults()
+		c.Etcd.setDefaults()
 	}
 }
 
-// Validate checks the configured backend; errors are *FieldError with a
-// path relative to the section ("etcd.endpoints: …").
-func (c *RegistrationConfig) Validate() error { return c.validateAt("") }
-
-// validateAt is Validate with the error's path below parent (e.g.
-// "registration"), so Config.validate gets a path lineOf can find.
-func (c *RegistrationConfig) validateAt(parent string) error {
+// Validate checks the configured backend. Its error is a *ConfigError
+// naming the field below the section ("etcd.endpoints: …"), so the
+// config loader can build the field's full path and find its line.
+func (c *Config) Validate() error {
 	if c.Etcd == nil {
 		return nil
 	}
-	field, err := c.Etcd.check()
-	if err == nil {
-		return nil
+	if field, err := c.Etcd.check(); err != nil {
+		return &ConfigError{Field: "etcd." + field, Err: err}
 	}
-	path := "etcd." + field
-	if parent != "" {
-		path = parent + "." + path
-	}
-	return fieldErr(path, err)
+	return nil
 }
 
 // SetDirectory makes relative file paths relative to the config file.
-func (c *RegistrationConfig) SetDirectory(dir string) {
+func (c *Config) SetDirectory(dir string) {
 	if c.Etcd != nil {
-		c.Etcd.SetDirectory(dir)
+		c.Etcd.setDirectory(dir)
 	}
 }
 
-// EtcdRegistrationConfig registers the agent as one key in etcd,
-// <key_prefix>/<agent_id>, whose JSON value is the agent's
-// RegistrationState, attached to a lease the agent keeps alive.
-type EtcdRegistrationConfig struct {
+// ConfigError is a registration setting that failed validation. Field is
+// the path inside the section ("etcd.endpoints[1]"), so the config loader
+// can prefix its own ("registration.") to name the field and its line.
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// EtcdConfig registers the agent as one key in etcd,
+// <key_prefix>/<agent_id>, whose JSON value is the agent's State,
+// attached to a lease the agent keeps alive.
+type EtcdConfig struct {
 	// Endpoints are etcd client URLs: http://host:port, https://host:port
 	// or host:port (TLS if tls is set). Credentials go in username and
 	// password, never in a URL.
@@ -96,40 +101,31 @@ type EtcdRegistrationConfig struct {
 	TLS          config.TLSConfig `yaml:"tls,omitempty"`
 }
 
-// SetDefaults fills unset fields. The hostname is left empty if it
-// cannot be read; Validate then asks for agent_id.
-func (c *EtcdRegistrationConfig) SetDefaults() {
+// setDefaults fills unset fields. The hostname is left empty if it
+// cannot be read; check then asks for agent_id.
+func (c *EtcdConfig) setDefaults() {
 	if c.KeyPrefix == "" {
-		c.KeyPrefix = DefaultRegistrationKeyPrefix
+		c.KeyPrefix = DefaultKeyPrefix
 	}
 	if c.AgentID == "" {
 		c.AgentID, _ = os.Hostname()
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = DefaultRegistrationLeaseTTL
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultRegistrationDialTimeout
+		c.DialTimeout = DefaultDialTimeout
 	}
 }
 
-// Validate checks the settings; errors are *FieldError naming the field
-// ("etcd.endpoints[1]: …").
-func (c *EtcdRegistrationConfig) Validate() error {
-	if field, err := c.check(); err != nil {
-		return fieldErr("etcd."+field, err)
-	}
-	return nil
-}
-
-// SetDirectory makes relative file paths relative to the config file.
-func (c *EtcdRegistrationConfig) SetDirectory(dir string) {
+// setDirectory makes relative file paths relative to the config file.
+func (c *EtcdConfig) setDirectory(dir string) {
 	c.PasswordFile = config.JoinDir(dir, c.PasswordFile)
 	c.TLS.SetDirectory(dir)
 }
 
 // check returns the first invalid field, relative to the etcd section.
-func (c *EtcdRegistrationConfig) check() (string, error) {
+func (c *EtcdConfig) check() (string, error) {
 	if len(c.Endpoints) == 0 {
 		return "endpoints", errors.New("required: at least one etcd client URL")
 	}
@@ -162,8 +158,8 @@ func (c *EtcdRegistrationConfig) check() (string, error) {
 	if strings.Contains(c.AgentID, "/") {
 		return "agent_id", fmt.Errorf("%q must not contain /: it is one segment of the key", c.AgentID)
 	}
-	if c.LeaseTTL < MinRegistrationLeaseTTL {
-		return "lease_ttl", fmt.Errorf("%s must be at least %s", c.LeaseTTL, MinRegistrationLeaseTTL)
+	if c.LeaseTTL < minLeaseTTL {
+		return "lease_ttl", fmt.Errorf("%s must be at least %s", c.LeaseTTL, minLeaseTTL)
 	}
 	if time.Duration(c.LeaseTTL)%time.Second != 0 {
 		return "lease_ttl", fmt.Errorf("%s must be whole seconds (etcd's lease granularity)", c.LeaseTTL)
@@ -222,13 +218,13 @@ func checkEtcdEndpoint(ep string) (*bool, error) {
 }
 
 // key is where the agent registers.
-func (c *EtcdRegistrationConfig) key() string {
+func (c *EtcdConfig) key() string {
 	return strings.TrimRight(c.KeyPrefix, "/") + "/" + c.AgentID
 }
 
 // usesTLS reports whether the client dials with TLS: an https endpoint or
 // a tls section (validation refuses both with a plain http endpoint).
-func (c *EtcdRegistrationConfig) usesTLS() bool {
+func (c *EtcdConfig) usesTLS() bool {
 	if c.TLS != (config.TLSConfig{}) {
 		return true
 	}
@@ -239,7 +235,7 @@ func (c *EtcdRegistrationConfig) usesTLS() bool {
 
 // password is read on every connection, so a rotated password_file is
 // picked up at the next reconnect.
-func (c *EtcdRegistrationConfig) password() (string, error) {
+func (c *EtcdConfig) password() (string, error) {
 	if c.PasswordFile == "" {
 		return string(c.Password), nil
 	}

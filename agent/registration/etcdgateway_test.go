@@ -1,4 +1,4 @@
-package agent
+package registration
 
 import (
 	"context"
@@ -151,14 +151,14 @@ func silentEndpoint(t *testing.T) string {
 
 // gatewayFor is a gateway client of endpoints with cfg's other settings
 // (nil: defaults, a one-second dial_timeout).
-func gatewayFor(t *testing.T, cfg *EtcdRegistrationConfig, endpoints ...string) *etcdGateway {
+func gatewayFor(t *testing.T, cfg *EtcdConfig, endpoints ...string) *etcdGateway {
 	t.Helper()
 	if cfg == nil {
-		cfg = &EtcdRegistrationConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second)}
+		cfg = &EtcdConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second)}
 	}
 	cfg.Endpoints = endpoints
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg.setDefaults()
+	if err := validate(cfg); err != nil {
 		t.Fatal(err)
 	}
 	gw, err := newEtcdGateway(cfg)
@@ -328,7 +328,7 @@ func TestEtcdGatewayTLS(t *testing.T) {
 	e := harness.StartEtcd(t)
 	front, caFile := startTLSFront(t, e)
 
-	gw := gatewayFor(t, &EtcdRegistrationConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
+	gw := gatewayFor(t, &EtcdConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
 		TLS: config.TLSConfig{CAFile: caFile}}, front.srv.URL)
 	ctx := testCtx(t)
 	if _, err := gw.grant(ctx, 60); err != nil {
@@ -437,16 +437,16 @@ func TestEtcdGatewayReauthenticates(t *testing.T) {
 	e := harness.StartEtcd(t)
 	ctx := testCtx(t)
 
-	noAuth := gatewayFor(t, &EtcdRegistrationConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
+	noAuth := gatewayFor(t, &EtcdConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
 		Username: "redwire", Password: "pw"}, e.Endpoint())
-	if err := noAuth.put(ctx, DefaultRegistrationKeyPrefix+"/a", "1", 0); err != nil {
+	if err := noAuth.put(ctx, DefaultKeyPrefix+"/a", "1", 0); err != nil {
 		t.Fatalf("put with a username, auth off: %v", err)
 	}
 
 	root := enableEtcdAuth(t, e, "redwire", "pw")
-	gw := gatewayFor(t, &EtcdRegistrationConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
+	gw := gatewayFor(t, &EtcdConfig{AgentID: "gw", DialTimeout: model.Duration(time.Second),
 		Username: "redwire", Password: "pw"}, e.Endpoint())
-	key := DefaultRegistrationKeyPrefix + "/b"
+	key := DefaultKeyPrefix + "/b"
 	if err := gw.put(ctx, key, "1", 0); err != nil {
 		t.Fatalf("put with auth: %v", err)
 	}

@@ -1,4 +1,4 @@
-package agent
+package registration
 
 import (
 	"context"
@@ -32,7 +32,7 @@ import (
 const regTestTTL = model.Duration(5 * time.Second)
 
 func TestRegistrationConfig(t *testing.T) {
-	var c RegistrationConfig
+	var c Config
 	if err := yaml.UnmarshalStrict([]byte("etcd:\n  endpoints: [http://10.0.0.1:2379]\n  password_file: pw\n  tls: {ca_file: ca.pem}\n"), &c); err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -47,48 +47,48 @@ func TestRegistrationConfig(t *testing.T) {
 	if e.key() != "/redwire/agents/"+host {
 		t.Errorf("key %q", e.key())
 	}
-	if err := yaml.UnmarshalStrict([]byte("etcd:\n  endpoint: [x:1]\n"), &RegistrationConfig{}); err == nil || !strings.Contains(err.Error(), "endpoint") {
+	if err := yaml.UnmarshalStrict([]byte("etcd:\n  endpoint: [x:1]\n"), &Config{}); err == nil || !strings.Contains(err.Error(), "endpoint") {
 		t.Errorf("unknown key: %v", err)
 	}
-	var off RegistrationConfig
+	var off Config
 	off.SetDefaults()
 	if off.Enabled() || off.Validate() != nil {
 		t.Errorf("empty section: enabled %v, validate %v", off.Enabled(), off.Validate())
 	}
 
-	valid := func() *EtcdRegistrationConfig {
-		c := &EtcdRegistrationConfig{Endpoints: []string{"http://10.0.0.1:2379", "10.0.0.2:2379"}, AgentID: "edge-1"}
-		c.SetDefaults()
+	valid := func() *EtcdConfig {
+		c := &EtcdConfig{Endpoints: []string{"http://10.0.0.1:2379", "10.0.0.2:2379"}, AgentID: "edge-1"}
+		c.setDefaults()
 		return c
 	}
-	if err := valid().Validate(); err != nil {
+	if err := validate(valid()); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 	tests := []struct {
 		name string
-		edit func(*EtcdRegistrationConfig)
+		edit func(*EtcdConfig)
 		want string
 	}{
-		{"no endpoints", func(c *EtcdRegistrationConfig) { c.Endpoints = nil }, "etcd.endpoints: required"},
-		{"empty endpoint", func(c *EtcdRegistrationConfig) { c.Endpoints[1] = "" }, "etcd.endpoints[1]: must not be empty"},
-		{"no port", func(c *EtcdRegistrationConfig) { c.Endpoints[1] = "etcd.local" }, "etcd.endpoints[1]: "},
-		{"scheme", func(c *EtcdRegistrationConfig) { c.Endpoints[0] = "grpc://x:1" }, `etcd.endpoints[0]: "grpc://x:1": unsupported scheme`},
-		{"credentials in URL", func(c *EtcdRegistrationConfig) { c.Endpoints[0] = "http://u:hunter2@x:1" }, "etcd.endpoints[0]: credentials in the URL"},
-		{"mixed", func(c *EtcdRegistrationConfig) { c.Endpoints[1] = "https://x:1" }, "etcd.endpoints: mixes plain"},
-		{"tls on http", func(c *EtcdRegistrationConfig) { c.TLS = config.TLSConfig{CAFile: "ca"} }, "etcd.tls: set, but endpoint http://10.0.0.1:2379 is plain"},
-		{"prefix", func(c *EtcdRegistrationConfig) { c.KeyPrefix = "agents" }, "etcd.key_prefix: "},
-		{"id slash", func(c *EtcdRegistrationConfig) { c.AgentID = "a/b" }, "etcd.agent_id: "},
-		{"short ttl", func(c *EtcdRegistrationConfig) { c.LeaseTTL = model.Duration(4 * time.Second) }, "etcd.lease_ttl: 4s must be at least 5s"},
-		{"fractional ttl", func(c *EtcdRegistrationConfig) { c.LeaseTTL = model.Duration(5500 * time.Millisecond) }, "etcd.lease_ttl: "},
-		{"dial timeout", func(c *EtcdRegistrationConfig) { c.DialTimeout = -1 }, "etcd.dial_timeout: must be positive"},
-		{"both passwords", func(c *EtcdRegistrationConfig) { c.Username, c.Password, c.PasswordFile = "u", "p", "f" }, "etcd.password_file: "},
-		{"password alone", func(c *EtcdRegistrationConfig) { c.Password = "p" }, "etcd.username: required"},
-		{"username alone", func(c *EtcdRegistrationConfig) { c.Username = "u" }, "etcd.password: required"},
+		{"no endpoints", func(c *EtcdConfig) { c.Endpoints = nil }, "etcd.endpoints: required"},
+		{"empty endpoint", func(c *EtcdConfig) { c.Endpoints[1] = "" }, "etcd.endpoints[1]: must not be empty"},
+		{"no port", func(c *EtcdConfig) { c.Endpoints[1] = "etcd.local" }, "etcd.endpoints[1]: "},
+		{"scheme", func(c *EtcdConfig) { c.Endpoints[0] = "grpc://x:1" }, `etcd.endpoints[0]: "grpc://x:1": unsupported scheme`},
+		{"credentials in URL", func(c *EtcdConfig) { c.Endpoints[0] = "http://u:hunter2@x:1" }, "etcd.endpoints[0]: credentials in the URL"},
+		{"mixed", func(c *EtcdConfig) { c.Endpoints[1] = "https://x:1" }, "etcd.endpoints: mixes plain"},
+		{"tls on http", func(c *EtcdConfig) { c.TLS = config.TLSConfig{CAFile: "ca"} }, "etcd.tls: set, but endpoint http://10.0.0.1:2379 is plain"},
+		{"prefix", func(c *EtcdConfig) { c.KeyPrefix = "agents" }, "etcd.key_prefix: "},
+		{"id slash", func(c *EtcdConfig) { c.AgentID = "a/b" }, "etcd.agent_id: "},
+		{"short ttl", func(c *EtcdConfig) { c.LeaseTTL = model.Duration(4 * time.Second) }, "etcd.lease_ttl: 4s must be at least 5s"},
+		{"fractional ttl", func(c *EtcdConfig) { c.LeaseTTL = model.Duration(5500 * time.Millisecond) }, "etcd.lease_ttl: "},
+		{"dial timeout", func(c *EtcdConfig) { c.DialTimeout = -1 }, "etcd.dial_timeout: must be positive"},
+		{"both passwords", func(c *EtcdConfig) { c.Username, c.Password, c.PasswordFile = "u", "p", "f" }, "etcd.password_file: "},
+		{"password alone", func(c *EtcdConfig) { c.Password = "p" }, "etcd.username: required"},
+		{"username alone", func(c *EtcdConfig) { c.Username = "u" }, "etcd.password: required"},
 	}
 	for _, tc := range tests {
 		c := valid()
 		tc.edit(c)
-		err := c.Validate()
+		err := validate(c)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q…", tc.name, err, tc.want)
 		}
@@ -96,15 +96,14 @@ func TestRegistrationConfig(t *testing.T) {
 			t.Errorf("%s: error shows the password: %v", tc.name, err)
 		}
 	}
-	// Nested under the section, the path is one lineOf can find.
-	bad := RegistrationConfig{Etcd: valid()}
+	// The error names the field below the section, for the config loader
+	// to prefix with "registration." and find the line of (the agent's
+	// TestRegistrationConfigErrorNamesLine).
+	bad := Config{Etcd: valid()}
 	bad.Etcd.Endpoints = nil
-	var fe *FieldError
-	if err := bad.validateAt("registration"); !errors.As(err, &fe) || fe.Path != "registration.etcd.endpoints" {
-		t.Errorf("validateAt: %v", err)
-	}
-	if src := []byte("registration:\n  etcd:\n    endpoints: []\n"); lineOf(src, fe.Path) != 3 {
-		t.Errorf("lineOf(%q) = %d, want 3", fe.Path, lineOf(src, fe.Path))
+	var ce *ConfigError
+	if err := bad.Validate(); !errors.As(err, &ce) || ce.Field != "etcd.endpoints" {
+		t.Errorf("Validate: %v", err)
 	}
 
 	withPW := valid()
@@ -115,26 +114,29 @@ func TestRegistrationConfig(t *testing.T) {
 	}
 }
 
+// validate is Config.Validate of a section holding c.
+func validate(c *EtcdConfig) error { return (&Config{Etcd: c}).Validate() }
+
 // regState is the agent's side of a test: a state the test edits.
 type regState struct {
 	mu sync.Mutex
-	s  RegistrationState
+	s  State
 }
 
-func (s *regState) get() RegistrationState {
+func (s *regState) get() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.s
 }
 
-func (s *regState) set(edit func(*RegistrationState)) {
+func (s *regState) set(edit func(*State)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	edit(&s.s)
 }
 
 func newRegState() *regState {
-	return &regState{s: RegistrationState{
+	return &regState{s: State{
 		ListenURL: "http://127.0.0.1:9187", Version: "1.2.3", AgentID: "ignored",
 		Targets:   []string{"redis-b:6379", "redis-a:6379"},
 		StartedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
@@ -143,34 +145,34 @@ func newRegState() *regState {
 
 // regRig is one registrar, run until the test ends or stop is called.
 type regRig struct {
-	cfg   *EtcdRegistrationConfig
+	cfg   *EtcdConfig
 	state *regState
-	reg   *registrar
-	logs  *syncBuffer
-	stop  func() // cancels run and waits for it to return
+	reg   *Registrar
+	logs  *harness.LogBuffer
+	stop  func() // cancels Run and waits for it to return
 }
 
-func regConfig(t *testing.T, e *harness.Etcd, ttl model.Duration) *EtcdRegistrationConfig {
+func regConfig(t *testing.T, e *harness.Etcd, ttl model.Duration) *EtcdConfig {
 	t.Helper()
-	cfg := &EtcdRegistrationConfig{
+	cfg := &EtcdConfig{
 		Endpoints: []string{e.Endpoint()}, AgentID: "agent-" + strings.ReplaceAll(t.Name(), "/", "_"),
 		LeaseTTL: ttl, DialTimeout: model.Duration(time.Second),
 	}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg.setDefaults()
+	if err := validate(cfg); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
 }
 
-func startRegistrar(t *testing.T, cfg *EtcdRegistrationConfig) *regRig {
+func startRegistrar(t *testing.T, cfg *EtcdConfig) *regRig {
 	t.Helper()
-	rig := &regRig{cfg: cfg, state: newRegState(), logs: &syncBuffer{}}
+	rig := &regRig{cfg: cfg, state: newRegState(), logs: &harness.LogBuffer{}}
 	log := slog.New(slog.NewTextHandler(rig.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rig.reg = newRegistrar(cfg, rig.state.get, prometheus.NewRegistry(), log)
+	rig.reg = New(&Config{Etcd: cfg}, rig.state.get, prometheus.NewRegistry(), log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); rig.reg.run(ctx) }()
+	go func() { defer close(done); rig.reg.Run(ctx) }()
 	var once sync.Once
 	rig.stop = func() {
 		once.Do(func() {
@@ -178,7 +180,7 @@ func startRegistrar(t *testing.T, cfg *EtcdRegistrationConfig) *regRig {
 			select {
 			case <-done:
 			case <-time.After(10 * time.Second):
-				t.Fatalf("run did not return within 10s of its context ending")
+				t.Fatalf("Run did not return within 10s of its context ending")
 			}
 		})
 	}
@@ -213,7 +215,7 @@ func leaseTTL(t *testing.T, e *harness.Etcd, id clientv3.LeaseID) (int64, error)
 
 // waitRegistered waits until the key holds want (any value if want is
 // nil) and returns the lease it is under.
-func waitRegistered(t *testing.T, e *harness.Etcd, key string, want func(RegistrationState) error) clientv3.LeaseID {
+func waitRegistered(t *testing.T, e *harness.Etcd, key string, want func(State) error) clientv3.LeaseID {
 	t.Helper()
 	var lease clientv3.LeaseID
 	harness.WaitFor(t, 20*time.Second, "key "+key, func() (bool, error) {
@@ -225,7 +227,7 @@ func waitRegistered(t *testing.T, e *harness.Etcd, key string, want func(Registr
 			return false, errors.New("no key")
 		}
 		if want != nil {
-			var got RegistrationState
+			var got State
 			if err := json.Unmarshal(resp.Kvs[0].Value, &got); err != nil {
 				return false, fmt.Errorf("value %s: %w", resp.Kvs[0].Value, err)
 			}
@@ -240,13 +242,13 @@ func waitRegistered(t *testing.T, e *harness.Etcd, key string, want func(Registr
 }
 
 // TestRegistrationLifecycle: the key appears with the state as JSON under
-// a lease, follows a change as soon as changed() is called, and is gone
+// a lease, follows a change as soon as Changed() is called, and is gone
 // the moment a graceful stop returns.
 func TestRegistrationLifecycle(t *testing.T) {
 	t.Parallel()
 	e := harness.StartEtcd(t)
 	// A long TTL puts the periodic re-check (ttl/3 = 20s) out of the way:
-	// within the 10s below, only changed() can explain an update.
+	// within the 10s below, only Changed() can explain an update.
 	cfg := regConfig(t, e, model.Duration(time.Minute))
 	cfg.KeyPrefix = "/inventory/"
 	rig := startRegistrar(t, cfg)
@@ -269,12 +271,12 @@ func TestRegistrationLifecycle(t *testing.T) {
 		t.Errorf("redwire_registration_up = %v while registered", up)
 	}
 
-	rig.state.set(func(s *RegistrationState) {
+	rig.state.set(func(s *State) {
 		s.Degraded, s.BacklogBytes, s.Targets = true, 4096, []string{"redis-c:6379"}
 	})
 	start := time.Now()
-	rig.reg.changed()
-	rig.reg.changed() // coalesced, never blocks
+	rig.reg.Changed()
+	rig.reg.Changed() // coalesced, never blocks
 	harness.WaitFor(t, 10*time.Second, "the changed state in etcd", func() (bool, error) {
 		resp, err := regKey(t, e, key)
 		if err != nil || len(resp.Kvs) == 0 {
@@ -283,7 +285,7 @@ func TestRegistrationLifecycle(t *testing.T) {
 		v := string(resp.Kvs[0].Value)
 		return strings.Contains(v, `"degraded":true,"backlog_bytes":4096`) && strings.Contains(v, `"targets":["redis-c:6379"]`), errors.New(v)
 	})
-	t.Logf("update visible %v after changed()", time.Since(start).Round(time.Millisecond))
+	t.Logf("update visible %v after Changed()", time.Since(start).Round(time.Millisecond))
 	if got := rig.logs.Count("registered in etcd"); got != 1 {
 		t.Errorf("%d 'registered' log lines, want 1", got)
 	}
@@ -361,7 +363,7 @@ func enableEtcdAuth(t *testing.T, e *harness.Etcd, user, password string) *clien
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := e.Client()
-	const prefix = DefaultRegistrationKeyPrefix + "/"
+	const prefix = DefaultKeyPrefix + "/"
 	steps := []func() error{
 		func() error { _, err := c.UserAdd(ctx, "root", "root-pw"); return err },
 		func() error { _, err := c.RoleAdd(ctx, "root"); return err },
@@ -404,7 +406,7 @@ func TestRegistrationTLS(t *testing.T) {
 		cfg.AgentID += "_" + strings.NewReplacer(":", "_", "/", "_").Replace(ep)
 		cfg.Endpoints = []string{ep}
 		cfg.TLS = config.TLSConfig{CAFile: caFile}
-		if err := cfg.Validate(); err != nil {
+		if err := validate(cfg); err != nil {
 			t.Fatal(err)
 		}
 		rig := startRegistrar(t, cfg)

@@ -1,4 +1,4 @@
-package agent
+package registration
 
 // A small etcd v3 client over etcd's JSON gRPC-gateway, for the registrar.
 //
@@ -45,7 +45,7 @@ const (
 	grpcUnauthenticated = 16 // "invalid auth token": authenticate again
 )
 
-// etcdGateway talks to etcd at the endpoints of one EtcdRegistrationConfig.
+// etcdGateway talks to etcd at the endpoints of one EtcdConfig.
 // It is owned by one goroutine (the registrar's session), like the token
 // and the endpoint preference it keeps.
 type etcdGateway struct {
@@ -68,7 +68,7 @@ type gatewayEndpoint struct {
 
 // newEtcdGateway builds the clients of cfg's endpoints and reads the
 // password; it does not connect. cfg must be valid.
-func newEtcdGateway(cfg *EtcdRegistrationConfig) (*etcdGateway, error) {
+func newEtcdGateway(cfg *EtcdConfig) (*etcdGateway, error) {
 	g := &etcdGateway{timeout: time.Duration(cfg.DialTimeout), username: cfg.Username}
 	if cfg.Username != "" {
 		pw, err := cfg.password()

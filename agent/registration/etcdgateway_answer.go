@@ -1,4 +1,4 @@
-package agent
+package registration
 
 // Reading the etcd JSON gateway's answers: results, errors in any status
 // (a 200 included), and int64s written as strings. See etcdgateway.go for
