@@ -213,10 +213,14 @@ func TestReloadURLChangeKeepsBacklog(t *testing.T) {
 
 	newURL := proxy.URL() + "/api/v1/write"
 	write(newURL)
-	prom.Start()
+	// Reloaded while the receiver is still away: were it back first, the
+	// old sender could have the backlog's next request in flight when the
+	// reload stops it, and a request cancelled after the receiver stored
+	// it comes again from the new sender, refused as out of order.
 	if code, body := postReload(t, cfg); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
+	prom.Start()
 	newCfg := f.mustLoad()
 	newEP := map[string]string{"endpoint": newCfg.RemoteWrite[0].Label()}
 	harness.WaitFor(t, 2*time.Minute, "the moved backlog to drain through the new URL", func() (bool, error) {
