@@ -67,15 +67,7 @@ type Options struct {
 // returns. It returns early only if the agent cannot start (bad target,
 // buffer locked by another agent, port in use, …).
 func Run(ctx context.Context, cfg *Config, opts Options) error {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
-	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	opts.setDefaults()
 	log, m := opts.Logger, newMetrics(opts.Registry)
 	a := &agentRun{cfg: cfg, log: log, m: m, modes: newModes(), now: opts.Now}
 	defer a.close()
@@ -87,7 +79,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 
-	// Endpoints outlive the scrape loops: they get their own context,
+	// Senders outlive the scrape loops: they get their own context,
 	// cancelled only when the shutdown flush deadline has passed.
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSend()
@@ -122,18 +114,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
 	if cfg.Registration.Enabled() {
-		state := func() registration.State {
-			degraded, _ := a.modes.degraded()
-			st := registration.State{ListenURL: "http://" + web.addr(), Version: opts.Version, Degraded: degraded, StartedAt: started}
-			for _, t := range tm.view.targets() {
-				st.Targets = append(st.Targets, t.Instance)
-			}
-			for _, e := range a.status(&tm.view, started).Endpoints {
-				st.BacklogBytes += e.BacklogBytes
-			}
-			return st
-		}
-		r := registration.New(&cfg.Registration, state, opts.Registry, log)
+		r := registration.New(&cfg.Registration, a.registrationState(&tm.view, web.addr(), opts.Version, started), opts.Registry, log)
 		a.registrar.Store(r)
 		watching.Go(func() { r.Run(ctx) })
 	}
@@ -144,6 +125,31 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	watching.Wait()
 	scraping.Wait()
 	maintaining.Wait()
+	a.flush(opts.ShutdownTimeout, cancelSend)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := web.stop(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("web server: %w", err)
+	}
+	return nil
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// flush lets the senders send what is queued, once scraping has stopped,
+// for at most timeout; then cancelSend stops them and what is left stays
+// in the buffers, which close commits to disk.
+func (a *agentRun) flush(timeout time.Duration, cancelSend context.CancelFunc) {
 	a.mu.Lock()
 	for _, o := range a.outputs {
 		o.buf.Drain()
@@ -153,17 +159,27 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	go func() { a.sending.Wait(); close(flushed) }()
 	select {
 	case <-flushed:
-	case <-time.After(opts.ShutdownTimeout):
-		log.Warn("shutdown timeout reached: committing what is left to the disk buffer")
+	case <-time.After(timeout):
+		a.log.Warn("shutdown timeout reached: committing what is left to the disk buffer")
 		cancelSend()
 		<-flushed
 	}
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	if err := web.stop(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("web server: %w", err)
+}
+
+// registrationState is what the registrar announces, read afresh each
+// time it asks.
+func (a *agentRun) registrationState(view *targetView, addr, version string, started time.Time) func() registration.State {
+	return func() registration.State {
+		degraded, _ := a.modes.degraded()
+		st := registration.State{ListenURL: "http://" + addr, Version: version, Degraded: degraded, StartedAt: started}
+		for _, t := range view.targets() {
+			st.Targets = append(st.Targets, t.Instance)
+		}
+		for _, e := range a.status(view, started).Endpoints {
+			st.BacklogBytes += e.BacklogBytes
+		}
+		return st
 	}
-	return nil
 }
 
 // agentRun is one run of the agent: what Run opened and must close.
