@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -163,7 +162,7 @@ func (f *fakeReceiver) Send(_ context.Context, body []byte) error {
 	case status == 0:
 		return &remotewrite.Error{Class: remotewrite.Retry, Err: fmt.Errorf("connection refused")}
 	case status/100 == 2:
-		n, err := requestSamples(body)
+		n, err := writeSamples(body)
 		f.taken += n
 		return err
 	}
@@ -184,23 +183,6 @@ func classOfStatus(status int) remotewrite.Class {
 		return remotewrite.Retry
 	}
 	return remotewrite.Reject
-}
-
-// requestSamples decodes a request body and counts its samples.
-func requestSamples(body []byte) (int, error) {
-	raw, err := snappy.Decode(nil, body)
-	if err != nil {
-		return 0, err
-	}
-	var wr prompb.WriteRequest
-	if err := wr.Unmarshal(raw); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, ts := range wr.Timeseries {
-		n += len(ts.Samples)
-	}
-	return n, nil
 }
 
 type senderRig struct {
@@ -239,4 +221,17 @@ func rigBatch(n int) sample.Batch {
 		sc.Gauge("redis_test_series", "test", 1, "i", fmt.Sprint(i))
 	}
 	return sc.Batch()
+}
+
+// writeSamples counts the samples of a request body.
+func writeSamples(body []byte) (int, error) {
+	wr, err := harness.DecodeWrite(body)
+	if err != nil || wr == nil {
+		return 0, err
+	}
+	n := 0
+	for _, ts := range wr.Timeseries {
+		n += len(ts.Samples)
+	}
+	return n, nil
 }

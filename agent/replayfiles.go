@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -311,7 +312,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 			r.opts.Progress(r.prog)
 		}
 		if r.opts.MaxSamplesPerSecond > 0 {
-			sleep(ctx, time.Duration(float64(t.sent)/r.opts.MaxSamplesPerSecond*float64(time.Second)))
+			pause.For(ctx, time.Duration(float64(t.sent)/r.opts.MaxSamplesPerSecond*float64(time.Second)))
 		}
 		return ctx.Err()
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/sample"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -72,7 +73,7 @@ func (l *scrapeLoop) run(ctx context.Context) {
 	// Spread targets over the interval so many of them do not fire at
 	// once; the offset is stable per target, so its samples stay evenly
 	// spaced across restarts.
-	if !sleep(ctx, offset(l.target.Name(), l.interval)) {
+	if !pause.For(ctx, offset(l.target.Name(), l.interval)) {
 		return
 	}
 	var scraped time.Time // when the last scrape began; zero: never

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -98,7 +99,7 @@ func (s *sender) run(ctx context.Context) {
 			// The store could not be read: say so, wait, try again. The
 			// data stays where it is.
 			s.log.Error("reading the buffer failed", "err", o.err)
-			if !sleep(ctx, s.policy.MaxBackoff) {
+			if !pause.For(ctx, s.policy.MaxBackoff) {
 				return
 			}
 			continue
@@ -160,7 +161,7 @@ func (s *sender) send(ctx context.Context, o outgoing, ackLater bool) {
 		s.ack(o.l)
 	}
 	if o.l.FromStore && s.replayRate > 0 && t.taken > 0 {
-		sleep(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
+		pause.For(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
 	}
 	if !ackLater {
 		s.checkBacklog()
@@ -338,16 +339,4 @@ func errAttrs(err error) []any {
 		attrs = append(attrs, "status", strconv.Itoa(re.StatusCode))
 	}
 	return attrs
-}
-
-// sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

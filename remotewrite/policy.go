@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -87,7 +88,7 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 		if !h.Failed(err, wait) {
 			return err
 		}
-		if !sleep(ctx, wait) {
+		if !pause.For(ctx, wait) {
 			return ctx.Err()
 		}
 	}
@@ -145,16 +146,4 @@ func (p Policy) wait(err error, bo backoff.BackOff) time.Duration {
 // step.
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

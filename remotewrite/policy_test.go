@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -25,7 +24,7 @@ type fakeSender struct {
 }
 
 func (f *fakeSender) Send(_ context.Context, body []byte) error {
-	n, err := countSamples(body)
+	n, err := writeSamples(body)
 	if err != nil {
 		return err
 	}
@@ -244,14 +243,10 @@ type senderFunc func(context.Context, []byte) error
 
 func (f senderFunc) Send(ctx context.Context, body []byte) error { return f(ctx, body) }
 
-// countSamples decodes a request body and counts its samples.
-func countSamples(body []byte) (int, error) {
-	raw, err := snappy.Decode(nil, body)
-	if err != nil {
-		return 0, err
-	}
-	var wr prompb.WriteRequest
-	if err := wr.Unmarshal(raw); err != nil {
+// writeSamples counts the samples of a request body.
+func writeSamples(body []byte) (int, error) {
+	wr, err := harness.DecodeWrite(body)
+	if err != nil || wr == nil {
 		return 0, err
 	}
 	n := 0

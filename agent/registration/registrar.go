@@ -14,6 +14,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redwire/redwire/internal/pause"
 )
 
 const (
@@ -144,22 +146,9 @@ func (r *Registrar) Run(ctx context.Context) {
 		} else {
 			r.log.Debug("service registration failed again", "key", r.key, "err", err)
 		}
-		if !sleep(ctx, bo.NextBackOff()) {
+		if !pause.For(ctx, bo.NextBackOff()) {
 			return
 		}
-	}
-}
-
-// sleep waits d, or less if ctx ends first; it reports whether it waited
-// the whole d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

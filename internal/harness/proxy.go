@@ -191,7 +191,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Body = body
-	rec.Write, rec.DecodeErr = decodeWrite(body)
+	rec.Write, rec.DecodeErr = DecodeWrite(body)
 
 	f, faulty, delay := p.next()
 	if faulty {
@@ -240,9 +240,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte) (st
 	return resp.StatusCode, true, nil
 }
 
-// decodeWrite decodes a remote-write 1.0 body: snappy block format around
-// a protobuf prompb.WriteRequest.
-func decodeWrite(body []byte) (*prompb.WriteRequest, error) {
+// DecodeWrite decodes a remote-write 1.0 body: snappy block format around
+// a protobuf prompb.WriteRequest. Tests read what a sender sent with it.
+func DecodeWrite(body []byte) (*prompb.WriteRequest, error) {
 	if len(body) == 0 {
 		return nil, nil
 	}

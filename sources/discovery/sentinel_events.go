@@ -4,9 +4,10 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/redwire/redwire/internal/pause"
 )
 
 // sentinelEvents are the Pub/Sub channels a sentinel announces topology
@@ -26,7 +27,7 @@ func (s *Sentinel) subscribe(ctx context.Context, host string) {
 		// Receive confirms the subscription (or fails to connect).
 		if _, err := ps.Receive(ctx); err != nil {
 			ps.Close()
-			if !pause(ctx, bo.NextBackOff()) {
+			if !pause.For(ctx, bo.NextBackOff()) {
 				return
 			}
 			continue
@@ -74,17 +75,5 @@ func (s *Sentinel) event(from, channel, payload string) {
 		}
 		s.log.Debug("sentinel event", "sentinel", from, "event", channel, "payload", payload)
 		s.Refresh()
-	}
-}
-
-// pause waits d or until ctx is done; false if ctx ended it.
-func pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
