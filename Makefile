@@ -72,10 +72,10 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzReload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./agent/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
-	$(GO) test -run '^$$' -fuzz '^FuzzCompactDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
-	$(GO) test -run '^$$' -fuzz '^FuzzCompactRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompactDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompactRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./remotewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadExport$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
 	$(GO) test -run '^$$' -fuzz '^FuzzClusterTargets$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/

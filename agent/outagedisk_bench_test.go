@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
 	"github.com/redwire/redwire/sources/redis"
@@ -28,7 +29,7 @@ import (
 // end). Run with -benchtime 1x.
 //
 // With REDWIRE_OUTAGE_SAVE=<file> it also writes the whole backlog as one
-// compact segment to that file: how buffer/testdata/real-outage.seg, the
+// compact segment to that file: how internal/codec/testdata/real-outage-v1.seg, the
 // real data the encoding benchmarks and tests use, was made.
 func BenchmarkOutageDisk(b *testing.B) {
 	span := 10 * time.Minute
@@ -150,7 +151,7 @@ func saveBacklog(b *testing.B, dir, out string) {
 	for i, r := range recs {
 		batches[i] = r.Batch
 	}
-	seg, err := buffer.EncodeSegment(batches)
+	seg, err := codec.EncodeSegment(batches)
 	if err != nil {
 		b.Fatal(err)
 	}

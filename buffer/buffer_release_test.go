@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -21,7 +22,7 @@ func TestReleaseHandsOutTheSameBatchAgain(t *testing.T) {
 	b := New(store, Options{Capacity: 100000, MaxBatch: 10})
 	defer b.Close()
 	for i := range 4 {
-		if _, err := b.Append(redisBatch(int64(i)*1000, i)); err != nil {
+		if _, err := b.Append(batchtest.Redis(int64(i)*1000, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,7 +63,7 @@ func TestBacklogLeasesTakeStoreBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		if _, err := store.Append(redisBatch(int64(i)*1000, i)); err != nil { // 300 samples each
+		if _, err := store.Append(batchtest.Redis(int64(i)*1000, i)); err != nil { // 300 samples each
 			t.Fatal(err)
 		}
 	}
@@ -87,8 +88,8 @@ func TestTakenLeavesOnlyTheRest(t *testing.T) {
 	}
 	b := New(store, Options{Capacity: 100000, MaxBatch: 100})
 	defer b.Close()
-	all := redisBatch(0, 0).Samples // 300: a lease of 100, 200 left in memory
-	if _, err := b.Append(redisBatch(0, 0)); err != nil {
+	all := batchtest.Redis(0, 0).Samples // 300: a lease of 100, 200 left in memory
+	if _, err := b.Append(batchtest.Redis(0, 0)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

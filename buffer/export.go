@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // The export file format; docs/buffer-export-format.md is its
@@ -43,8 +45,8 @@ const (
 	// TrailerFrameSize is the size of the trailer frame, the file's end.
 	TrailerFrameSize = frameOverhead + trailerBody
 	// maxFrameBody bounds a frame so a corrupt length cannot ask for more;
-	// a stored record's payload is bounded by maxDecodedBatch.
-	maxFrameBody = recordPrefix + recordHeaderSize + maxDecodedBatch
+	// a stored record's payload is bounded by codec.MaxDecodedBatch.
+	maxFrameBody = recordPrefix + codec.HeaderSize + codec.MaxDecodedBatch
 )
 
 // ExportHeader is the self-description at the start of an export file.
@@ -59,7 +61,7 @@ type ExportHeader struct {
 	// FromMs and ToMs are the time filter (0: unbounded).
 	FromMs int64 `json:"from_ms,omitempty"`
 	ToMs   int64 `json:"to_ms,omitempty"`
-	Codec  int   `json:"codec"` // the stored record encoding, codecVersion
+	Codec  int   `json:"codec"` // the stored record encoding, codec.BatchVersion
 }
 
 // ExportTrailer closes an export file.
@@ -112,19 +114,19 @@ func (ew *exportWriter) frame(typ byte, body []byte) error {
 
 // record writes one stored record as it is in the store; h is its parsed
 // header.
-func (ew *exportWriter) record(endpoint uint32, seq uint64, rec []byte, h recordHeader) error {
+func (ew *exportWriter) record(endpoint uint32, seq uint64, rec []byte, h codec.Header) error {
 	body := binary.LittleEndian.AppendUint32(make([]byte, 0, recordPrefix+len(rec)), endpoint)
 	body = binary.LittleEndian.AppendUint64(body, seq)
 	body = append(body, rec...)
 	t := &ew.t
-	if t.Records == 0 || h.minT < t.MinT {
-		t.MinT = h.minT
+	if t.Records == 0 || h.MinT < t.MinT {
+		t.MinT = h.MinT
 	}
-	if t.Records == 0 || h.maxT > t.MaxT {
-		t.MaxT = h.maxT
+	if t.Records == 0 || h.MaxT > t.MaxT {
+		t.MaxT = h.MaxT
 	}
 	t.Records++
-	t.Samples += h.samples
+	t.Samples += h.Samples
 	return ew.frame(frameRecord, body)
 }
 
@@ -195,7 +197,7 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 	}
 	host, _ := os.Hostname()
 	h := ExportHeader{Created: opts.Now().UTC(), RedwireVersion: opts.RedwireVersion, Host: host,
-		Source: opts.Source, FromMs: opts.FromMs, ToMs: opts.ToMs, Codec: codecVersion}
+		Source: opts.Source, FromMs: opts.FromMs, ToMs: opts.ToMs, Codec: codec.BatchVersion}
 	for _, f := range files {
 		h.Endpoints = append(h.Endpoints, f.Name)
 	}
@@ -278,8 +280,8 @@ func exportRecords(ctx context.Context, tx *bolt.Tx, ew *exportWriter, idx uint3
 		return nil, nil
 	}
 	var (
-		dec      batchDecoder
-		enc      batchEncoder
+		dec      codec.BatchDecoder
+		enc      codec.BatchEncoder
 		seqs     []uint64
 		consumed uint64
 		rec      []byte
@@ -297,7 +299,7 @@ func exportRecords(ctx context.Context, tx *bolt.Tx, ew *exportWriter, idx uint3
 			continue
 		}
 		key := binary.BigEndian.Uint64(k)
-		h, err := parseHeader(v)
+		h, err := codec.ParseHeader(v)
 		var batches []Record
 		if err == nil {
 			// Decoded to prove the record whole (a record that would not
@@ -311,17 +313,17 @@ func exportRecords(ctx context.Context, tx *bolt.Tx, ew *exportWriter, idx uint3
 		}
 		// The time filter selects whole records: a sealed segment spans
 		// minutes of scrapes and goes, or stays, as one.
-		if (opts.FromMs != 0 && h.maxT < opts.FromMs) || (opts.ToMs != 0 && h.minT >= opts.ToMs) {
+		if (opts.FromMs != 0 && h.MaxT < opts.FromMs) || (opts.ToMs != 0 && h.MinT >= opts.ToMs) {
 			continue
 		}
 		for _, r := range batches {
-			bh := headerOf(&r.Batch)
-			rec = appendRecord(rec[:0], &enc, &r.Batch, bh)
+			bh := codec.HeaderOf(&r.Batch)
+			rec = codec.AppendRecord(rec[:0], &enc, &r.Batch, bh)
 			if err := ew.record(idx, r.Seq, rec, bh); err != nil {
 				return nil, fmt.Errorf("export file: %w", err)
 			}
 			ex.Records++
-			ex.Samples += bh.samples
+			ex.Samples += bh.Samples
 		}
 		seqs = append(seqs, key)
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/redwire/redwire/internal/batchtest"
 )
 
 // FuzzReadExport: whatever the bytes, reading an export file returns
@@ -21,7 +23,7 @@ func FuzzReadExport(f *testing.F) {
 		f.Fatal(err)
 	}
 	for k := range 3 {
-		if _, err := s.Append(smallBatch(k, 3, t0+int64(k)*1000)); err != nil {
+		if _, err := s.Append(batchtest.Small(k, 3, t0+int64(k)*1000)); err != nil {
 			f.Fatal(err)
 		}
 	}

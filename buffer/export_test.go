@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/redwire/redwire/internal/batchtest"
 )
 
 // exportStore fills a store with n batches of 10 samples, batch k at
@@ -20,7 +22,7 @@ func exportStore(t *testing.T, dir, name string, n int) StoreFile {
 		t.Fatal(err)
 	}
 	for k := range n {
-		mustAppend(t, s, smallBatch(k, 10, t0+int64(k)*1000))
+		mustAppend(t, s, batchtest.Small(k, 10, t0+int64(k)*1000))
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -76,7 +78,7 @@ func TestExportRoundTripAndDelete(t *testing.T) {
 		if r.Endpoint != ep || r.Seq != uint64(id+1) {
 			t.Errorf("record %d: endpoint %s seq %d", i, r.Endpoint, r.Seq)
 		}
-		requireBatchEqual(t, smallBatch(id, 10, t0+int64(id)*1000), r.Batch)
+		batchtest.RequireEqual(t, batchtest.Small(id, 10, t0+int64(id)*1000), r.Batch)
 	}
 	for _, sf := range []StoreFile{a, b} {
 		s := openT(t, sf.Path, testOptions())

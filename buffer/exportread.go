@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -23,7 +24,7 @@ type ExportFile struct {
 	r         io.ReaderAt
 	size      int64
 	dataStart int64
-	dec       batchDecoder
+	dec       codec.BatchDecoder
 	buf       []byte
 }
 
@@ -167,14 +168,14 @@ func (f *ExportFile) frameAt(off int64) (typ byte, body []byte, end int64, err e
 
 // record decodes a record frame's body.
 func (f *ExportFile) record(off, end int64, body []byte) (ExportRecord, error) {
-	if len(body) < recordPrefix+recordHeaderSize {
+	if len(body) < recordPrefix+codec.HeaderSize {
 		return ExportRecord{}, fmt.Errorf("record frame of %d bytes", len(body))
 	}
 	idx := binary.LittleEndian.Uint32(body)
 	if uint64(idx) >= uint64(len(f.Header.Endpoints)) {
 		return ExportRecord{}, fmt.Errorf("record of endpoint %d; the header names %d", idx, len(f.Header.Endpoints))
 	}
-	b, err := decodeRecord(&f.dec, body[recordPrefix:])
+	b, err := codec.DecodeRecord(&f.dec, body[recordPrefix:])
 	if err != nil {
 		return ExportRecord{}, err
 	}
@@ -242,15 +243,15 @@ func (c ExportCheck) OK() bool { return len(c.Corrupt) == 0 && c.Trailer != nil 
 func (f *ExportFile) Verify() (ExportCheck, error) {
 	var c ExportCheck
 	t, err := f.Records(f.dataStart, func(r ExportRecord) error {
-		h := headerOf(&r.Batch)
-		if c.Records == 0 || h.minT < c.MinT {
-			c.MinT = h.minT
+		h := codec.HeaderOf(&r.Batch)
+		if c.Records == 0 || h.MinT < c.MinT {
+			c.MinT = h.MinT
 		}
-		if c.Records == 0 || h.maxT > c.MaxT {
-			c.MaxT = h.maxT
+		if c.Records == 0 || h.MaxT > c.MaxT {
+			c.MaxT = h.MaxT
 		}
 		c.Records++
-		c.Samples += h.samples
+		c.Samples += h.Samples
 		return nil
 	}, func(cf CorruptFrame) error { c.Corrupt = append(c.Corrupt, cf); return nil })
 	c.Trailer = t

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // TestFollowingChainsTheBacklog leases a backlog of sealed, merged and
@@ -18,7 +21,7 @@ func TestFollowingChainsTheBacklog(t *testing.T) {
 	next := 0 // the next batch id to append; batch i holds 3 samples at i*10
 	appendN := func(n int) {
 		for range n {
-			if _, err := store.Append(smallBatch(next, 3, int64(next)*10)); err != nil {
+			if _, err := store.Append(batchtest.Small(next, 3, int64(next)*10)); err != nil {
 				t.Fatal(err)
 			}
 			next++
@@ -28,7 +31,7 @@ func TestFollowingChainsTheBacklog(t *testing.T) {
 	segments := 0
 	if err := store.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRecords).ForEach(func(_, v []byte) error {
-			if h, err := parseHeader(v); err == nil && h.segment {
+			if h, err := codec.ParseHeader(v); err == nil && h.Segment {
 				segments++
 			}
 			return nil
@@ -92,7 +95,7 @@ func TestFollowingNothing(t *testing.T) {
 	store := openT(t, filepath.Join(t.TempDir(), "b.bbolt"), StoreOptions{NoSync: true})
 	b := New(store, Options{Capacity: 1000, MaxBatch: 3, StoreBatch: 3})
 	defer b.Close()
-	if _, err := store.Append(smallBatch(1, 3, 0)); err != nil {
+	if _, err := store.Append(batchtest.Small(1, 3, 0)); err != nil {
 		t.Fatal(err)
 	}
 	l, err := b.Next(context.Background())
@@ -105,7 +108,7 @@ func TestFollowingNothing(t *testing.T) {
 	if err := b.Ack(l); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Append(smallBatch(2, 3, 10)); err != nil {
+	if _, err := b.Append(batchtest.Small(2, 3, 10)); err != nil {
 		t.Fatal(err)
 	}
 	l, err = b.Next(context.Background())

@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // How a buffer file was read by InspectStore or Export.
@@ -101,7 +103,7 @@ type StoreInspection struct {
 func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
 	in := StoreInspection{Name: f.Name, Path: f.Path, FileBytes: fileSize(f.Path)}
 	series := make(map[uint64]struct{})
-	var dec batchDecoder
+	var dec codec.BatchDecoder
 	mode, err := viewStore(f.Path, opts, func(tx *bolt.Tx) error {
 		if q := tx.Bucket(bucketQuarantine); q != nil {
 			in.Quarantined = int64(q.Stats().KeyN)
@@ -116,7 +118,7 @@ func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
 		}
 		return records.ForEach(func(k, v []byte) error {
 			var recs []Record
-			h, err := parseHeader(v)
+			h, err := codec.ParseHeader(v)
 			if err == nil && len(k) == 8 {
 				recs, err = decodeRecords(&dec, binary.BigEndian.Uint64(k), v, consumed)
 			}
@@ -124,11 +126,11 @@ func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
 				in.Corrupt++
 				return nil
 			}
-			if in.Batches == 0 || h.minT < in.OldestT {
-				in.OldestT = h.minT
+			if in.Batches == 0 || h.MinT < in.OldestT {
+				in.OldestT = h.MinT
 			}
-			if in.Batches == 0 || h.maxT > in.NewestT {
-				in.NewestT = h.maxT
+			if in.Batches == 0 || h.MaxT > in.NewestT {
+				in.NewestT = h.MaxT
 			}
 			in.Bytes += int64(len(v))
 			for _, r := range recs {

@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // errNothingToSeal ends a seal or merge transaction that found too little
@@ -34,7 +36,7 @@ func (s *Store) compress() {
 
 // segmentBuilder gathers batches for one segment record.
 type segmentBuilder struct {
-	seg        Segment
+	seg        codec.Segment
 	seqs       []uint64
 	samples    []int64
 	minT, maxT int64
@@ -45,15 +47,15 @@ func (b *segmentBuilder) add(r Record) error {
 	if err := b.seg.Append(&r.Batch); err != nil {
 		return err
 	}
-	h := headerOf(&r.Batch)
-	if len(b.seqs) == 0 || h.minT < b.minT {
-		b.minT = h.minT
+	h := codec.HeaderOf(&r.Batch)
+	if len(b.seqs) == 0 || h.MinT < b.minT {
+		b.minT = h.MinT
 	}
-	if len(b.seqs) == 0 || h.maxT > b.maxT {
-		b.maxT = h.maxT
+	if len(b.seqs) == 0 || h.MaxT > b.maxT {
+		b.maxT = h.MaxT
 	}
 	b.seqs = append(b.seqs, r.Seq)
-	b.samples = append(b.samples, h.samples)
+	b.samples = append(b.samples, h.Samples)
 	return nil
 }
 
@@ -62,7 +64,7 @@ func (b *segmentBuilder) add(r Record) error {
 func (s *Store) replace(ht *headTx, b *segmentBuilder) error {
 	records := ht.tx.Bucket(bucketRecords)
 	records.FillPercent = 1
-	rec := appendSegmentRecord(nil, &b.seg, b.seqs, b.samples, b.minT, b.maxT)
+	rec := codec.AppendSegmentRecord(nil, &b.seg, b.seqs, b.samples, b.minT, b.maxT)
 	for _, k := range b.keys {
 		if err := records.Delete(seqKey(k)); err != nil {
 			return err
@@ -87,11 +89,11 @@ func (s *Store) seal() error {
 		cur := tx.Bucket(bucketRecords).Cursor()
 		for k, v := cur.Seek(seqKey(s.counts.tailSeq)); k != nil; k, v = cur.Next() {
 			seq := binary.BigEndian.Uint64(k)
-			h, err := parseHeader(v)
-			if err != nil || h.segment || int64(b.seg.Samples())+h.samples > sealMaxSamples {
+			h, err := codec.ParseHeader(v)
+			if err != nil || h.Segment || int64(b.seg.Samples())+h.Samples > sealMaxSamples {
 				break
 			}
-			batch, err := decodeRecord(&s.dec, v)
+			batch, err := codec.DecodeRecord(&s.dec, v)
 			if err != nil || seq <= s.counts.consumed {
 				break
 			}
@@ -116,8 +118,8 @@ func (s *Store) merge() error {
 			if head != nil && seq == binary.BigEndian.Uint64(head) {
 				continue
 			}
-			h, err := parseHeader(v)
-			if err != nil || !h.segment || h.samples >= s.smallBelow() || int64(b.seg.Samples())+h.samples > sealMaxSamples {
+			h, err := codec.ParseHeader(v)
+			if err != nil || !h.Segment || h.Samples >= s.smallBelow() || int64(b.seg.Samples())+h.Samples > sealMaxSamples {
 				break
 			}
 			recs, err := decodeSegmentRecord(seq, v)
@@ -171,6 +173,10 @@ type cachedSegment struct {
 	size int
 	recs []Record
 }
+
+// castagnoli is the CRC table of the records' checksums, which get
+// folds into its key.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // get returns the decoded batches of the segment record rec under key.
 func (c *segmentCache) get(key uint64, rec []byte) ([]Record, error) {

@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -39,13 +41,13 @@ func recordKinds(t *testing.T, s *Store) (batches, small, merged int) {
 	defer s.mu.Unlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRecords).ForEach(func(_, v []byte) error {
-			h, err := parseHeader(v)
+			h, err := codec.ParseHeader(v)
 			switch {
 			case err != nil:
 				return err
-			case !h.segment:
+			case !h.Segment:
 				batches++
-			case h.samples < s.smallBelow():
+			case h.Samples < s.smallBelow():
 				small++
 			default:
 				merged++
@@ -97,7 +99,7 @@ func segmentOps(t *testing.T, seed uint64, steps int) {
 		case r < 50:
 			op = "append"
 			ts += 1000
-			b := smallBatch(step, 1+rng.IntN(12), ts)
+			b := batchtest.Small(step, 1+rng.IntN(12), ts)
 			_, err := s.Append(b)
 			switch {
 			case diskFull && err != nil:
@@ -190,7 +192,7 @@ func requireRecords(t *testing.T, step int, want, got []Record) {
 		if got[i].Seq != want[i].Seq {
 			t.Fatalf("step %d: record %d has seq %d, want %d", step, i, got[i].Seq, want[i].Seq)
 		}
-		if err := batchDiff(want[i].Batch, got[i].Batch); err != nil {
+		if err := batchtest.Diff(want[i].Batch, got[i].Batch); err != nil {
 			t.Fatalf("step %d: record %d (seq %d): %v", step, i, want[i].Seq, err)
 		}
 	}
@@ -204,7 +206,7 @@ func TestStoreSealShrinksAnOutage(t *testing.T) {
 	var want []sample.Batch
 	n := 0
 	for i := range 3600 {
-		b := redisBatch(t0+int64(i)*1000, i)
+		b := batchtest.Redis(t0+int64(i)*1000, i)
 		if _, err := s.Append(b); err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +228,7 @@ func TestStoreSealShrinksAnOutage(t *testing.T) {
 		t.Fatalf("%d batches back, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if err := batchDiff(want[i], got[i].Batch); err != nil {
+		if err := batchtest.Diff(want[i], got[i].Batch); err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
 	}
@@ -238,7 +240,7 @@ func TestStoreSegmentCorruption(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ep.bbolt")
 	s := sealingStore(t, path, testOptions())
 	for i := range 40 {
-		if _, err := s.Append(smallBatch(i, 5, t0+int64(i)*1000)); err != nil {
+		if _, err := s.Append(batchtest.Small(i, 5, t0+int64(i)*1000)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,7 +253,7 @@ func TestStoreSegmentCorruption(t *testing.T) {
 	s.mu.Lock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-			if h, _ := parseHeader(v); h.segment && key == 0 {
+			if h, _ := codec.ParseHeader(v); h.Segment && key == 0 {
 				key = binary.BigEndian.Uint64(k)
 				bad := append([]byte(nil), v...)
 				bad[len(bad)/2] ^= 0x40
@@ -294,7 +296,7 @@ func TestSealedStoreExportAndInspect(t *testing.T) {
 	s := sealingStore(t, sf.Path, testOptions())
 	var want []Record
 	for i := range 60 {
-		b := smallBatch(i, 5, t0+int64(i)*1000)
+		b := batchtest.Small(i, 5, t0+int64(i)*1000)
 		mustAppend(t, s, b)
 		want = append(want, Record{Seq: s.LastSeq(), Batch: b})
 	}
@@ -333,7 +335,7 @@ func TestSealedStoreExportAndInspect(t *testing.T) {
 		if r.Seq != want[i].Seq {
 			t.Fatalf("export record %d: seq %d, want %d", i, r.Seq, want[i].Seq)
 		}
-		if err := batchDiff(want[i].Batch, r.Batch); err != nil {
+		if err := batchtest.Diff(want[i].Batch, r.Batch); err != nil {
 			t.Fatalf("export record %d: %v", i, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -50,9 +51,10 @@ var (
 	keyConsumed      = []byte("consumed") // in meta: 8-byte big-endian
 )
 
-// Sealing (segrecord.go): once the batch records after the last segment
-// hold sealSamples samples, they become one segment record; once
-// mergeSegments small segments end the file, they become one. A batch
+// Sealing (seal.go; the segment record's format is in internal/codec):
+// once the batch records after the last segment hold sealSamples
+// samples, they become one segment record; once mergeSegments small
+// segments end the file, they become one. A batch
 // record takes about 17 bytes a sample, a segment of a minute at 1 s
 // about 2.4 and one of ten minutes about 2.0, so sealing early keeps the
 // uncompressed tail small and merging brings the segments to size.
@@ -160,8 +162,8 @@ type Store struct {
 
 	mu  sync.Mutex
 	db  *bolt.DB // nil once closed
-	enc batchEncoder
-	dec batchDecoder
+	enc codec.BatchEncoder
+	dec codec.BatchDecoder
 	buf []byte // Append's record scratch
 	// Invariant: counts equals scanCounts of the file after every method
 	// returns; Stats is O(1) because of it. Checked by the tests after
@@ -253,7 +255,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	if len(b.Samples) == 0 {
 		return nil, nil
 	}
-	if uint64(len(b.Samples)) >= segmentFlag {
+	if uint64(len(b.Samples)) >= codec.SegmentFlag {
 		return nil, fmt.Errorf("buffer store %s: batch of %d samples is too large for one record", s.path, len(b.Samples))
 	}
 	s.mu.Lock()
@@ -261,13 +263,13 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	if s.db == nil {
 		return nil, s.errClosed()
 	}
-	h := headerOf(&b)
+	h := codec.HeaderOf(&b)
 	seq := s.next
 	var tooOld, tooBig, full Dropped
 	tooOld.Reason, tooBig.Reason, full.Reason = DropTooOld, DropBufferFull, DropBufferFull
 	cutoff, expiring := s.cutoff()
 	err = protect(func() error {
-		s.buf = appendRecord(s.buf[:0], &s.enc, &b, h)
+		s.buf = codec.AppendRecord(s.buf[:0], &s.enc, &b, h)
 		return nil
 	})
 	if err != nil {
@@ -276,10 +278,10 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	rec := s.buf
 	write := true
 	switch {
-	case expiring && h.maxT < cutoff:
-		write, tooOld.Samples, tooOld.Batches = false, int(h.samples), 1
+	case expiring && h.MaxT < cutoff:
+		write, tooOld.Samples, tooOld.Batches = false, int(h.Samples), 1
 	case s.opts.MaxBytes > 0 && int64(len(rec)) > s.opts.MaxBytes:
-		write, tooBig.Samples, tooBig.Batches = false, int(h.samples), 1
+		write, tooBig.Samples, tooBig.Batches = false, int(h.Samples), 1
 	}
 	if write && s.opts.MinFreeBytes > 0 {
 		// Checked before writing: bbolt may need several pages more than
@@ -301,7 +303,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		ht.begin(tx)
 		if expiring {
-			if err := ht.drop(&tooOld, func(_ uint64, h recordHeader) bool { return h.maxT < cutoff }); err != nil {
+			if err := ht.drop(&tooOld, func(_ uint64, h codec.Header) bool { return h.MaxT < cutoff }); err != nil {
 				return err
 			}
 		}
@@ -322,7 +324,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 		if s.opts.MaxBytes > 0 {
 			// The new record fits on its own (checked above), so this
 			// stops before reaching it.
-			if err := ht.drop(&full, func(uint64, recordHeader) bool { return ht.counts.bytes > s.opts.MaxBytes }); err != nil {
+			if err := ht.drop(&full, func(uint64, codec.Header) bool { return ht.counts.bytes > s.opts.MaxBytes }); err != nil {
 				return err
 			}
 		}
@@ -366,13 +368,13 @@ func (s *Store) PeekAfter(after uint64, maxSamples int) ([]Record, error) {
 			cur := tx.Bucket(bucketRecords).Cursor()
 			for k, v := firstAfter(cur, after); k != nil; k, v = cur.Next() {
 				seq := binary.BigEndian.Uint64(k)
-				h, herr := parseHeader(v)
-				if herr == nil && len(recs) > 0 && int64(total)+h.samples > int64(maxSamples) && !h.segment {
+				h, herr := codec.ParseHeader(v)
+				if herr == nil && len(recs) > 0 && int64(total)+h.Samples > int64(maxSamples) && !h.Segment {
 					break
 				}
 				var batches []Record
 				var err error
-				if herr == nil && h.segment {
+				if herr == nil && h.Segment {
 					batches, err = s.segCache.get(seq, v)
 				} else {
 					batches, err = decodeRecords(&s.dec, seq, v, skip)
@@ -422,7 +424,7 @@ func firstAfter(cur *bolt.Cursor, after uint64) (k, v []byte) {
 	} else {
 		pk, pv = cur.Prev()
 	}
-	if h, err := parseHeader(pv); pk != nil && err == nil && h.segment {
+	if h, err := codec.ParseHeader(pv); pk != nil && err == nil && h.Segment {
 		return pk, pv
 	}
 	return cur.Seek(seqKey(after + 1))
@@ -472,7 +474,7 @@ func (s *Store) Expire() (Dropped, error) {
 	ht := s.headTx()
 	err := s.update(func(tx *bolt.Tx) error {
 		ht.begin(tx)
-		if err := ht.drop(&d, func(_ uint64, h recordHeader) bool { return h.maxT < cutoff }); err != nil {
+		if err := ht.drop(&d, func(_ uint64, h codec.Header) bool { return h.MaxT < cutoff }); err != nil {
 			return err
 		}
 		return ht.end()

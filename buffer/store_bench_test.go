@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -17,7 +18,7 @@ import (
 func benchBatches(n int) []sample.Batch {
 	out := make([]sample.Batch, n)
 	for i := range out {
-		out[i] = redisBatch(t0+int64(i)*1000, i)
+		out[i] = batchtest.Redis(t0+int64(i)*1000, i)
 	}
 	return out
 }
@@ -194,7 +195,7 @@ func BenchmarkStoreOutage(b *testing.B) {
 		{"interval=10s/24h", 10000, 24 * time.Hour},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			batches := compactBacklog(int(c.span.Milliseconds()/c.interval), 1, c.interval, 5)
+			batches := batchtest.Backlog(int(c.span.Milliseconds()/c.interval), 1, c.interval, 5)
 			n := 0
 			for i := range batches {
 				n += len(batches[i].Samples)

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // storeFile writes a store with n records to a fresh file and returns its
@@ -23,7 +26,7 @@ func storeFile(t *testing.T, n int) (string, []byte) {
 	path := filepath.Join(t.TempDir(), "ep.bbolt")
 	s := openT(t, path, testOptions())
 	for i := range n {
-		mustAppend(t, s, redisBatch(t0+int64(i)*1000, i))
+		mustAppend(t, s, batchtest.Redis(t0+int64(i)*1000, i))
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -123,7 +126,7 @@ func requireMovedAside(t *testing.T, path string, content []byte) {
 	if st := s.Stats(); st.Batches != 0 {
 		t.Fatalf("fresh store is not empty: %+v", st)
 	}
-	mustAppend(t, s, smallBatch(1, 1, t0))
+	mustAppend(t, s, batchtest.Small(1, 1, t0))
 	if recs := peekAll(t, s); len(recs) != 1 {
 		t.Fatalf("fresh store: %v", seqs(recs))
 	}
@@ -159,9 +162,9 @@ func TestStoreCorruptFileMovedAside(t *testing.T) {
 	}
 	t.Run("header does not parse", func(t *testing.T) {
 		path, raw := storeFile(t, 3)
-		rec := redisBatch(t0+1000, 1)
-		var enc batchEncoder
-		value := appendRecord(nil, &enc, &rec, headerOf(&rec))
+		rec := batchtest.Redis(t0+1000, 1)
+		var enc codec.BatchEncoder
+		value := codec.AppendRecord(nil, &enc, &rec, codec.HeaderOf(&rec))
 		corruptEvery(t, raw, value, func(at []byte) { copy(at[4:], []byte{0, 0, 0, 0}) }) // 0 samples
 		if err := os.WriteFile(path, raw, 0o600); err != nil {
 			t.Fatal(err)
@@ -170,9 +173,9 @@ func TestStoreCorruptFileMovedAside(t *testing.T) {
 	})
 	t.Run("keys out of order", func(t *testing.T) {
 		path, raw := storeFile(t, 3)
-		rec := redisBatch(t0+1000, 1)
-		var enc batchEncoder
-		value := appendRecord(nil, &enc, &rec, headerOf(&rec))
+		rec := batchtest.Redis(t0+1000, 1)
+		var enc codec.BatchEncoder
+		value := codec.AppendRecord(nil, &enc, &rec, codec.HeaderOf(&rec))
 		// Record 2's key, just before its value in the leaf, becomes
 		// larger than record 3's.
 		corruptEvery(t, raw, append(seqKey(2), value[:16]...), func(at []byte) { at[0] = 0xff })
@@ -224,9 +227,9 @@ func TestStoreCorruptFileMovedAside(t *testing.T) {
 // still opens, Peek skips that record and moves it to quarantine.
 func TestStoreQuarantine(t *testing.T) {
 	path, raw := storeFile(t, 5)
-	rec := redisBatch(t0+2000, 2)
-	var enc batchEncoder
-	value := appendRecord(nil, &enc, &rec, headerOf(&rec))
+	rec := batchtest.Redis(t0+2000, 2)
+	var enc codec.BatchEncoder
+	value := codec.AppendRecord(nil, &enc, &rec, codec.HeaderOf(&rec))
 	corruptEvery(t, raw, value, func(at []byte) { at[len(at)/2] ^= 0xff })
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
@@ -267,7 +270,7 @@ func TestStoreQuarantine(t *testing.T) {
 	}
 	// The quarantine survives a reopen and does not hold up Seq.
 	s = openT(t, path, testOptions())
-	mustAppend(t, s, smallBatch(1, 1, t0))
+	mustAppend(t, s, batchtest.Small(1, 1, t0))
 	if s.LastSeq() != 6 {
 		t.Fatalf("LastSeq = %d, want 6", s.LastSeq())
 	}
@@ -328,7 +331,7 @@ func TestStoreRandomCorruption(t *testing.T) {
 		if s.Quarantined() > 0 {
 			outcomes["quarantined"]++
 		}
-		if _, err := s.Append(smallBatch(1, 1, t0)); err != nil {
+		if _, err := s.Append(batchtest.Small(1, 1, t0)); err != nil {
 			outcomes["append failed"]++
 		}
 		checkInvariants(t, s)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -28,7 +30,7 @@ func TestStoreDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		mustAppend(t, s, redisBatch(t0+int64(i)*1000, i))
+		mustAppend(t, s, batchtest.Redis(t0+int64(i)*1000, i))
 	}
 
 	// A copy taken while the store is open and never closed is what the
@@ -57,7 +59,7 @@ func TestStoreDurable(t *testing.T) {
 		t.Fatalf("after Close and reopen: %v", seqs(recs))
 	}
 	for i, r := range recs {
-		requireBatchEqual(t, redisBatch(t0+int64(i)*1000, i), r.Batch)
+		batchtest.RequireEqual(t, batchtest.Redis(t0+int64(i)*1000, i), r.Batch)
 	}
 }
 
@@ -65,7 +67,7 @@ func TestStoreDurable(t *testing.T) {
 const killChildEnv = "REDWIRE_TEST_KILL9_STORE"
 
 // killBatch is the batch with sequence number seq in the kill -9 test.
-func killBatch(seq uint64) sample.Batch { return redisBatch(t0+int64(seq)*1000, int(seq)) }
+func killBatch(seq uint64) sample.Batch { return batchtest.Redis(t0+int64(seq)*1000, int(seq)) }
 
 // TestStoreKill9Child is the process TestStoreKill9 kills; run alone it
 // does nothing.
@@ -112,7 +114,7 @@ func TestStoreKill9(t *testing.T) {
 			if r.Seq != uint64(i+1) {
 				t.Fatalf("round %d: record %d has Seq %d: gap or reorder", round, i, r.Seq)
 			}
-			requireBatchEqual(t, killBatch(r.Seq), r.Batch)
+			batchtest.RequireEqual(t, killBatch(r.Seq), r.Batch)
 		}
 		if q := s.Quarantined(); q != 0 {
 			t.Fatalf("round %d: %d records quarantined after kill -9", round, q)
@@ -176,7 +178,7 @@ type modelRec struct {
 	seq  uint64
 	b    sample.Batch
 	size int64
-	h    recordHeader
+	h    codec.Header
 }
 
 // withFakeDisk makes s see a filesystem that is full while *full and
@@ -225,7 +227,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 	dropFront := func(d *Dropped, drop func(r modelRec) bool) {
 		for len(model) > 0 && drop(model[0]) {
 			d.Batches++
-			d.Samples += int(model[0].h.samples)
+			d.Samples += int(model[0].h.Samples)
 			model = model[1:]
 		}
 	}
@@ -240,16 +242,16 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			batchID++
 			n := 1 + rng.IntN(30)
 			ts := now.UnixMilli() - int64(rng.IntN(30_000))
-			b := smallBatch(batchID, n, ts)
+			b := batchtest.Small(batchID, n, ts)
 			if rng.IntN(10) == 0 {
-				b.Samples[0].V = staleNaN
+				b.Samples[0].V = batchtest.StaleNaN
 			}
-			rec := modelRec{seq: next, b: b, size: recordSize(b), h: headerOf(&b)}
+			rec := modelRec{seq: next, b: b, size: recordSize(b), h: codec.HeaderOf(&b)}
 			tooOld := Dropped{Reason: DropTooOld}
 			full := Dropped{Reason: DropBufferFull}
 			write := true
 			switch {
-			case opts.MaxAge > 0 && rec.h.maxT < cutoff():
+			case opts.MaxAge > 0 && rec.h.MaxT < cutoff():
 				write = false
 				tooOld.Batches, tooOld.Samples = 1, n
 			case opts.MaxBytes > 0 && rec.size > opts.MaxBytes:
@@ -275,7 +277,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 				t.Fatalf("step %d: Append: %v", step, err)
 			}
 			if opts.MaxAge > 0 {
-				dropFront(&tooOld, func(r modelRec) bool { return r.h.maxT < cutoff() })
+				dropFront(&tooOld, func(r modelRec) bool { return r.h.MaxT < cutoff() })
 			}
 			if write {
 				model = append(model, rec)
@@ -311,7 +313,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 				if recs[i].Seq != want[i].seq {
 					t.Fatalf("step %d: Peek seq %d, model %d", step, recs[i].Seq, want[i].seq)
 				}
-				requireBatchEqual(t, want[i].b, recs[i].Batch)
+				batchtest.RequireEqual(t, want[i].b, recs[i].Batch)
 			}
 		case r < 70:
 			op = "delete"
@@ -336,7 +338,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			}
 			want := Dropped{Reason: DropTooOld}
 			if opts.MaxAge > 0 {
-				dropFront(&want, func(r modelRec) bool { return r.h.maxT < cutoff() })
+				dropFront(&want, func(r modelRec) bool { return r.h.MaxT < cutoff() })
 			}
 			if d != want {
 				t.Fatalf("step %d: Expire = %+v, model %+v", step, d, want)
@@ -372,13 +374,13 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 		st := s.Stats()
 		var samples int64
 		for _, m := range model {
-			samples += m.h.samples
+			samples += m.h.Samples
 		}
 		if st.Batches != int64(len(model)) || st.Samples != samples || st.Bytes != modelBytes() {
 			t.Fatalf("step %d (%s): Stats %+v, model %d batches %d samples %d bytes", step, op, st, len(model), samples, modelBytes())
 		}
-		if len(model) > 0 && st.OldestT != model[0].h.minT {
-			t.Fatalf("step %d (%s): OldestT %d, model %d", step, op, st.OldestT, model[0].h.minT)
+		if len(model) > 0 && st.OldestT != model[0].h.MinT {
+			t.Fatalf("step %d (%s): OldestT %d, model %d", step, op, st.OldestT, model[0].h.MinT)
 		}
 		if s.LastSeq() != next-1 {
 			t.Fatalf("step %d (%s): LastSeq %d, model %d", step, op, s.LastSeq(), next-1)

@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // corruptError marks an open failure that moving the file aside cures.
@@ -214,7 +216,7 @@ func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next u
 			if !bytes.Equal(name, bucketRecords) {
 				return nil
 			}
-			h, err := parseHeader(v)
+			h, err := codec.ParseHeader(v)
 			if err != nil {
 				return fmt.Errorf("record %d: %w", seq, err)
 			}
@@ -232,27 +234,27 @@ func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next u
 
 // add counts a record appended at the tail, rec under seq with header h.
 // It fails, counting nothing, if a segment record's table does not parse.
-func (c *storeCounts) add(seq uint64, rec []byte, h recordHeader, smallBelow int64) error {
+func (c *storeCounts) add(seq uint64, rec []byte, h codec.Header, smallBelow int64) error {
 	batches, samples, first, err := remaining(seq, rec, h, c.consumed)
 	if err != nil {
 		return err
 	}
 	if c.batches == 0 && batches > 0 {
-		c.headSeq, c.headMinT, c.headMaxT = first, h.minT, h.maxT
+		c.headSeq, c.headMinT, c.headMaxT = first, h.MinT, h.MaxT
 	}
 	c.batches += batches
 	c.samples += samples
 	c.bytes += int64(len(rec))
-	if !h.segment {
+	if !h.Segment {
 		if c.tailBatches == 0 {
 			c.tailSeq = seq
 		}
 		c.tailBatches++
-		c.tailSamples += h.samples
+		c.tailSamples += h.Samples
 		return nil
 	}
 	c.tailBatches, c.tailSamples = 0, 0
-	if h.samples >= smallBelow {
+	if h.Samples >= smallBelow {
 		c.smallSegs = 0
 		return nil
 	}

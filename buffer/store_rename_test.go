@@ -3,6 +3,8 @@ package buffer
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/redwire/redwire/internal/batchtest"
 )
 
 // TestRenameKeepsTheBacklog: an open store renamed keeps appending, and a
@@ -13,13 +15,13 @@ func TestRenameKeepsTheBacklog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(redisBatch(1000, 1)); err != nil {
+	if _, err := s.Append(batchtest.Redis(1000, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Rename(filepath.Join(dir, "new.bbolt")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(redisBatch(2000, 2)); err != nil {
+	if _, err := s.Append(batchtest.Redis(2000, 2)); err != nil {
 		t.Fatal(err)
 	}
 	want := s.Stats()

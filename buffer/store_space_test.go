@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -19,7 +20,7 @@ func TestStoreCompact(t *testing.T) {
 			s := openT(t, path, testOptions())
 			s.sealAt = 1 << 62 // batch records, to grow the file past the threshold
 			for i := range 1000 {
-				if _, err := s.Append(redisBatch(t0+int64(i)*1000, i)); err != nil {
+				if _, err := s.Append(batchtest.Redis(t0+int64(i)*1000, i)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -56,7 +57,7 @@ func TestStoreCompact(t *testing.T) {
 				if _, _, err := OpenStore(path, testOptions()); !errors.Is(err, ErrLocked) {
 					t.Fatalf("OpenStore during compacted store = %v, want ErrLocked", err)
 				}
-				mustAppend(t, s, smallBatch(1, 1, t0))
+				mustAppend(t, s, batchtest.Small(1, 1, t0))
 				if s.LastSeq() != 1001 {
 					t.Fatalf("LastSeq after Compact = %d, want 1001", s.LastSeq())
 				}
@@ -68,7 +69,7 @@ func TestStoreCompact(t *testing.T) {
 					t.Fatalf("after Close the file has %d bytes (was %d)", n, big)
 				}
 				s = openT(t, path, testOptions())
-				mustAppend(t, s, smallBatch(1, 1, t0))
+				mustAppend(t, s, batchtest.Small(1, 1, t0))
 				if s.LastSeq() != 1001 {
 					t.Fatalf("LastSeq after compacting Close = %d, want 1001", s.LastSeq())
 				}
@@ -89,7 +90,7 @@ func TestStoreMinFreeBytes(t *testing.T) {
 	s := openT(t, filepath.Join(t.TempDir(), "ep.bbolt"), opts)
 	var free int64
 	s.freeSpace = func(string) (int64, bool, error) { return free, true, nil }
-	b := smallBatch(1, 5, t0)
+	b := batchtest.Small(1, 5, t0)
 	size := recordSize(b)
 
 	free = opts.MinFreeBytes + size - 1
@@ -158,7 +159,7 @@ func TestStoreENOSPC(t *testing.T) {
 	var appended []sample.Batch
 	var err error
 	for i := 0; i < 10_000; i++ {
-		b := redisBatch(t0+int64(i)*1000, i)
+		b := batchtest.Redis(t0+int64(i)*1000, i)
 		before := dump(t, s)
 		if _, err = s.Append(b); err != nil {
 			if after := dump(t, s); after != before {
@@ -180,12 +181,12 @@ func TestStoreENOSPC(t *testing.T) {
 			t.Fatalf("%d records readable, %d appended", len(recs), len(appended))
 		}
 		for i, r := range recs {
-			requireBatchEqual(t, appended[i], r.Batch)
+			batchtest.RequireEqual(t, appended[i], r.Batch)
 		}
 	}
 	requireRecords(s)
 	// Failing again changes nothing either.
-	if _, err := s.Append(redisBatch(t0, 0)); !errors.Is(err, ErrNoSpace) {
+	if _, err := s.Append(batchtest.Redis(t0, 0)); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("second Append on a full disk = %v", err)
 	}
 	// A new store cannot be created on a disk with no page left, and
@@ -218,7 +219,7 @@ func TestStoreENOSPC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := redisBatch(t0+1_000_000, 1)
+	b := batchtest.Redis(t0+1_000_000, 1)
 	mustAppend(t, s, b)
 	appended = append(appended, b)
 	requireRecords(s)
@@ -236,7 +237,7 @@ func TestStoreMinFreeBytesStatfs(t *testing.T) {
 	n := 0
 	for ; n < 10_000; n++ {
 		before, size := dump(t, s), s.Stats().FileBytes
-		if _, err = s.Append(redisBatch(t0+int64(n)*1000, n)); err != nil {
+		if _, err = s.Append(batchtest.Redis(t0+int64(n)*1000, n)); err != nil {
 			if dump(t, s) != before || s.Stats().FileBytes != size {
 				t.Fatal("a refused Append wrote something")
 			}

@@ -7,19 +7,19 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
 )
 
-// t0 is an arbitrary scrape time (ms) the tests count from.
-const t0 = int64(1_700_000_000_000)
+// t0 is the time (ms) the test batches count from.
+const t0 = batchtest.T0
 
 // testOptions are fast options for tests that do not test durability or
 // free space: no fsync, no statfs check.
@@ -42,24 +42,10 @@ func openT(t testing.TB, path string, opts StoreOptions) *Store {
 	return s
 }
 
-// smallBatch has n samples at t, t+1, ... with values seeded by id, so a
-// test can tell batches apart.
-func smallBatch(id, n int, t int64) sample.Batch {
-	var b sample.Batch
-	for i := range n {
-		b.Samples = append(b.Samples, sample.Sample{
-			Labels: labels.FromStrings("__name__", "redis_test", "batch", strconv.Itoa(id), "i", strconv.Itoa(i)),
-			T:      t + int64(i),
-			V:      float64(id*1000 + i),
-		})
-	}
-	return b
-}
-
 // recordSize is the stored size of b.
 func recordSize(b sample.Batch) int64 {
-	var enc batchEncoder
-	return int64(len(appendRecord(nil, &enc, &b, headerOf(&b))))
+	var enc codec.BatchEncoder
+	return int64(len(codec.AppendRecord(nil, &enc, &b, codec.HeaderOf(&b))))
 }
 
 // checkInvariants checks the Store's documented invariants against a full
@@ -144,7 +130,7 @@ func TestStoreOrderAcrossReopen(t *testing.T) {
 	s := openT(t, path, testOptions())
 	var want []sample.Batch
 	for i := range 10 {
-		b := smallBatch(i, 1+i%4, t0+int64(i)*1000)
+		b := batchtest.Small(i, 1+i%4, t0+int64(i)*1000)
 		want = append(want, b)
 		mustAppend(t, s, b)
 		if got := s.LastSeq(); got != uint64(i+1) {
@@ -156,7 +142,7 @@ func TestStoreOrderAcrossReopen(t *testing.T) {
 		if r.Seq != uint64(i+1) {
 			t.Fatalf("Peek seqs %v, want 1..10", seqs(recs))
 		}
-		requireBatchEqual(t, want[i], r.Batch)
+		batchtest.RequireEqual(t, want[i], r.Batch)
 	}
 	if err := s.Delete(4); err != nil {
 		t.Fatal(err)
@@ -172,12 +158,12 @@ func TestStoreOrderAcrossReopen(t *testing.T) {
 		t.Fatalf("after reopen Peek seqs %v, want [5 .. 10]", seqs(recs))
 	}
 	for _, r := range recs {
-		requireBatchEqual(t, want[r.Seq-1], r.Batch)
+		batchtest.RequireEqual(t, want[r.Seq-1], r.Batch)
 	}
 	if st := s.Stats(); st.Batches != 6 || st.OldestT != t0+4000 {
 		t.Fatalf("Stats after reopen = %+v", st)
 	}
-	mustAppend(t, s, smallBatch(10, 2, t0+10_000))
+	mustAppend(t, s, batchtest.Small(10, 2, t0+10_000))
 	if got := s.LastSeq(); got != 11 {
 		t.Fatalf("Seq after reopen = %d, want 11", got)
 	}
@@ -193,7 +179,7 @@ func TestStoreOrderAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openT(t, path, testOptions())
-	mustAppend(t, s, smallBatch(11, 1, t0+11_000))
+	mustAppend(t, s, batchtest.Small(11, 1, t0+11_000))
 	if got := s.LastSeq(); got != 12 {
 		t.Fatalf("Seq after draining and reopening = %d, want 12", got)
 	}
@@ -205,7 +191,7 @@ func TestStorePeekWholeRecords(t *testing.T) {
 		t.Fatalf("Peek of an empty store = %v, %v", recs, err)
 	}
 	for i, n := range []int{5, 3, 4, 10} {
-		mustAppend(t, s, smallBatch(i, n, t0))
+		mustAppend(t, s, batchtest.Small(i, n, t0))
 	}
 	for _, tc := range []struct {
 		max  int
@@ -262,7 +248,7 @@ func TestStoreFileModes(t *testing.T) {
 
 func TestStoreMaxBytes(t *testing.T) {
 	// Equal batches make equal records; Seq tells them apart.
-	batch := func(_, n int) sample.Batch { return smallBatch(0, n, t0) }
+	batch := func(_, n int) sample.Batch { return batchtest.Small(0, n, t0) }
 	size := recordSize(batch(0, 3))
 	double := batch(4, 6)
 	if ds := recordSize(double); ds <= size || ds > 2*size {
@@ -293,7 +279,7 @@ func TestStoreMaxBytes(t *testing.T) {
 	}
 	// A batch that alone exceeds the cap is dropped at once, evicting
 	// nothing, and still takes a sequence number.
-	d = mustAppend(t, s, smallBatch(9, 40, t0))
+	d = mustAppend(t, s, batchtest.Small(9, 40, t0))
 	if fmt.Sprint(d) != "[{buffer_full 40 1}]" {
 		t.Fatalf("Dropped = %v for an oversized batch", d)
 	}
@@ -311,7 +297,7 @@ func TestStoreMaxAge(t *testing.T) {
 
 	// Records 1..3 have newest samples at t0, t0+10min, t0+20min.
 	for i := range 3 {
-		mustAppend(t, s, smallBatch(i, 2, t0+int64(i)*600_000))
+		mustAppend(t, s, batchtest.Small(i, 2, t0+int64(i)*600_000))
 	}
 	if d, err := s.Expire(); err != nil || d.Batches != 0 || d.Reason != DropTooOld {
 		t.Fatalf("Expire with nothing old = %+v, %v", d, err)
@@ -330,12 +316,12 @@ func TestStoreMaxAge(t *testing.T) {
 
 	// Append expires too, in the same transaction.
 	now = now.Add(time.Hour)
-	ds := mustAppend(t, s, smallBatch(5, 1, now.UnixMilli()))
+	ds := mustAppend(t, s, batchtest.Small(5, 1, now.UnixMilli()))
 	if fmt.Sprint(ds) != "[{too_old 2 1}]" {
 		t.Fatalf("Append dropped %v, want record 3", ds)
 	}
 	// A batch already too old is not stored.
-	ds = mustAppend(t, s, smallBatch(6, 3, now.Add(-2*time.Hour).UnixMilli()))
+	ds = mustAppend(t, s, batchtest.Small(6, 3, now.Add(-2*time.Hour).UnixMilli()))
 	if fmt.Sprint(ds) != "[{too_old 3 1}]" {
 		t.Fatalf("Append of an old batch dropped %v", ds)
 	}
@@ -348,7 +334,7 @@ func TestStoreLocked(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ep.bbolt")
 	s := openT(t, path, testOptions())
-	mustAppend(t, s, smallBatch(1, 1, t0))
+	mustAppend(t, s, batchtest.Small(1, 1, t0))
 
 	_, info, err := OpenStore(path, testOptions())
 	if !errors.Is(err, ErrLocked) {

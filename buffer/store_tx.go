@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/internal/codec"
 )
 
 // headTx removes records from the head of the FIFO within one write
@@ -39,12 +41,12 @@ func (ht *headTx) begin(tx *bolt.Tx) { ht.tx = tx }
 // longer parses (the disk changed under us) is not dropped but
 // quarantined: nothing is deleted without being counted, and a header
 // that lies cannot be counted.
-func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h recordHeader) bool) error {
+func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h codec.Header) bool) error {
 	records := ht.tx.Bucket(bucketRecords)
 	cur := records.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.First() {
 		seq := binary.BigEndian.Uint64(k)
-		h, err := parseHeader(v)
+		h, err := codec.ParseHeader(v)
 		var batches, samples int64
 		if err == nil {
 			batches, samples, _, err = remaining(seq, v, h, ht.counts.consumed)
@@ -78,10 +80,10 @@ func (ht *headTx) ack(upTo uint64) error {
 		if seq > upTo {
 			break
 		}
-		h, err := parseHeader(v)
-		var entries []segEntry
-		if err == nil && h.segment {
-			entries, _, err = segmentIndex(seq, v, h)
+		h, err := codec.ParseHeader(v)
+		var entries []codec.SegmentEntry
+		if err == nil && h.Segment {
+			entries, _, err = codec.SegmentIndex(seq, v, h)
 		}
 		if err != nil {
 			// Peek quarantines it when it gets there; a record the
@@ -89,16 +91,16 @@ func (ht *headTx) ack(upTo uint64) error {
 			break
 		}
 		batches, samples, _, _ := remaining(seq, v, h, ht.counts.consumed)
-		if !h.segment || entries[len(entries)-1].seq <= upTo {
+		if !h.Segment || entries[len(entries)-1].Seq <= upTo {
 			if err := ht.deleteHead(cur, seq, h, int64(len(v)), batches, samples); err != nil {
 				return err
 			}
 			continue
 		}
 		for _, e := range entries {
-			if e.seq > ht.counts.consumed && e.seq <= upTo {
+			if e.Seq > ht.counts.consumed && e.Seq <= upTo {
 				ht.counts.batches--
-				ht.counts.samples -= e.samples
+				ht.counts.samples -= e.Samples
 			}
 		}
 		break
@@ -120,7 +122,7 @@ func (ht *headTx) ack(upTo uint64) error {
 // deleteHead deletes the record seq under cur, the first, which still
 // held batches and samples, and keeps the tail and small-segment runs
 // right.
-func (ht *headTx) deleteHead(cur *bolt.Cursor, seq uint64, h recordHeader, size, batches, samples int64) error {
+func (ht *headTx) deleteHead(cur *bolt.Cursor, seq uint64, h codec.Header, size, batches, samples int64) error {
 	if err := cur.Delete(); err != nil {
 		return err
 	}
@@ -129,11 +131,11 @@ func (ht *headTx) deleteHead(cur *bolt.Cursor, seq uint64, h recordHeader, size,
 	c.samples -= samples
 	c.bytes -= size
 	next, _ := cur.First()
-	if !h.segment {
+	if !h.Segment {
 		// With segment records present, batch records follow them all:
 		// a batch record at the head is the tail's first.
 		c.tailBatches--
-		c.tailSamples -= h.samples
+		c.tailSamples -= h.Samples
 		if next != nil {
 			c.tailSeq = binary.BigEndian.Uint64(next)
 		}
@@ -169,7 +171,7 @@ func (ht *headTx) end() error {
 	c := &ht.counts
 	cur := ht.tx.Bucket(bucketRecords).Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
-		h, err := parseHeader(v)
+		h, err := codec.ParseHeader(v)
 		if err != nil {
 			continue // counted as nothing; Peek quarantines it
 		}
@@ -177,7 +179,7 @@ func (ht *headTx) end() error {
 		if err != nil || n == 0 {
 			continue
 		}
-		c.headSeq, c.headMinT, c.headMaxT = first, h.minT, h.maxT
+		c.headSeq, c.headMinT, c.headMaxT = first, h.MinT, h.MaxT
 		return nil
 	}
 	c.headSeq, c.headMinT, c.headMaxT = 0, 0, 0
@@ -250,7 +252,7 @@ func scanCounts(tx *bolt.Tx, smallBelow int64) (storeCounts, error) {
 		c.consumed = binary.BigEndian.Uint64(v)
 	}
 	err := tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-		h, err := parseHeader(v)
+		h, err := codec.ParseHeader(v)
 		if err == nil {
 			_ = c.add(binary.BigEndian.Uint64(k), v, h, smallBelow)
 		}

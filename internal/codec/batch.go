@@ -1,10 +1,9 @@
-package buffer
+package codec
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 
 	"github.com/golang/snappy"
@@ -15,7 +14,7 @@ import (
 
 // The batch encoding is what the store keeps on disk for one sample.Batch:
 //
-//	version byte (codecVersion), then a snappy block (not the framed format)
+//	version byte (BatchVersion), then a snappy block (not the framed format)
 //	holding:
 //	  uvarint nSymbols,  nSymbols × (uvarint len, bytes)      every distinct string
 //	  uvarint nSeries,   nSeries × (uvarint nLabels,
@@ -34,12 +33,12 @@ import (
 //
 // The version byte stays outside the compressed block so that a later
 // version may change the compression as well as the layout.
-const codecVersion = 1
+const BatchVersion = 1
 
-// maxDecodedBatch bounds the decompressed size of one batch. It is far above
+// MaxDecodedBatch bounds the decompressed size of one batch. It is far above
 // any real batch (a 300-series scrape decodes to about 10 KiB) and keeps a
 // corrupt length header from asking for gigabytes.
-const maxDecodedBatch = 256 << 20
+const MaxDecodedBatch = 256 << 20
 
 // snappyMaxRatio bounds how much a snappy block can expand: its densest
 // element, a 3-byte copy, yields 64 bytes. A block that claims more than
@@ -59,7 +58,7 @@ const (
 
 // encodeBatch appends the encoding of b to dst and returns the result.
 func encodeBatch(dst []byte, b *sample.Batch) []byte {
-	var e batchEncoder
+	var e BatchEncoder
 	return e.encode(dst, b)
 }
 
@@ -67,13 +66,13 @@ func encodeBatch(dst []byte, b *sample.Batch) []byte {
 // checked against the input that is left, so corrupt or hostile input
 // yields an error, never a panic or an outsized allocation.
 func decodeBatch(data []byte) (sample.Batch, error) {
-	var d batchDecoder
+	var d BatchDecoder
 	return d.decode(data)
 }
 
-// batchEncoder keeps scratch space between encodings; the zero value is
+// BatchEncoder keeps scratch space between encodings; the zero value is
 // ready. It retains no reference to an encoded batch once encode returns.
-type batchEncoder struct {
+type BatchEncoder struct {
 	syms   map[string]uint64 // string -> symbol index
 	series map[uint64]uint64 // labels hash -> series index
 	// seriesLabels[i] is series i, to tell a hash collision from a repeat.
@@ -86,7 +85,7 @@ type batchEncoder struct {
 	raw          []byte
 }
 
-func (e *batchEncoder) encode(dst []byte, b *sample.Batch) []byte {
+func (e *BatchEncoder) encode(dst []byte, b *sample.Batch) []byte {
 	if e.syms == nil {
 		e.syms = make(map[string]uint64)
 		e.series = make(map[uint64]uint64)
@@ -129,7 +128,7 @@ func (e *batchEncoder) encode(dst []byte, b *sample.Batch) []byte {
 	raw = append(raw, e.metaBuf...)
 	e.raw = raw
 
-	dst = append(dst, codecVersion)
+	dst = append(dst, BatchVersion)
 	start := len(dst)
 	need := snappy.MaxEncodedLen(len(raw))
 	dst = growLen(dst, need)
@@ -140,7 +139,7 @@ func (e *batchEncoder) encode(dst []byte, b *sample.Batch) []byte {
 }
 
 // seriesIndex returns the dictionary index of ls, adding it if new.
-func (e *batchEncoder) seriesIndex(ls labels.Labels) uint64 {
+func (e *BatchEncoder) seriesIndex(ls labels.Labels) uint64 {
 	h := ls.Hash()
 	if idx, ok := e.series[h]; ok && labels.Equal(e.seriesLabels[idx], ls) {
 		return idx
@@ -162,7 +161,7 @@ func (e *batchEncoder) seriesIndex(ls labels.Labels) uint64 {
 }
 
 // symbol returns the symbol index of s, adding it if new.
-func (e *batchEncoder) symbol(s string) uint64 {
+func (e *BatchEncoder) symbol(s string) uint64 {
 	if idx, ok := e.syms[s]; ok {
 		return idx
 	}
@@ -183,28 +182,28 @@ func growLen(b []byte, n int) []byte {
 	return b[:len(b)+n]
 }
 
-// batchDecoder keeps scratch space between decodings; the zero value is
+// BatchDecoder keeps scratch space between decodings; the zero value is
 // ready. Decoded batches share nothing with it.
-type batchDecoder struct {
+type BatchDecoder struct {
 	raw    []byte
 	syms   []string
 	series []labels.Labels
 	sb     labels.ScratchBuilder
 }
 
-func (d *batchDecoder) decode(data []byte) (sample.Batch, error) {
+func (d *BatchDecoder) decode(data []byte) (sample.Batch, error) {
 	if len(data) == 0 {
 		return sample.Batch{}, errors.New("batch encoding: empty input")
 	}
-	if data[0] != codecVersion {
-		return sample.Batch{}, fmt.Errorf("batch encoding: unknown version %d, this build reads %d", data[0], codecVersion)
+	if data[0] != BatchVersion {
+		return sample.Batch{}, fmt.Errorf("batch encoding: unknown version %d, this build reads %d", data[0], BatchVersion)
 	}
 	block := data[1:]
 	n, err := snappy.DecodedLen(block)
 	if err != nil {
 		return sample.Batch{}, fmt.Errorf("batch encoding: %w", err)
 	}
-	if int64(n) > snappyMaxRatio*int64(len(block)) || n > maxDecodedBatch {
+	if int64(n) > snappyMaxRatio*int64(len(block)) || n > MaxDecodedBatch {
 		return sample.Batch{}, fmt.Errorf("batch encoding: block of %d bytes claims %d decoded bytes", len(block), n)
 	}
 	if cap(d.raw) < n {
@@ -222,7 +221,7 @@ func (d *batchDecoder) decode(data []byte) (sample.Batch, error) {
 }
 
 // parse reads the decompressed block.
-func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
+func (d *BatchDecoder) parse(raw []byte) (sample.Batch, error) {
 	r := decodeReader{buf: raw}
 
 	// Symbols: one string allocation for all of them, sliced.
@@ -305,207 +304,5 @@ func (d *batchDecoder) parse(raw []byte) (sample.Batch, error) {
 	}
 	// The decoder's scratch must not keep the batch's label sets alive.
 	clear(d.series)
-	return b, nil
-}
-
-// decodeReader reads varints and fixed fields with a sticky error: after
-// the first failure every read returns zero, so callers check once per
-// record instead of after every field.
-type decodeReader struct {
-	buf []byte
-	off int
-	err error
-}
-
-func (r *decodeReader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("at byte %d: %s", r.off, fmt.Sprintf(format, args...))
-	}
-}
-
-func (r *decodeReader) uvarint(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.buf[r.off:])
-	if n <= 0 {
-		r.fail("%s: truncated or overlong uvarint", what)
-		return 0
-	}
-	r.off += n
-	return v
-}
-
-func (r *decodeReader) varint(what string) int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.buf[r.off:])
-	if n <= 0 {
-		r.fail("%s: truncated or overlong varint", what)
-		return 0
-	}
-	r.off += n
-	return v
-}
-
-func (r *decodeReader) byte(what string) byte {
-	if r.err != nil {
-		return 0
-	}
-	if r.off >= len(r.buf) {
-		r.fail("%s: truncated", what)
-		return 0
-	}
-	r.off++
-	return r.buf[r.off-1]
-}
-
-func (r *decodeReader) fixed64(what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.buf)-r.off < 8 {
-		r.fail("%s: need 8 bytes, %d left", what, len(r.buf)-r.off)
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(r.buf[r.off:])
-	r.off += 8
-	return v
-}
-
-// count reads the number of items that follow, each at least minBytes
-// long, and rejects a count the remaining input cannot hold. The result is
-// therefore safe to size an allocation with.
-func (r *decodeReader) count(what string, minBytes int) int {
-	v := r.uvarint(what)
-	if r.err != nil {
-		return 0
-	}
-	if left := len(r.buf) - r.off; v > uint64(left/minBytes) {
-		r.fail("%s %d does not fit in the %d bytes left", what, v, left)
-		return 0
-	}
-	return int(v)
-}
-
-// length reads a byte length and checks that many bytes are left.
-func (r *decodeReader) length(what string) int {
-	v := r.uvarint(what)
-	if r.err != nil {
-		return 0
-	}
-	if left := len(r.buf) - r.off; v > uint64(left) {
-		r.fail("%s %d exceeds the %d bytes left", what, v, left)
-		return 0
-	}
-	return int(v)
-}
-
-// symbol reads a symbol reference and resolves it.
-func (r *decodeReader) symbol(syms []string) string {
-	v := r.uvarint("symbol ref")
-	if r.err != nil {
-		return ""
-	}
-	if v >= uint64(len(syms)) {
-		r.fail("symbol ref %d out of range (%d symbols)", v, len(syms))
-		return ""
-	}
-	return syms[v]
-}
-
-// A stored record is a fixed header followed by the batch encoding:
-//
-//	[0:4]   crc32c (Castagnoli) of bytes [4:]
-//	[4:8]   number of samples, uint32
-//	[8:16]  smallest sample timestamp (ms), int64
-//	[16:24] largest sample timestamp (ms), int64
-//	[24:]   encodeBatch output
-//
-// all little-endian. The header lets the store count samples and apply
-// max_age from the first bytes of a record, without reading or decoding
-// the payload; the checksum covers header and payload alike.
-const recordHeaderSize = 24
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// recordHeader is the decoded fixed header of a stored record.
-type recordHeader struct {
-	samples    int64
-	minT, maxT int64
-	segment    bool // a segment record (segrecord.go), not a batch record
-}
-
-// appendRecord appends the record for b, whose header is h, to dst.
-func appendRecord(dst []byte, enc *batchEncoder, b *sample.Batch, h recordHeader) []byte {
-	start := len(dst)
-	dst = growLen(dst, recordHeaderSize)
-	dst = enc.encode(dst, b)
-	rec := dst[start:]
-	binary.LittleEndian.PutUint32(rec[4:], uint32(h.samples))
-	binary.LittleEndian.PutUint64(rec[8:], uint64(h.minT))
-	binary.LittleEndian.PutUint64(rec[16:], uint64(h.maxT))
-	binary.LittleEndian.PutUint32(rec[0:], crc32.Checksum(rec[4:], castagnoli))
-	return dst
-}
-
-// headerOf summarises b for its record header.
-func headerOf(b *sample.Batch) recordHeader {
-	h := recordHeader{samples: int64(len(b.Samples))}
-	for i, s := range b.Samples {
-		if i == 0 || s.T < h.minT {
-			h.minT = s.T
-		}
-		if i == 0 || s.T > h.maxT {
-			h.maxT = s.T
-		}
-	}
-	return h
-}
-
-// parseHeader reads a record's header without touching its payload. It
-// checks only what the header alone can tell: a record the store wrote
-// holds at least one sample and minT <= maxT.
-func parseHeader(rec []byte) (recordHeader, error) {
-	if len(rec) < recordHeaderSize {
-		return recordHeader{}, fmt.Errorf("record of %d bytes is shorter than its %d-byte header", len(rec), recordHeaderSize)
-	}
-	n := binary.LittleEndian.Uint32(rec[4:])
-	h := recordHeader{
-		samples: int64(n &^ segmentFlag),
-		minT:    int64(binary.LittleEndian.Uint64(rec[8:])),
-		maxT:    int64(binary.LittleEndian.Uint64(rec[16:])),
-		segment: n&segmentFlag != 0,
-	}
-	if h.samples == 0 {
-		return h, errors.New("record header claims 0 samples")
-	}
-	if h.minT > h.maxT {
-		return h, fmt.Errorf("record header has min time %d after max time %d", h.minT, h.maxT)
-	}
-	return h, nil
-}
-
-// decodeRecord verifies a record's checksum and decodes its batch,
-// checking that the batch matches its header.
-func decodeRecord(dec *batchDecoder, rec []byte) (sample.Batch, error) {
-	h, err := parseHeader(rec)
-	if err != nil {
-		return sample.Batch{}, err
-	}
-	if h.segment {
-		return sample.Batch{}, errSegmentRecord
-	}
-	if want, got := binary.LittleEndian.Uint32(rec), crc32.Checksum(rec[4:], castagnoli); want != got {
-		return sample.Batch{}, fmt.Errorf("record checksum %08x, want %08x", got, want)
-	}
-	b, err := dec.decode(rec[recordHeaderSize:])
-	if err != nil {
-		return sample.Batch{}, err
-	}
-	if got := headerOf(&b); got != h {
-		return sample.Batch{}, fmt.Errorf("record header says %+v, batch has %+v", h, got)
-	}
 	return b, nil
 }

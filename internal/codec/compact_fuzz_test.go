@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -17,7 +18,7 @@ import (
 // it is reached: it must never panic or allocate without bound, and
 // whatever it accepts must survive another round trip unchanged.
 //
-//	go test -run '^$' -fuzz FuzzCompactDecode -fuzztime 60s ./buffer/
+//	go test -run '^$' -fuzz FuzzCompactDecode -fuzztime 60s ./internal/codec/
 func FuzzCompactDecode(f *testing.F) {
 	a := labels.FromStrings("__name__", "redis_up", "job", "redis")
 	small := []sample.Batch{
@@ -26,7 +27,7 @@ func FuzzCompactDecode(f *testing.F) {
 		{},
 		{Samples: []sample.Sample{{Labels: a, T: t0 - 5, V: math.Float64frombits(value.StaleNaN)}, {Labels: a, T: t0, V: 2}}},
 	}
-	for _, in := range [][]sample.Batch{nil, small, compactBacklog(3, 2, 1000, 5)} {
+	for _, in := range [][]sample.Batch{nil, small, batchtest.Backlog(3, 2, 1000, 5)} {
 		enc, err := EncodeSegment(in)
 		if err != nil {
 			f.Fatal(err)
@@ -51,7 +52,7 @@ func FuzzCompactDecode(f *testing.F) {
 // arbitrary timestamps and value bits, arbitrary batch boundaries and
 // metadata) and requires them back exactly.
 //
-//	go test -run '^$' -fuzz FuzzCompactRoundTrip -fuzztime 60s ./buffer/
+//	go test -run '^$' -fuzz FuzzCompactRoundTrip -fuzztime 60s ./internal/codec/
 func FuzzCompactRoundTrip(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15"))

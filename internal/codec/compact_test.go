@@ -1,44 +1,18 @@
-package buffer
+package codec
 
 import (
 	"bytes"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
-
-// compactBacklog is what an outage leaves in the buffer: scrapes rounds of
-// targets redisBatch targets (~300 series each), one scrape every interval
-// ms, each scrape's timestamp off its schedule by up to ±jitter ms, one
-// batch per scrape, targets interleaved. Deterministic.
-func compactBacklog(scrapes, targets int, interval, jitter int64) []sample.Batch {
-	rng := rand.New(rand.NewPCG(uint64(scrapes), uint64(targets)))
-	out := make([]sample.Batch, 0, scrapes*targets)
-	for i := range scrapes {
-		for k := range targets {
-			t := t0 + int64(i)*interval + int64(k)*interval/int64(targets)
-			if jitter > 0 {
-				t += rng.Int64N(2*jitter+1) - jitter
-			}
-			b := redisBatch(t, i+k*1000)
-			if k > 0 {
-				inst := fmt.Sprintf("redis-%02d.edge.example:6379", k)
-				for j := range b.Samples {
-					b.Samples[j].Labels = labels.NewBuilder(b.Samples[j].Labels).Set("instance", inst).Labels()
-				}
-			}
-			out = append(out, b)
-		}
-	}
-	return out
-}
 
 // requireSegmentRoundTrip encodes in, both at once and batch by batch,
 // decodes, and fails unless everything came back.
@@ -76,7 +50,7 @@ func segmentDiff(want, got []sample.Batch) error {
 		return fmt.Errorf("%d batches, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if err := batchDiff(want[i], got[i]); err != nil {
+		if err := batchtest.Diff(want[i], got[i]); err != nil {
 			return fmt.Errorf("batch %d: %w", i, err)
 		}
 	}
@@ -124,13 +98,13 @@ func TestCompactRoundTrip(t *testing.T) {
 			{Family: "", Type: sample.Info, Help: ""},
 		},
 	}
-	multi := redisBatch(t0, 1)
+	multi := batchtest.Redis(t0, 1)
 	for i := 2; i <= 4; i++ {
-		multi.Samples = append(multi.Samples, redisBatch(t0+int64(i)*15000, i).Samples...)
+		multi.Samples = append(multi.Samples, batchtest.Redis(t0+int64(i)*15000, i).Samples...)
 	}
 	// Series come and go: a command appears at scrape 100 and one is gone
 	// from scrape 200, changing the series lists and the metadata.
-	churn := compactBacklog(360, 3, 1000, 3)
+	churn := batchtest.Backlog(360, 3, 1000, 3)
 	for i := range churn {
 		s := &churn[i]
 		if i/3 >= 100 {
@@ -149,7 +123,7 @@ func TestCompactRoundTrip(t *testing.T) {
 		for j := range 1000 {
 			lb.Samples = append(lb.Samples,
 				sample.Sample{Labels: a, T: int64(i*1000 + j), V: float64(j % 7)},
-				sample.Sample{Labels: b, T: int64(i*1000 + j), V: staleNaN})
+				sample.Sample{Labels: b, T: int64(i*1000 + j), V: batchtest.StaleNaN})
 		}
 		long = append(long, lb)
 	}
@@ -157,13 +131,13 @@ func TestCompactRoundTrip(t *testing.T) {
 	for name, in := range map[string][]sample.Batch{
 		"no batches":     nil,
 		"empty batches":  {{}, {Metadata: meta}, {}},
-		"single":         {redisBatch(t0, 3)},
+		"single":         {batchtest.Redis(t0, 3)},
 		"nans":           nans,
 		"times":          times,
 		"mixed runs":     {mixed, mixed, {}, mixed},
 		"odd labels":     {odd, odd},
 		"multi scrape":   {multi, multi},
-		"backlog":        compactBacklog(360, 3, 1000, 0),
+		"backlog":        batchtest.Backlog(360, 3, 1000, 0),
 		"jittered churn": churn,
 		"long series":    long,
 	} {
@@ -189,7 +163,7 @@ func TestCompactSize(t *testing.T) {
 		}
 		return float64(len(enc)) / float64(n)
 	}
-	in := compactBacklog(600, 3, 1000, 5)
+	in := batchtest.Backlog(600, 3, 1000, 5)
 	if per := perSample(in); per > 1 {
 		t.Errorf("redisBatch backlog: %.3f bytes/sample, want at most 1", per)
 	}
@@ -204,7 +178,7 @@ func TestCompactSize(t *testing.T) {
 }
 
 func TestCompactDeterministicAndReset(t *testing.T) {
-	in := compactBacklog(20, 2, 1000, 5)
+	in := batchtest.Backlog(20, 2, 1000, 5)
 	var s Segment
 	for i := range in {
 		if err := s.Append(&in[i]); err != nil {

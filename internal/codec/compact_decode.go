@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 // Decoding compact segments (the format is in compact.go and
 // compact_decimal.go).

@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 import (
 	"encoding/binary"

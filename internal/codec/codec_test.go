@@ -1,9 +1,8 @@
-package buffer
+package codec
 
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -11,74 +10,19 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
-// staleNaN is Prometheus' stale marker (model/value.StaleNaN).
-var staleNaN = math.Float64frombits(0x7ff0000000000002)
-
-// redisBatch is one scrape of a Redis INFO-like target at t (ms): about
-// 300 series, one sample each, the label shapes redis_exporter produces.
-// seed varies the values.
-func redisBatch(t int64, seed int) sample.Batch {
-	base := []string{"instance", "redis-07.edge.example:6379", "job", "redis"}
-	var b sample.Batch
-	add := func(name string, typ sample.Type, v float64, kv ...string) {
-		kv = append(append([]string{"__name__", name}, base...), kv...)
-		b.Samples = append(b.Samples, sample.Sample{Labels: labels.FromStrings(kv...), T: t, V: v})
-		if len(b.Metadata) == 0 || b.Metadata[len(b.Metadata)-1].Family != name {
-			b.Metadata = append(b.Metadata, sample.Metadata{Family: name, Type: typ, Help: "Redis INFO field " + name})
-		}
-	}
-	for i := range 60 {
-		add(fmt.Sprintf("redis_field_%02d", i), sample.Gauge, float64(seed*1000+i)+0.25)
-	}
-	for i := range 80 {
-		cmd := fmt.Sprintf("cmd%02d", i)
-		add("redis_commands_total", sample.Counter, float64(seed*100000+i*37), "cmd", cmd)
-		add("redis_commands_duration_seconds_total", sample.Counter, float64(seed)*1.5+float64(i)/7, "cmd", cmd)
-		add("redis_commands_rejected_calls_total", sample.Counter, float64(i%3), "cmd", cmd)
-	}
-	return b
-}
-
-// requireBatchEqual fails unless got equals want sample by sample, with
-// values compared bit for bit (so NaN payloads count).
-func requireBatchEqual(t testing.TB, want, got sample.Batch) {
-	t.Helper()
-	if err := batchDiff(want, got); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func batchDiff(want, got sample.Batch) error {
-	if len(want.Samples) != len(got.Samples) {
-		return fmt.Errorf("%d samples, want %d", len(got.Samples), len(want.Samples))
-	}
-	for i, w := range want.Samples {
-		g := got.Samples[i]
-		if !labels.Equal(w.Labels, g.Labels) || w.T != g.T || math.Float64bits(w.V) != math.Float64bits(g.V) {
-			return fmt.Errorf("sample %d = %v %d %#x, want %v %d %#x",
-				i, g.Labels, g.T, math.Float64bits(g.V), w.Labels, w.T, math.Float64bits(w.V))
-		}
-	}
-	if len(want.Metadata) != len(got.Metadata) {
-		return fmt.Errorf("%d metadata, want %d", len(got.Metadata), len(want.Metadata))
-	}
-	for i := range want.Metadata {
-		if want.Metadata[i] != got.Metadata[i] {
-			return fmt.Errorf("metadata %d = %+v, want %+v", i, got.Metadata[i], want.Metadata[i])
-		}
-	}
-	return nil
-}
+// t0 is the time (ms) the test batches count from.
+const t0 = batchtest.T0
 
 func TestCodecRoundTrip(t *testing.T) {
 	series := func(kv ...string) labels.Labels { return labels.FromStrings(kv...) }
 	a := series("__name__", "redis_up", "instance", "a:6379", "job", "redis")
 	b := series("__name__", "redis_connected_clients", "instance", "a:6379", "job", "redis")
 	nans := sample.Batch{Samples: []sample.Sample{
-		{Labels: a, T: 1000, V: staleNaN},
+		{Labels: a, T: 1000, V: batchtest.StaleNaN},
 		{Labels: a, T: 2000, V: math.NaN()},
 		{Labels: a, T: 3000, V: math.Float64frombits(0x7ff8dead_beef0001)}, // quiet NaN, payload
 		{Labels: a, T: 4000, V: math.Float64frombits(0xfff0000000000001)},  // negative signalling NaN
@@ -108,9 +52,9 @@ func TestCodecRoundTrip(t *testing.T) {
 		},
 	}
 	// Several scrapes of one target in a batch repeat every label set.
-	multi := redisBatch(1_700_000_000_000, 1)
+	multi := batchtest.Redis(1_700_000_000_000, 1)
 	for i := 2; i <= 4; i++ {
-		more := redisBatch(1_700_000_000_000+int64(i)*15000, i)
+		more := batchtest.Redis(1_700_000_000_000+int64(i)*15000, i)
 		multi.Samples = append(multi.Samples, more.Samples...)
 	}
 
@@ -119,7 +63,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		"nans":       nans,
 		"times":      times,
 		"odd labels": odd,
-		"redis":      redisBatch(1_700_000_000_000, 3),
+		"redis":      batchtest.Redis(1_700_000_000_000, 3),
 		"multi":      multi,
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -128,7 +72,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			requireBatchEqual(t, in, got)
+			batchtest.RequireEqual(t, in, got)
 			// Appending to a prefix keeps the prefix.
 			enc2 := encodeBatch([]byte("prefix"), &in)
 			if !bytes.HasPrefix(enc2, []byte("prefix")) || !bytes.Equal(enc2[6:], enc) {
@@ -141,10 +85,10 @@ func TestCodecRoundTrip(t *testing.T) {
 // TestCodecDedup checks the point of the dictionaries: repeated label
 // sets cost little.
 func TestCodecDedup(t *testing.T) {
-	one := redisBatch(1_700_000_000_000, 1)
-	four := redisBatch(1_700_000_000_000, 1)
+	one := batchtest.Redis(1_700_000_000_000, 1)
+	four := batchtest.Redis(1_700_000_000_000, 1)
 	for i := 1; i < 4; i++ {
-		four.Samples = append(four.Samples, redisBatch(1_700_000_000_000+int64(i)*1000, i).Samples...)
+		four.Samples = append(four.Samples, batchtest.Redis(1_700_000_000_000+int64(i)*1000, i).Samples...)
 	}
 	n1, n4 := len(encodeBatch(nil, &one)), len(encodeBatch(nil, &four))
 	// Three more scrapes add timestamps and values (~10 bytes a sample)
@@ -158,7 +102,7 @@ func TestCodecDedup(t *testing.T) {
 
 // rawBlock builds a version-1 encoding around a hand-written block.
 func rawBlock(raw []byte) []byte {
-	return append([]byte{codecVersion}, snappy.Encode(nil, raw)...)
+	return append([]byte{BatchVersion}, snappy.Encode(nil, raw)...)
 }
 
 func uv(vs ...uint64) []byte {
@@ -170,9 +114,9 @@ func uv(vs ...uint64) []byte {
 }
 
 func TestDecodeBatchRejects(t *testing.T) {
-	good := redisBatch(1_700_000_000_000, 1)
+	good := batchtest.Redis(1_700_000_000_000, 1)
 	enc := encodeBatch(nil, &good)
-	hugeClaim := append([]byte{codecVersion}, binary.AppendUvarint(nil, 200<<20)...)
+	hugeClaim := append([]byte{BatchVersion}, binary.AppendUvarint(nil, 200<<20)...)
 	hugeClaim = append(hugeClaim, 0, 0, 0)
 	for _, tc := range []struct {
 		name string
@@ -182,7 +126,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 		{"empty", nil, "empty input"},
 		{"version", append([]byte{9}, enc[1:]...), "unknown version 9"},
 		{"truncated", enc[:len(enc)/2], "snappy"},
-		{"not snappy", []byte{codecVersion, 0x80}, "snappy"},
+		{"not snappy", []byte{BatchVersion, 0x80}, "snappy"},
 		{"huge claim", hugeClaim, "claims"},
 		{"symbol count", rawBlock(uv(1 << 40)), "symbol count"},
 		{"symbol length", rawBlock(uv(1, 50)), "symbol length"},
@@ -205,35 +149,35 @@ func TestDecodeBatchRejects(t *testing.T) {
 }
 
 func TestRecordChecksum(t *testing.T) {
-	b := redisBatch(1_700_000_000_000, 1)
-	var enc batchEncoder
-	rec := appendRecord(nil, &enc, &b, headerOf(&b))
-	var dec batchDecoder
-	got, err := decodeRecord(&dec, rec)
+	b := batchtest.Redis(1_700_000_000_000, 1)
+	var enc BatchEncoder
+	rec := AppendRecord(nil, &enc, &b, HeaderOf(&b))
+	var dec BatchDecoder
+	got, err := DecodeRecord(&dec, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireBatchEqual(t, b, got)
+	batchtest.RequireEqual(t, b, got)
 
-	h, err := parseHeader(rec)
-	if err != nil || h != (recordHeader{samples: 300, minT: 1_700_000_000_000, maxT: 1_700_000_000_000}) {
-		t.Fatalf("parseHeader = %+v, %v", h, err)
+	h, err := ParseHeader(rec)
+	if err != nil || h != (Header{Samples: 300, MinT: 1_700_000_000_000, MaxT: 1_700_000_000_000}) {
+		t.Fatalf("ParseHeader = %+v, %v", h, err)
 	}
-	for _, off := range []int{0, 5, 12, 20, recordHeaderSize, len(rec) / 2, len(rec) - 1} {
+	for _, off := range []int{0, 5, 12, 20, HeaderSize, len(rec) / 2, len(rec) - 1} {
 		bad := bytes.Clone(rec)
 		bad[off] ^= 0x10
-		if _, err := decodeRecord(&dec, bad); err == nil {
+		if _, err := DecodeRecord(&dec, bad); err == nil {
 			t.Errorf("flipping a bit at byte %d of %d went unnoticed", off, len(rec))
 		}
 	}
-	if _, err := decodeRecord(&dec, rec[:10]); err == nil || !strings.Contains(err.Error(), "shorter") {
+	if _, err := DecodeRecord(&dec, rec[:10]); err == nil || !strings.Contains(err.Error(), "shorter") {
 		t.Errorf("short record: %v", err)
 	}
 }
 
 func BenchmarkEncodeBatch(b *testing.B) {
-	batch := redisBatch(t0, 1)
-	var enc batchEncoder
+	batch := batchtest.Redis(t0, 1)
+	var enc BatchEncoder
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
@@ -243,9 +187,9 @@ func BenchmarkEncodeBatch(b *testing.B) {
 }
 
 func BenchmarkDecodeBatch(b *testing.B) {
-	batch := redisBatch(t0, 1)
+	batch := batchtest.Redis(t0, 1)
 	data := encodeBatch(nil, &batch)
-	var dec batchDecoder
+	var dec BatchDecoder
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := dec.decode(data); err != nil {

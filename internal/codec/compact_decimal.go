@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 // Decimal chunks. Most of what Redis reports are integers (counters,
 // bytes, keys) or decimals with a few places (CPU seconds to the

@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -14,22 +15,22 @@ import (
 // panic or allocate without bound, and whatever it accepts must survive
 // another round trip unchanged.
 //
-//	go test -run '^$' -fuzz FuzzDecodeBatch -fuzztime 60s ./buffer/
+//	go test -run '^$' -fuzz FuzzDecodeBatch -fuzztime 60s ./internal/codec/
 func FuzzDecodeBatch(f *testing.F) {
 	small := sample.Batch{
 		Samples: []sample.Sample{
 			{Labels: labels.FromStrings("__name__", "redis_up", "job", "redis"), T: 1_700_000_000_000, V: 1},
-			{Labels: labels.FromStrings("__name__", "redis_up", "job", "redis"), T: 1_700_000_015_000, V: staleNaN},
+			{Labels: labels.FromStrings("__name__", "redis_up", "job", "redis"), T: 1_700_000_015_000, V: batchtest.StaleNaN},
 			{Labels: labels.FromStrings("__name__", "redis_memory_used_bytes", "job", "redis"), T: 1_700_000_000_000, V: math.NaN()},
 		},
 		Metadata: []sample.Metadata{{Family: "redis_up", Type: sample.Gauge, Help: "Is Redis up"}},
 	}
-	redis := redisBatch(1_700_000_000_000, 2)
+	redis := batchtest.Redis(1_700_000_000_000, 2)
 	for _, b := range []sample.Batch{{}, small, redis} {
 		f.Add(encodeBatch(nil, &b))
 	}
 	f.Add([]byte{})
-	f.Add([]byte{codecVersion})
+	f.Add([]byte{BatchVersion})
 	f.Add(rawBlock(uv(1, 1, 'a', 1, 1, 0, 0, 1, 0, 2)))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -42,7 +43,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoding of a decoded batch does not decode: %v", err)
 		}
-		if err := batchDiff(b, again); err != nil {
+		if err := batchtest.Diff(b, again); err != nil {
 			t.Fatalf("round trip changed the batch: %v", err)
 		}
 		// The encoding is a function of the batch.

@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redwire/redwire/internal/batchtest"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -33,7 +34,7 @@ func init() {
 			continue
 		}
 		c.backlog = sync.OnceValue(func() []sample.Batch {
-			return compactBacklog(int(time.Hour.Milliseconds()/c.interval), 1, c.interval, c.jitter)
+			return batchtest.Backlog(int(time.Hour.Milliseconds()/c.interval), 1, c.interval, c.jitter)
 		})
 	}
 }
@@ -69,11 +70,11 @@ func BenchmarkCompactSegment(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			batches := c.backlog()
 			n, recBytes := 0, 0
-			var enc batchEncoder
+			var enc BatchEncoder
 			var rec []byte
 			for i := range batches {
 				n += len(batches[i].Samples)
-				rec = appendRecord(rec[:0], &enc, &batches[i], headerOf(&batches[i]))
+				rec = AppendRecord(rec[:0], &enc, &batches[i], HeaderOf(&batches[i]))
 				recBytes += len(rec)
 			}
 			b.ReportAllocs()

@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 // bitWriter appends bits to a byte slice, most significant bit first, as
 // Prometheus' XOR chunks do. Decimal chunks (compact_decimal.go) need one:

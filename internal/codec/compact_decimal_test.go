@@ -1,4 +1,4 @@
-package buffer
+package codec
 
 import (
 	"encoding/binary"
@@ -174,7 +174,7 @@ func TestCompactReadsVersion1(t *testing.T) {
 // are mostly decimals (counters, gauges at some scale, with occasional
 // specials), and requires them back bit for bit through a segment.
 //
-//	go test -run '^$' -fuzz FuzzDecimalChunk -fuzztime 60s ./buffer/
+//	go test -run '^$' -fuzz FuzzDecimalChunk -fuzztime 60s ./internal/codec/
 func FuzzDecimalChunk(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12"))
