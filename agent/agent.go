@@ -424,7 +424,7 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 		}
 		a.mu.RLock()
 		for _, o := range a.outputs {
-			d, err := o.buf.Store().Expire()
+			d, err := o.buf.Expire()
 			if err != nil {
 				a.log.Warn("expiring old buffered data failed", "endpoint", o.name, "err", err)
 			}

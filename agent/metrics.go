@@ -150,7 +150,7 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufBatchesDesc, prometheus.GaugeValue, float64(st.Store.Batches), n)
 		ch <- prometheus.MustNewConstMetric(bufSamplesDesc, prometheus.GaugeValue, float64(st.Store.Samples), n)
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
-		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Store().Quarantined()), n)
+		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
 	}
 }

@@ -344,7 +344,7 @@ func (a *agentRun) moveEndpoint(cfg *Config, mv *endpointMove) *sender {
 	from, to := mv.from, mv.to.Label()
 	a.stopSender(from)
 	newPath := filepath.Join(a.cfg.Buffer.Path, storeFileName(to))
-	if err := from.buf.Store().Rename(newPath); err != nil {
+	if err := from.buf.Rename(newPath); err != nil {
 		a.log.Error("cannot rename the buffer file; it keeps its old name until restart", "endpoint", to, "err", err)
 	}
 	a.removeOutput(from.name)

@@ -213,7 +213,7 @@ func (s *sender) handle(ev event, err error) effect {
 	}
 	if fx&replayDone != 0 {
 		s.log.Info("backlog replayed; back to normal")
-		if err := s.buf.Store().Compact(); err != nil {
+		if err := s.buf.Compact(); err != nil {
 			s.log.Warn("compacting the drained buffer file failed", "err", err)
 		}
 	}

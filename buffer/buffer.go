@@ -355,9 +355,6 @@ func (b *Buffer) Stats() Stats {
 	return Stats{MemorySamples: n, Store: b.store.Stats()}
 }
 
-// Store gives the agent access to maintenance (Expire, Compact).
-func (b *Buffer) Store() *Store { return b.store }
-
 func (b *Buffer) signal() {
 	close(b.wake)
 	b.wake = make(chan struct{})
