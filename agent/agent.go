@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,7 +291,7 @@ func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
 
 // openBuffer opens an endpoint's store, moving a corrupt file aside.
 func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer, error) {
-	path := filepath.Join(a.cfg.Buffer.Path, storeFileName(name))
+	path := buffer.EndpointFile(a.cfg.Buffer.Path, name).Path
 	store, info, err := buffer.OpenStore(path, buffer.StoreOptions{
 		MaxBytes: int64(a.cfg.Buffer.MaxBytes),
 		MaxAge:   time.Duration(a.cfg.Buffer.MaxAge),
@@ -311,15 +309,6 @@ func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer,
 			"samples", st.Samples, "oldest", time.UnixMilli(st.OldestT).UTC())
 	}
 	return buffer.New(store, opts), nil
-}
-
-// unsafeFileChars are replaced in endpoint names used as file names.
-var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// storeFileName is stable for an endpoint's name, so a restart finds its
-// backlog. Give endpoints a name to keep the backlog across URL changes.
-func storeFileName(endpoint string) string {
-	return unsafeFileChars.ReplaceAllString(endpoint, "_") + ".bbolt"
 }
 
 // scrapeSetup is what the scrape side runs from for cfg: the target

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/redwire/redwire/agent/registration"
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/sources/discovery"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -142,7 +143,8 @@ func (c *Config) validateClusters() error {
 // validateRemoteWrite checks every endpoint and that each has a buffer
 // file of its own.
 func (c *Config) validateRemoteWrite() error {
-	files := map[string]int{} // buffer file name → endpoint
+	files := map[string]int{} // buffer file → endpoint
+	file := func(endpoint string) string { return buffer.EndpointFile(c.Buffer.Path, endpoint).Path }
 	for i := range c.RemoteWrite {
 		e := &c.RemoteWrite[i]
 		path := fmt.Sprintf("remote_write[%d]", i)
@@ -152,18 +154,18 @@ func (c *Config) validateRemoteWrite() error {
 		// Names that differ only in characters unsafe in a file name
 		// ("a b", "a_b") would share one buffer file, which one of them
 		// then waits for in vain.
-		if storeFileName(e.Label()) == storeFileName(localBuffer) {
+		if file(e.Label()) == file(localBuffer) {
 			// Buffer-only mode keeps its samples there; a reload from
 			// buffer-only to this endpoint would wait for its own file.
 			return fieldErr(path+".name", fmt.Errorf("%q is reserved for the buffer of buffer-only mode", e.Label()))
 		}
-		if j, dup := files[storeFileName(e.Label())]; dup {
+		if j, dup := files[file(e.Label())]; dup {
 			if other := c.RemoteWrite[j].Label(); other != e.Label() {
 				return fieldErr(path, fmt.Errorf("endpoint %q would share its buffer file with remote_write[%d] %q: give one a distinct name", e.Label(), j, other))
 			}
 			return fieldErr(path, fmt.Errorf("endpoint %q is also remote_write[%d]: give one a distinct name", e.Label(), j))
 		}
-		files[storeFileName(e.Label())] = i
+		files[file(e.Label())] = i
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func TestCorruptBufferFileIsMovedAside(t *testing.T) {
 	r := harness.StartRedis(t)
 	prom := harness.StartPrometheus(t)
 	cfg := testConfig(t, prom.WriteURL(), redis.TargetConfig{Addr: r.URL()})
-	file := filepath.Join(cfg.Buffer.Path, storeFileName(cfg.RemoteWrite[0].Label()))
+	file := buffer.EndpointFile(cfg.Buffer.Path, cfg.RemoteWrite[0].Label()).Path
 	garbage := bytes.Repeat([]byte("not a bbolt file "), 1000)
 	if err := os.WriteFile(file, garbage, 0o600); err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestGracefulStopCommitsMemoryToDisk(t *testing.T) {
 	a.stop()
 	taken := gathered(t, a.reg, "redwire_samples_scraped_total", target)
 
-	store, _, err := buffer.OpenStore(filepath.Join(cfg.Buffer.Path, storeFileName(cfg.RemoteWrite[0].Label())), buffer.StoreOptions{})
+	store, _, err := buffer.OpenStore(buffer.EndpointFile(cfg.Buffer.Path, cfg.RemoteWrite[0].Label()).Path, buffer.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -240,7 +240,7 @@ func (a *agentRun) planEndpoints(cfg *Config) (*endpointPlan, error) {
 	if len(gone) == 1 && len(p.add) == 1 && gone[0].cfg.Name == "" {
 		for name, c := range p.add {
 			ec := p.configs[name]
-			_, err := os.Stat(filepath.Join(a.cfg.Buffer.Path, storeFileName(name)))
+			_, err := os.Stat(buffer.EndpointFile(a.cfg.Buffer.Path, name).Path)
 			if ec.Name == "" && os.IsNotExist(err) {
 				p.move = &endpointMove{from: gone[0], to: ec, client: c}
 				delete(p.add, name)
@@ -308,7 +308,7 @@ func (p *endpointPlan) commit() {
 			st := e.buf.Stats()
 			dropped, err := e.buf.Close()
 			a.m.countDropped(e.name, dropped)
-			path := filepath.Join(a.cfg.Buffer.Path, storeFileName(e.name))
+			path := buffer.EndpointFile(a.cfg.Buffer.Path, e.name).Path
 			a.log.Warn("endpoint removed: its backlog stays on disk; add the endpoint back (same name) to send it, or move it with `redwire buffer export`",
 				"endpoint", e.name, "backlog_samples", st.Store.Samples+int64(st.MemorySamples), "file", path, "err", err)
 		}
@@ -343,7 +343,7 @@ func (p *endpointPlan) commit() {
 func (a *agentRun) moveEndpoint(cfg *Config, mv *endpointMove) *sender {
 	from, to := mv.from, mv.to.Label()
 	a.stopSender(from)
-	newPath := filepath.Join(a.cfg.Buffer.Path, storeFileName(to))
+	newPath := buffer.EndpointFile(a.cfg.Buffer.Path, to).Path
 	if err := from.buf.Rename(newPath); err != nil {
 		a.log.Error("cannot rename the buffer file; it keeps its old name until restart", "endpoint", to, "err", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -227,7 +228,7 @@ func TestReloadURLChangeKeepsBacklog(t *testing.T) {
 		return gathered(t, a.reg, "redwire_replay_samples_total", newEP) > 0 &&
 			gathered(t, a.reg, "redwire_buffer_batches", newEP) == 0 && gathered(t, a.reg, "redwire_degraded", newEP) == 0, nil
 	})
-	if _, err := os.Stat(filepath.Join(f.bufDir, storeFileName(newCfg.RemoteWrite[0].Label()))); err != nil {
+	if _, err := os.Stat(buffer.EndpointFile(f.bufDir, newCfg.RemoteWrite[0].Label()).Path); err != nil {
 		t.Errorf("the buffer file was not renamed to the new URL's name: %v", err)
 	}
 	a.stop()

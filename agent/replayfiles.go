@@ -22,15 +22,6 @@ import (
 	"github.com/redwire/redwire/sample"
 )
 
-// StoreFile is where the agent keeps the buffer of the endpoint named
-// name under the buffer directory dir ("local" in buffer-only mode).
-func StoreFile(dir, name string) buffer.StoreFile {
-	return buffer.StoreFile{Name: name, Path: filepath.Join(dir, storeFileName(name))}
-}
-
-// LocalBuffer is the endpoint name of the buffer-only mode's buffer.
-const LocalBuffer = localBuffer
-
 // ReplayOptions shape ReplayFiles.
 type ReplayOptions struct {
 	// Endpoint is the receiver, exactly as a remote_write entry: URL,

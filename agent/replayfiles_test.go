@@ -27,7 +27,7 @@ import (
 func exportFixture(t *testing.T, inst string, scrapes, perScrape, splitAt int) (files []string, start time.Time) {
 	t.Helper()
 	dir := t.TempDir()
-	sf := StoreFile(dir, "ep")
+	sf := buffer.EndpointFile(dir, "ep")
 	store, _, err := buffer.OpenStore(sf.Path, buffer.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 // variants of it.
 func FuzzReadExport(f *testing.F) {
 	dir := f.TempDir()
-	sf := StoreFile{Name: "a", Path: filepath.Join(dir, "a"+StoreFileExt)}
+	sf := EndpointFile(dir, "a")
 	s, _, err := OpenStore(sf.Path, testOptions())
 	if err != nil {
 		f.Fatal(err)

@@ -16,7 +16,7 @@ import (
 // t0+k*1000, and returns its file.
 func exportStore(t *testing.T, dir, name string, n int) StoreFile {
 	t.Helper()
-	sf := StoreFile{Name: name, Path: filepath.Join(dir, name+StoreFileExt)}
+	sf := EndpointFile(dir, name)
 	s, _, err := OpenStore(sf.Path, testOptions())
 	if err != nil {
 		t.Fatal(err)

@@ -4,16 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"hash/fnv"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/redwire/redwire/internal/codec"
 )
@@ -37,9 +33,6 @@ const DefaultReadLockTimeout = 200 * time.Millisecond
 // snapshotAttempts bounds the copies tried while the agent keeps writing.
 const snapshotAttempts = 5
 
-// StoreFileExt is the extension of an endpoint's buffer file.
-const StoreFileExt = ".bbolt"
-
 // ReadOptions shape how InspectStore and Export read a buffer file that
 // may belong to a running agent. The zero value is usable.
 type ReadOptions struct {
@@ -49,32 +42,6 @@ type ReadOptions struct {
 	// TempDir holds the snapshot copy while it is read; default
 	// os.TempDir(). It needs room for the whole buffer file.
 	TempDir string
-}
-
-// StoreFile is one endpoint's buffer file in a buffer directory.
-type StoreFile struct {
-	Name string // endpoint name as it appears in the file name
-	Path string
-}
-
-// StoreFiles lists the endpoint buffer files (<name>.bbolt) in dir, by
-// name. Files moved aside as corrupt and compaction leftovers are not
-// buffer files and are not listed.
-func StoreFiles(dir string) ([]StoreFile, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("buffer directory: %w", err)
-	}
-	var out []StoreFile
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || !strings.HasSuffix(n, StoreFileExt) {
-			continue
-		}
-		out = append(out, StoreFile{Name: strings.TrimSuffix(n, StoreFileExt), Path: filepath.Join(dir, n)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 // StoreInspection is what one buffer file holds.
@@ -249,7 +216,7 @@ func copyOnce(path, dir string) (snap string, same bool, err error) {
 		return "", false, err
 	}
 	defer src.Close()
-	dst, err := os.CreateTemp(dir, "redwire-snapshot-*"+StoreFileExt)
+	dst, err := os.CreateTemp(dir, "redwire-snapshot-*"+storeFileExt)
 	if err != nil {
 		return "", false, fmt.Errorf("snapshot of a running agent's buffer: %w", err)
 	}

@@ -292,7 +292,7 @@ func TestStoreSegmentCorruption(t *testing.T) {
 // batch records under their own sequence numbers, and deleted after.
 func TestSealedStoreExportAndInspect(t *testing.T) {
 	dir := t.TempDir()
-	sf := StoreFile{Name: "a", Path: filepath.Join(dir, "a"+StoreFileExt)}
+	sf := EndpointFile(dir, "a")
 	s := sealingStore(t, sf.Path, testOptions())
 	var want []Record
 	for i := range 60 {

@@ -128,7 +128,7 @@ func exportCmd(ctx context.Context, cfg *agent.Config, e exportArgs, stdout, std
 	}
 	var files []buffer.StoreFile
 	if e.endpoint != "" {
-		files = []buffer.StoreFile{agent.StoreFile(cfg.Buffer.Path, e.endpoint)}
+		files = []buffer.StoreFile{buffer.EndpointFile(cfg.Buffer.Path, e.endpoint)}
 	} else if files, err = buffer.StoreFiles(cfg.Buffer.Path); err == nil && len(files) == 0 {
 		err = fmt.Errorf("no buffer files in %s", cfg.Buffer.Path)
 	}
