@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/pause"
+	"github.com/redwire/redwire/offline"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -115,9 +115,9 @@ var ErrReceiverRefused = errors.New("receiver refuses our credentials or URL")
 // replayFile is one checked input.
 type replayFile struct {
 	path, progress string
-	f              *buffer.ExportFile
+	f              *offline.ExportFile
 	fh             *os.File
-	check          buffer.ExportCheck
+	check          offline.ExportCheck
 	crc            uint32
 	state          ReplayState
 }
@@ -195,7 +195,7 @@ func checkFiles(paths []string, opts ReplayOptions) ([]*replayFile, error) {
 	var files []*replayFile
 	var problems []string
 	for _, p := range paths {
-		f, fh, err := buffer.ReadExportFile(p)
+		f, fh, err := offline.ReadExportFile(p)
 		if err != nil {
 			return files, err
 		}
@@ -307,7 +307,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		}
 		return ctx.Err()
 	}
-	_, err := rf.f.Records(rf.state.Offset, func(rec buffer.ExportRecord) error {
+	_, err := rf.f.Records(rf.state.Offset, func(rec offline.ExportRecord) error {
 		if len(group.Samples) > 0 && len(group.Samples)+len(rec.Batch.Samples) > r.maxSend {
 			if err := flush(); err != nil {
 				return err
@@ -317,7 +317,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		records++
 		end = rec.End
 		return nil
-	}, func(cf buffer.CorruptFrame) error {
+	}, func(cf offline.CorruptFrame) error {
 		// Only reached with SkipCorrupt: checkFiles refused the file
 		// otherwise.
 		r.log.Warn("skipping a damaged part of the export file", "file", rf.path, "offset", cf.Offset, "bytes", cf.Skip, "err", cf.Err)

@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"context"
 	"encoding/binary"
 	"math/rand/v2"
 	"path/filepath"
@@ -284,62 +283,4 @@ func TestStoreSegmentCorruption(t *testing.T) {
 		}
 	}
 	checkInvariants(t, s)
-}
-
-// TestSealedStoreExportAndInspect: inspect and export read a store of
-// segment records, one of them partly acknowledged, as the batches left:
-// the acknowledged ones neither counted nor exported, the rest exported as
-// batch records under their own sequence numbers, and deleted after.
-func TestSealedStoreExportAndInspect(t *testing.T) {
-	dir := t.TempDir()
-	sf := EndpointFile(dir, "a")
-	s := sealingStore(t, sf.Path, testOptions())
-	var want []Record
-	for i := range 60 {
-		b := batchtest.Small(i, 5, t0+int64(i)*1000)
-		mustAppend(t, s, b)
-		want = append(want, Record{Seq: s.LastSeq(), Batch: b})
-	}
-	if _, small, merged := recordKinds(t, s); small+merged == 0 {
-		t.Fatal("nothing sealed")
-	}
-	// Acknowledge into the first segment.
-	if err := s.Delete(want[3].Seq); err != nil {
-		t.Fatal(err)
-	}
-	want = want[4:]
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	in, err := InspectStore(sf, ReadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.Batches != int64(len(want)) || in.Samples != int64(5*len(want)) || in.Corrupt != 0 {
-		t.Errorf("inspect %+v, want %d batches", in, len(want))
-	}
-	out := filepath.Join(t.TempDir(), "x.rwexport")
-	res, err := Export(context.Background(), out, []StoreFile{sf}, ExportOptions{Delete: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Endpoints[0].Records != int64(len(want)) || res.Endpoints[0].Deleted != int64(len(want)) {
-		t.Errorf("export %+v, want %d batches exported and deleted", res.Endpoints[0], len(want))
-	}
-	_, recs, _ := readAll(t, out)
-	if len(recs) != len(want) {
-		t.Fatalf("%d records in the export, want %d", len(recs), len(want))
-	}
-	for i, r := range recs {
-		if r.Seq != want[i].Seq {
-			t.Fatalf("export record %d: seq %d, want %d", i, r.Seq, want[i].Seq)
-		}
-		if err := batchtest.Diff(want[i].Batch, r.Batch); err != nil {
-			t.Fatalf("export record %d: %v", i, err)
-		}
-	}
-	if in, _ := InspectStore(sf, ReadOptions{}); in.Batches != 0 {
-		t.Errorf("after export with delete: %+v", in)
-	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/redwire/redwire/agent"
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/offline"
 )
 
 // tools are the commands besides running the agent: buffer inspect,
@@ -73,10 +74,10 @@ func inspectCmd(cfg *agent.Config, asJSON bool, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "redwire: %v\n", err)
 		return 1
 	}
-	out := []buffer.StoreInspection{}
+	out := []offline.StoreInspection{}
 	code := 0
 	for _, f := range files {
-		in, err := buffer.InspectStore(f, buffer.ReadOptions{})
+		in, err := offline.InspectStore(f, buffer.ReadOptions{})
 		if err != nil {
 			fmt.Fprintf(stderr, "redwire: %v\n", err)
 			code = 1
@@ -117,7 +118,7 @@ type exportArgs struct {
 }
 
 func exportCmd(ctx context.Context, cfg *agent.Config, e exportArgs, stdout, stderr io.Writer) int {
-	opts := buffer.ExportOptions{Delete: e.del, Source: cfg.Buffer.Path, RedwireVersion: version.Version}
+	opts := offline.ExportOptions{Delete: e.del, Source: cfg.Buffer.Path, RedwireVersion: version.Version}
 	var err error
 	if opts.FromMs, err = parseTime("--from", e.from); err == nil {
 		opts.ToMs, err = parseTime("--to", e.to)
@@ -133,8 +134,8 @@ func exportCmd(ctx context.Context, cfg *agent.Config, e exportArgs, stdout, std
 		err = fmt.Errorf("no buffer files in %s", cfg.Buffer.Path)
 	}
 	if err == nil {
-		var res buffer.ExportResult
-		res, err = buffer.Export(ctx, e.out, files, opts)
+		var res offline.ExportResult
+		res, err = offline.Export(ctx, e.out, files, opts)
 		if err == nil {
 			for _, ep := range res.Endpoints {
 				fmt.Fprintf(stdout, "%s: %d batches, %d samples exported (read %s)", ep.Name, ep.Records, ep.Samples, ep.Mode)
@@ -145,7 +146,7 @@ func exportCmd(ctx context.Context, cfg *agent.Config, e exportArgs, stdout, std
 					fmt.Fprintf(stdout, "; %d corrupt batches left in the buffer", ep.Corrupt)
 				}
 				fmt.Fprintln(stdout)
-				if ep.Mode == buffer.ReadSnapshot {
+				if ep.Mode == offline.ReadSnapshot {
 					fmt.Fprintf(stdout, "%s: note: an agent runs on this buffer and will still send these batches itself\n", ep.Name)
 				}
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
+	"github.com/redwire/redwire/offline"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -38,10 +39,10 @@ func fillBuffer(t *testing.T, dir string, scrapes, perScrape int) *buffer.Store 
 	return s
 }
 
-func inspectJSON(t *testing.T, dir string) buffer.StoreInspection {
+func inspectJSON(t *testing.T, dir string) offline.StoreInspection {
 	t.Helper()
 	code, out, errOut := runCLI(t, "buffer", "inspect", "--buffer.path="+dir, "--json")
-	var ins []buffer.StoreInspection
+	var ins []offline.StoreInspection
 	if code != 0 || json.Unmarshal([]byte(out), &ins) != nil || len(ins) != 1 {
 		t.Fatalf("inspect: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -56,7 +57,7 @@ func TestBufferExportReplayCLI(t *testing.T) {
 	dir := t.TempDir()
 	running := fillBuffer(t, dir, scrapes, perScrape)
 	in := inspectJSON(t, dir)
-	if in.Name != "local" || in.Batches != scrapes || in.Samples != scrapes*perScrape || in.Series != perScrape || in.Mode != buffer.ReadSnapshot {
+	if in.Name != "local" || in.Batches != scrapes || in.Samples != scrapes*perScrape || in.Series != perScrape || in.Mode != offline.ReadSnapshot {
 		t.Fatalf("inspect of a running agent's buffer: %+v", in)
 	}
 	out := filepath.Join(t.TempDir(), "backlog.rwexport")
@@ -69,7 +70,7 @@ func TestBufferExportReplayCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d samples exported", scrapes*perScrape)) {
 		t.Fatalf("export: exit %d\n%s\n%s", code, stdout, errOut)
 	}
-	if in := inspectJSON(t, dir); in.Batches != 0 || in.Mode != buffer.ReadLocked {
+	if in := inspectJSON(t, dir); in.Batches != 0 || in.Mode != offline.ReadLocked {
 		t.Fatalf("after export --delete: %+v", in)
 	}
 

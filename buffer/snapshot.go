@@ -1,144 +1,51 @@
 package buffer
 
+// Reading a buffer file without changing it, even while an agent runs on
+// it: what ReadStore (read.go) stands on.
+
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 	"hash/fnv"
 	"io"
 	"os"
 	"time"
 
-	"github.com/redwire/redwire/internal/codec"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// How a buffer file was read by InspectStore or Export.
-const (
-	// ReadLocked: under bbolt's shared lock, so no agent had the file
-	// open and nothing changed while it was read.
-	ReadLocked = "locked"
-	// ReadSnapshot: a running agent holds the file's exclusive lock (a
-	// shared lock would wait for it forever), so the file was copied
-	// without a lock and the copy read; see snapshotFile for why the copy
-	// is consistent.
-	ReadSnapshot = "snapshot"
-)
-
-// DefaultReadLockTimeout is how long a reader waits for the shared lock
+// defaultReadLockTimeout is how long a reader waits for the shared lock
 // before it falls back to a snapshot.
-const DefaultReadLockTimeout = 200 * time.Millisecond
+const defaultReadLockTimeout = 200 * time.Millisecond
 
 // snapshotAttempts bounds the copies tried while the agent keeps writing.
 const snapshotAttempts = 5
 
-// ReadOptions shape how InspectStore and Export read a buffer file that
-// may belong to a running agent. The zero value is usable.
-type ReadOptions struct {
-	// LockTimeout is how long to wait for the shared lock before copying
-	// the file instead. Default DefaultReadLockTimeout.
-	LockTimeout time.Duration
-	// TempDir holds the snapshot copy while it is read; default
-	// os.TempDir(). It needs room for the whole buffer file.
-	TempDir string
-}
-
-// StoreInspection is what one buffer file holds.
-type StoreInspection struct {
-	Name      string `json:"endpoint"`
-	Path      string `json:"path"`
-	Mode      string `json:"read_mode"` // ReadLocked or ReadSnapshot
-	Batches   int64  `json:"batches"`
-	Samples   int64  `json:"samples"`
-	Bytes     int64  `json:"bytes"` // record bytes, the quantity max_bytes caps
-	FileBytes int64  `json:"file_bytes"`
-	// OldestT and NewestT are the earliest and latest sample times (ms)
-	// of all records; 0 when empty.
-	OldestT int64 `json:"oldest_ms"`
-	NewestT int64 `json:"newest_ms"`
-	Series  int   `json:"series"` // distinct label sets
-	// Quarantined records were set aside by the agent as unreadable.
-	Quarantined int64 `json:"quarantined"`
-	// Corrupt records are still in the FIFO but fail their checksum or do
-	// not decode; the agent quarantines them when it reaches them.
-	Corrupt int64 `json:"corrupt"`
-}
-
-// InspectStore reads the buffer file at path without changing it, safely
-// even while an agent runs on it (then Mode is ReadSnapshot).
-func InspectStore(f StoreFile, opts ReadOptions) (StoreInspection, error) {
-	in := StoreInspection{Name: f.Name, Path: f.Path, FileBytes: fileSize(f.Path)}
-	series := make(map[uint64]struct{})
-	var dec codec.BatchDecoder
-	mode, err := viewStore(f.Path, opts, func(tx *bolt.Tx) error {
-		if q := tx.Bucket(bucketQuarantine); q != nil {
-			in.Quarantined = int64(q.Stats().KeyN)
-		}
-		records := tx.Bucket(bucketRecords)
-		if records == nil {
-			return nil
-		}
-		var consumed uint64
-		if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
-			consumed = binary.BigEndian.Uint64(v)
-		}
-		return records.ForEach(func(k, v []byte) error {
-			var recs []Record
-			h, err := codec.ParseHeader(v)
-			if err == nil && len(k) == 8 {
-				recs, err = decodeRecords(&dec, binary.BigEndian.Uint64(k), v, consumed)
-			}
-			if err != nil || len(k) != 8 {
-				in.Corrupt++
-				return nil
-			}
-			if in.Batches == 0 || h.MinT < in.OldestT {
-				in.OldestT = h.MinT
-			}
-			if in.Batches == 0 || h.MaxT > in.NewestT {
-				in.NewestT = h.MaxT
-			}
-			in.Bytes += int64(len(v))
-			for _, r := range recs {
-				in.Batches++
-				in.Samples += int64(len(r.Batch.Samples))
-				for _, s := range r.Batch.Samples {
-					series[s.Labels.Hash()] = struct{}{}
-				}
-			}
-			return nil
-		})
-	})
-	in.Mode, in.Series = mode, len(series)
-	if err != nil {
-		return in, fmt.Errorf("buffer file %s: %w", f.Path, err)
-	}
-	return in, nil
-}
-
 // viewStore runs fn in a read transaction on the store file at path: under
 // bbolt's shared lock if it can be had within opts.LockTimeout, else on a
 // consistent copy (a running agent holds an exclusive lock for as long as
-// it runs). The file is checked as OpenStore checks it before fn walks it,
-// and is never modified. Buckets may be missing in fn's tx.
-func viewStore(path string, opts ReadOptions, fn func(*bolt.Tx) error) (mode string, err error) {
+// it runs), and then snapshot is true. The file is checked as OpenStore
+// checks it before fn walks it, and is never modified. Buckets may be
+// missing in fn's tx.
+func viewStore(path string, opts ReadOptions, fn func(*bolt.Tx) error) (snapshot bool, err error) {
 	if opts.LockTimeout <= 0 {
-		opts.LockTimeout = DefaultReadLockTimeout
+		opts.LockTimeout = defaultReadLockTimeout
 	}
 	if _, err := os.Stat(path); err != nil {
-		return "", err
+		return false, err
 	}
 	err = viewFile(path, opts.LockTimeout, fn)
 	if !errors.Is(err, bolterrors.ErrTimeout) {
-		return ReadLocked, err
+		return false, err
 	}
 	snap, err := snapshotFile(path, opts.TempDir)
 	if err != nil {
-		return ReadSnapshot, err
+		return true, err
 	}
 	defer os.Remove(snap)
-	return ReadSnapshot, viewFile(snap, opts.LockTimeout, fn)
+	return true, viewFile(snap, opts.LockTimeout, fn)
 }
 
 // viewFile opens path read-only (shared lock), validates it and runs fn.

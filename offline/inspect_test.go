@@ -1,13 +1,16 @@
-package buffer
+package offline
 
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/redwire/redwire/buffer"
 )
 
 // TestInspectWhileAgentRuns: a Store holds the exclusive lock as the
@@ -16,7 +19,7 @@ import (
 func TestInspectWhileAgentRuns(t *testing.T) {
 	dir := t.TempDir()
 	sf := exportStore(t, dir, "ep", 7)
-	in, err := InspectStore(sf, ReadOptions{})
+	in, err := InspectStore(sf, buffer.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +28,7 @@ func TestInspectWhileAgentRuns(t *testing.T) {
 		t.Fatalf("stopped agent: %+v", in)
 	}
 	running := openT(t, sf.Path, testOptions())
-	live, err := InspectStore(sf, ReadOptions{TempDir: t.TempDir()})
+	live, err := InspectStore(sf, buffer.ReadOptions{TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,12 +36,12 @@ func TestInspectWhileAgentRuns(t *testing.T) {
 	if live != in {
 		t.Fatalf("running agent:\n got %+v\nwant %+v", live, in)
 	}
-	res, err := Export(context.Background(), filepath.Join(t.TempDir(), "x"), []StoreFile{sf}, ExportOptions{})
+	res, err := Export(context.Background(), filepath.Join(t.TempDir(), "x"), []buffer.StoreFile{sf}, ExportOptions{})
 	if err != nil || res.Trailer.Records != 7 || res.Endpoints[0].Mode != ReadSnapshot {
 		t.Fatalf("export from a running agent: %+v %v", res, err)
 	}
-	_, err = Export(context.Background(), filepath.Join(t.TempDir(), "y"), []StoreFile{sf}, ExportOptions{Delete: true})
-	if !errors.Is(err, ErrLocked) {
+	_, err = Export(context.Background(), filepath.Join(t.TempDir(), "y"), []buffer.StoreFile{sf}, ExportOptions{Delete: true})
+	if !errors.Is(err, buffer.ErrLocked) {
 		t.Fatalf("export --delete under a running agent: %v, want ErrLocked", err)
 	}
 	if st := running.Stats(); st.Batches != 7 {
@@ -50,28 +53,32 @@ func TestInspectWhileAgentRuns(t *testing.T) {
 // corrupt, and once the store has quarantined it, as quarantined.
 func TestInspectCountsQuarantineAndCorrupt(t *testing.T) {
 	sf := exportStore(t, t.TempDir(), "ep", 3)
-	s, _, err := OpenStore(sf.Path, testOptions())
+	// Damage the payload of record 2 in place, as the disk would: the
+	// store keeps its records in bucket "records" under 8-byte big-endian
+	// sequence numbers.
+	db, err := bolt.Open(sf.Path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		v := bytes.Clone(b.Get(seqKey(2)))
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("records"))
+		key := binary.BigEndian.AppendUint64(nil, 2)
+		v := bytes.Clone(b.Get(key))
 		v[len(v)-3] ^= 0x40
-		return b.Put(seqKey(2), v)
+		return b.Put(key, v)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	in, err := InspectStore(sf, ReadOptions{})
+	db.Close()
+	in, err := InspectStore(sf, buffer.ReadOptions{})
 	if err != nil || in.Batches != 2 || in.Corrupt != 1 || in.Quarantined != 0 {
 		t.Fatalf("%+v %v", in, err)
 	}
-	s = openT(t, sf.Path, testOptions())
+	s := openT(t, sf.Path, testOptions())
 	peekAll(t, s)
 	s.Close()
-	in, err = InspectStore(sf, ReadOptions{})
+	in, err = InspectStore(sf, buffer.ReadOptions{})
 	if err != nil || in.Batches != 2 || in.Corrupt != 0 || in.Quarantined != 1 {
 		t.Fatalf("%+v %v", in, err)
 	}

@@ -1,4 +1,4 @@
-package buffer
+package offline
 
 import (
 	"bufio"
@@ -13,8 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/codec"
 )
 
@@ -48,6 +47,9 @@ const (
 	// a stored record's payload is bounded by codec.MaxDecodedBatch.
 	maxFrameBody = recordPrefix + codec.HeaderSize + codec.MaxDecodedBatch
 )
+
+// castagnoli is the CRC-32C table of every checksum in the format.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ExportHeader is the self-description at the start of an export file.
 type ExportHeader struct {
@@ -156,18 +158,19 @@ type ExportOptions struct {
 	FromMs, ToMs int64
 	// Delete removes the exported batches from their stores once the
 	// export file and its directory are fsynced. It needs the stores'
-	// exclusive lock, so it fails with ErrLocked while an agent runs.
+	// exclusive lock, so it fails with buffer.ErrLocked while an agent
+	// runs.
 	Delete bool
 	// Source and RedwireVersion go into the header.
 	Source, RedwireVersion string
-	Read                   ReadOptions
+	Read                   buffer.ReadOptions
 	Now                    func() time.Time // default time.Now
 }
 
 // EndpointExport is what Export took from one buffer file.
 type EndpointExport struct {
 	Name, Path string
-	Mode       string // ReadLocked, ReadSnapshot; "exclusive" with Delete
+	Mode       string // ReadLocked, ReadSnapshot; ReadExclusive with Delete
 	Records    int64
 	Samples    int64
 	Corrupt    int64 // records left in the store: bad checksum or undecodable
@@ -187,7 +190,7 @@ type ExportResult struct {
 // read in read transactions; with opts.Delete, each is held open with
 // its exclusive lock from the read to the deletion, so nothing exported
 // can change in between.
-func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptions) (res ExportResult, err error) {
+func Export(ctx context.Context, out string, files []buffer.StoreFile, opts ExportOptions) (res ExportResult, err error) {
 	res.Path = out
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -206,7 +209,7 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 	if err != nil {
 		return res, fmt.Errorf("export file: %w", err)
 	}
-	var stores []*Store
+	var stores []*buffer.Store
 	defer func() {
 		for _, s := range stores {
 			_ = s.Close()
@@ -223,28 +226,27 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 	if err != nil {
 		return res, fmt.Errorf("export file: %w", err)
 	}
-	seqs := make([][]uint64, len(files))
+	keys := make([][]uint64, len(files))
 	for i, f := range files {
 		ex := EndpointExport{Name: f.Name, Path: f.Path}
-		each := func(tx *bolt.Tx) error {
-			var err error
-			seqs[i], err = exportRecords(ctx, tx, ew, uint32(i), opts, &ex)
-			return err
-		}
+		sel := exportSelection{ctx: ctx, ew: ew, idx: uint32(i), opts: opts, ex: &ex}
 		if opts.Delete {
-			var s *Store
+			var s *buffer.Store
 			s, err = openForDelete(f.Path, opts.Read)
 			if err == nil {
 				stores = append(stores, s)
-				ex.Mode = "exclusive"
-				err = protect(func() error { return s.db.View(each) })
+				ex.Mode = ReadExclusive
+				err = s.Read(sel.record)
 			}
 		} else {
-			ex.Mode, err = viewStore(f.Path, opts.Read, each)
+			var snapshot bool
+			snapshot, _, err = buffer.ReadStore(f.Path, opts.Read, sel.record)
+			ex.Mode = readMode(snapshot)
 		}
 		if err != nil {
 			return res, fmt.Errorf("exporting %s: %w", f.Path, err)
 		}
+		keys[i] = sel.keys
 		res.Endpoints = append(res.Endpoints, ex)
 	}
 	if res.Trailer, err = ew.finish(); err != nil {
@@ -264,7 +266,7 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 		return res, fmt.Errorf("export file %s written, but fsync of %s failed, so nothing was deleted: %w", out, dir, err)
 	}
 	for i, s := range stores {
-		if err := s.deleteSeqs(seqs[i]); err != nil {
+		if err := s.DeleteRecords(keys[i]); err != nil {
 			return res, fmt.Errorf("export file %s is complete, but deleting the exported batches from %s failed (they are still there): %w",
 				out, files[i].Path, err)
 		}
@@ -273,75 +275,60 @@ func Export(ctx context.Context, out string, files []StoreFile, opts ExportOptio
 	return res, nil
 }
 
-// exportRecords writes the selected, readable records of one store.
-func exportRecords(ctx context.Context, tx *bolt.Tx, ew *exportWriter, idx uint32, opts ExportOptions, ex *EndpointExport) ([]uint64, error) {
-	records := tx.Bucket(bucketRecords)
-	if records == nil {
-		return nil, nil
+// exportSelection writes the selected, readable records of one store
+// and keeps the keys of the records it took.
+type exportSelection struct {
+	ctx  context.Context
+	ew   *exportWriter
+	idx  uint32
+	opts ExportOptions
+	ex   *EndpointExport
+	enc  codec.BatchEncoder
+	rec  []byte
+	keys []uint64
+}
+
+// record is the buffer.ReadStore callback: a record that does not read
+// is left for the agent to quarantine, and a segment's batches are
+// written as the batch records the format holds.
+func (sel *exportSelection) record(r buffer.FileRecord) error {
+	if err := sel.ctx.Err(); err != nil {
+		return err
 	}
-	var (
-		dec      codec.BatchDecoder
-		enc      codec.BatchEncoder
-		seqs     []uint64
-		consumed uint64
-		rec      []byte
-	)
-	if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
-		consumed = binary.BigEndian.Uint64(v)
+	if r.Err != nil {
+		sel.ex.Corrupt++
+		return nil
 	}
-	c := records.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if len(k) != 8 {
-			ex.Corrupt++
-			continue
-		}
-		key := binary.BigEndian.Uint64(k)
-		h, err := codec.ParseHeader(v)
-		var batches []Record
-		if err == nil {
-			// Decoded to prove the record whole (a record that would not
-			// replay is left for the agent to quarantine) and to write a
-			// segment's batches as the batch records the format holds.
-			batches, err = decodeRecords(&dec, key, v, consumed)
-		}
-		if err != nil {
-			ex.Corrupt++
-			continue
-		}
-		// The time filter selects whole records: a sealed segment spans
-		// minutes of scrapes and goes, or stays, as one.
-		if (opts.FromMs != 0 && h.MaxT < opts.FromMs) || (opts.ToMs != 0 && h.MinT >= opts.ToMs) {
-			continue
-		}
-		for _, r := range batches {
-			bh := codec.HeaderOf(&r.Batch)
-			rec = codec.AppendRecord(rec[:0], &enc, &r.Batch, bh)
-			if err := ew.record(idx, r.Seq, rec, bh); err != nil {
-				return nil, fmt.Errorf("export file: %w", err)
-			}
-			ex.Records++
-			ex.Samples += bh.Samples
-		}
-		seqs = append(seqs, key)
+	// The time filter selects whole records: a sealed segment spans
+	// minutes of scrapes and goes, or stays, as one.
+	if (sel.opts.FromMs != 0 && r.MaxT < sel.opts.FromMs) || (sel.opts.ToMs != 0 && r.MinT >= sel.opts.ToMs) {
+		return nil
 	}
-	return seqs, nil
+	for _, b := range r.Batches {
+		bh := codec.HeaderOf(&b.Batch)
+		sel.rec = codec.AppendRecord(sel.rec[:0], &sel.enc, &b.Batch, bh)
+		if err := sel.ew.record(sel.idx, b.Seq, sel.rec, bh); err != nil {
+			return fmt.Errorf("export file: %w", err)
+		}
+		sel.ex.Records++
+		sel.ex.Samples += bh.Samples
+	}
+	sel.keys = append(sel.keys, r.Key)
+	return nil
 }
 
 // openForDelete opens a store for writing without the side effects of
 // OpenStore on a file it cannot read: a corrupt file is reported, never
 // moved aside, and a missing one is not created.
-func openForDelete(path string, ro ReadOptions) (*Store, error) {
-	mode, err := viewStore(path, ro, func(*bolt.Tx) error { return nil })
-	if err == nil && mode != ReadLocked {
-		err = fmt.Errorf("%w: an agent runs on %s; stop it before exporting with delete", ErrLocked, path)
+func openForDelete(path string, ro buffer.ReadOptions) (*buffer.Store, error) {
+	snapshot, _, err := buffer.ReadStore(path, ro, nil)
+	if err == nil && snapshot {
+		err = fmt.Errorf("%w: an agent runs on %s; stop it before exporting with delete", buffer.ErrLocked, path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	s, info, err := OpenStore(path, StoreOptions{LockTimeout: ro.LockTimeout, MinFreeBytes: -1})
+	s, info, err := buffer.OpenStore(path, buffer.StoreOptions{LockTimeout: ro.LockTimeout, MinFreeBytes: -1})
 	if err != nil {
 		return nil, err
 	}
@@ -352,37 +339,8 @@ func openForDelete(path string, ro ReadOptions) (*Store, error) {
 	return s, nil
 }
 
-// deleteSeqs removes the given records in one write transaction.
-func (s *Store) deleteSeqs(seqs []uint64) error {
-	if len(seqs) == 0 {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
-		return s.errClosed()
-	}
-	ht := s.headTx()
-	err := s.update(func(tx *bolt.Tx) error {
-		records := tx.Bucket(bucketRecords)
-		for _, seq := range seqs {
-			if err := records.Delete(seqKey(seq)); err != nil {
-				return err
-			}
-		}
-		var err error
-		ht.counts, err = scanCounts(tx, ht.smallBelow)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.commit(ht)
-	return nil
-}
-
-// syncDirStrict is syncDir reporting failure, for when deleting data
-// depends on it.
+// syncDirStrict fsyncs dir, reporting failure: deleting data depends on
+// the export file's directory entry being durable.
 func syncDirStrict(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -1,4 +1,4 @@
-package buffer
+package offline
 
 // Reading export files: every frame is checked against its checksum, and
 // a bad one is reported with its offset rather than returned as data.

@@ -1,4 +1,4 @@
-package buffer
+package offline
 
 import (
 	"bytes"
@@ -9,26 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/batchtest"
 )
-
-// exportStore fills a store with n batches of 10 samples, batch k at
-// t0+k*1000, and returns its file.
-func exportStore(t *testing.T, dir, name string, n int) StoreFile {
-	t.Helper()
-	sf := EndpointFile(dir, name)
-	s, _, err := OpenStore(sf.Path, testOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k := range n {
-		mustAppend(t, s, batchtest.Small(k, 10, t0+int64(k)*1000))
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return sf
-}
 
 func readAll(t *testing.T, path string) (*ExportFile, []ExportRecord, ExportCheck) {
 	t.Helper()
@@ -53,7 +36,7 @@ func TestExportRoundTripAndDelete(t *testing.T) {
 	a := exportStore(t, dir, "a", 5)
 	b := exportStore(t, dir, "b", 3)
 	out := filepath.Join(t.TempDir(), "x.rwexport")
-	res, err := Export(context.Background(), out, []StoreFile{a, b}, ExportOptions{Delete: true})
+	res, err := Export(context.Background(), out, []buffer.StoreFile{a, b}, ExportOptions{Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +63,13 @@ func TestExportRoundTripAndDelete(t *testing.T) {
 		}
 		batchtest.RequireEqual(t, batchtest.Small(id, 10, t0+int64(id)*1000), r.Batch)
 	}
-	for _, sf := range []StoreFile{a, b} {
+	for _, sf := range []buffer.StoreFile{a, b} {
 		s := openT(t, sf.Path, testOptions())
 		if st := s.Stats(); st.Batches != 0 {
 			t.Errorf("%s still holds %d batches after export --delete", sf.Name, st.Batches)
 		}
 	}
-	if _, err := Export(context.Background(), out, []StoreFile{a}, ExportOptions{}); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := Export(context.Background(), out, []buffer.StoreFile{a}, ExportOptions{}); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Fatalf("overwrote an export file: %v", err)
 	}
 }
@@ -97,7 +80,7 @@ func TestExportTimeFilter(t *testing.T) {
 	dir := t.TempDir()
 	a := exportStore(t, dir, "a", 6) // batch k: [t0+k*1000, t0+k*1000+9]
 	out := filepath.Join(t.TempDir(), "x")
-	res, err := Export(context.Background(), out, []StoreFile{a}, ExportOptions{FromMs: t0 + 1005, ToMs: t0 + 3000, Delete: true})
+	res, err := Export(context.Background(), out, []buffer.StoreFile{a}, ExportOptions{FromMs: t0 + 1005, ToMs: t0 + 3000, Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +108,7 @@ func TestExportFlippedByte(t *testing.T) {
 	dir := t.TempDir()
 	a := exportStore(t, dir, "a", 4)
 	out := filepath.Join(t.TempDir(), "x")
-	if _, err := Export(context.Background(), out, []StoreFile{a}, ExportOptions{}); err != nil {
+	if _, err := Export(context.Background(), out, []buffer.StoreFile{a}, ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f, recs, _ := readAll(t, out)
@@ -172,7 +155,7 @@ func TestExportFlippedByte(t *testing.T) {
 func TestExportTruncated(t *testing.T) {
 	a := exportStore(t, t.TempDir(), "a", 3)
 	out := filepath.Join(t.TempDir(), "x")
-	if _, err := Export(context.Background(), out, []StoreFile{a}, ExportOptions{}); err != nil {
+	if _, err := Export(context.Background(), out, []buffer.StoreFile{a}, ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(out)

@@ -1,4 +1,4 @@
-package buffer
+package offline
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/batchtest"
 )
 
@@ -17,8 +18,8 @@ import (
 // variants of it.
 func FuzzReadExport(f *testing.F) {
 	dir := f.TempDir()
-	sf := EndpointFile(dir, "a")
-	s, _, err := OpenStore(sf.Path, testOptions())
+	sf := buffer.EndpointFile(dir, "a")
+	s, _, err := buffer.OpenStore(sf.Path, testOptions())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func FuzzReadExport(f *testing.F) {
 	}
 	s.Close()
 	out := filepath.Join(dir, "x")
-	if _, err := Export(context.Background(), out, []StoreFile{sf}, ExportOptions{}); err != nil {
+	if _, err := Export(context.Background(), out, []buffer.StoreFile{sf}, ExportOptions{}); err != nil {
 		f.Fatal(err)
 	}
 	valid, err := os.ReadFile(out)
