@@ -10,7 +10,8 @@ import (
 	"github.com/redwire/redwire/sample"
 )
 
-// Options shape a Buffer.
+// Options shape a Buffer: how much memory holds before the buffer
+// spills to its store, and how leases are cut.
 type Options struct {
 	// Capacity is the number of samples memory holds before it spills to
 	// the store.
@@ -61,7 +62,8 @@ type Lease struct {
 	upTo      uint64 // last store sequence number covered, if FromStore
 }
 
-// New returns a buffer in front of store, which it owns from now on.
+// New returns a buffer in front of store, which it owns from now on:
+// Close closes the store.
 func New(store *Store, opts Options) *Buffer {
 	return &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
 }
@@ -338,7 +340,8 @@ func (b *Buffer) Close() ([]Dropped, error) {
 	return dropped, errors.Join(err, b.store.Close())
 }
 
-// Stats describes what the buffer holds.
+// Stats describes what the buffer holds, for the agent's metrics and
+// the backlog it reports.
 type Stats struct {
 	MemorySamples int // in memory, including a lease not yet acked
 	Store         StoreStats

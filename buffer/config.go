@@ -26,7 +26,8 @@ const (
 	ModeAlways = "always"
 )
 
-// Config is the `buffer:` block.
+// Config is the `buffer:` block of the agent's configuration: where the
+// endpoints' stores live and what they may keep.
 type Config struct {
 	// Path is the directory that holds the buffer's files.
 	Path string `yaml:"path,omitempty"`

@@ -1,18 +1,10 @@
-// Package buffer keeps samples between the moment they are taken and the
-// moment a receiver has accepted them: in memory while the receiver keeps
-// up, in a bbolt file while it does not.
 package buffer
 
 import (
-	"errors"
 	"time"
 
 	"github.com/redwire/redwire/sample"
 )
-
-// ErrClosed is returned by Next once the buffer is drained or closed and
-// nothing is left.
-var ErrClosed = errors.New("buffer closed")
 
 // memFIFO is the in-memory tier: samples in append order. Not safe for
 // concurrent use; Buffer holds its lock.

@@ -17,6 +17,48 @@ import (
 	"github.com/redwire/redwire/internal/codec"
 )
 
+// OpenStore opens or creates the store at path, creating its directory
+// (0700) and file (0600) if missing. If another process holds the file it
+// fails with ErrLocked after opts.LockTimeout. A file that is not a valid
+// store is renamed to <path>.corrupt-<UTC time>, never deleted, and a
+// fresh store is started; OpenInfo says so.
+func OpenStore(path string, opts StoreOptions) (*Store, OpenInfo, error) {
+	s := &Store{path: path, opts: opts.withDefaults(), freeSpace: diskFree, compactAt: compactThreshold, slack: defragSlack,
+		sealAt: sealSamples, mergeAt: mergeSegments}
+	var info OpenInfo
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, info, fmt.Errorf("buffer store %s: %w", path, err)
+	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, os.ErrNotExist)
+
+	err := s.open()
+	var corrupt *corruptError
+	if errors.As(err, &corrupt) {
+		aside, mvErr := moveAside(path, s.opts.Now())
+		if mvErr != nil {
+			return nil, info, fmt.Errorf("buffer store %s is corrupt (%v) and could not be moved aside: %w", path, corrupt.err, mvErr)
+		}
+		info = OpenInfo{MovedAside: aside, Err: corrupt.err}
+		created = true
+		err = s.open()
+	}
+	if err != nil {
+		if created && !errors.Is(err, ErrLocked) {
+			// Nothing was stored in a file this call created, and one
+			// half-initialised on a full disk would pass for corrupt.
+			_ = os.Remove(path)
+		}
+		return nil, info, err
+	}
+	if created {
+		// A new file is durable only once its directory entry is.
+		syncDir(dir)
+	}
+	return s, info, nil
+}
+
 // corruptError marks an open failure that moving the file aside cures.
 type corruptError struct{ err error }
 
@@ -294,156 +336,6 @@ func moveAside(path string, now time.Time) (string, error) {
 	}
 	syncDir(filepath.Dir(path))
 	return to, nil
-}
-
-// Compact gives disk space back once a backlog has drained: if the store
-// is empty and its file is larger than compactThreshold, the file is
-// replaced by a fresh one holding only the quarantine and the sequence
-// counter. The fresh file is built beside the old one and renamed over
-// it while both are locked, so at no moment can another process open the
-// path unlocked. A store that is not empty is left alone.
-func (s *Store) Compact() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
-		return s.errClosed()
-	}
-	return s.compact()
-}
-
-func (s *Store) compact() error {
-	if s.counts.batches > 0 || fileSize(s.path) <= s.compactAt {
-		return nil
-	}
-	return s.rebuild(false)
-}
-
-// defragSlack is what defragment allows on top of 1.5 times the records:
-// a small backlog's file may be this much larger before it is rebuilt.
-// Rebuilding a file this small costs little, and less slack keeps the
-// bytes on disk per sample of a short outage near its records'.
-const defragSlack = 256 << 10
-
-// defragment rebuilds a store that holds a backlog once bbolt's
-// high-water mark passes 1.5 times its records plus defragSlack: pages
-// freed by
-// sealed batch records and merged segments are scattered, a new segment
-// needs a contiguous run, and bbolt never gives pages back, so an outage
-// would otherwise leave the file at two or three times its data. Each
-// rebuild copies the records once; the next needs half as many bytes
-// again of freed pages, so the cost per byte stored stays constant. The
-// copy goes to a new file, in transactions of defragTxBytes, and is
-// renamed over the old one only when whole; a crash or a full disk
-// midway leaves the old file as it was. mu is held.
-func (s *Store) defragment() error {
-	var hwm int64
-	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
-		return err
-	}
-	if s.counts.batches == 0 || hwm <= s.counts.bytes+s.counts.bytes/2+s.slack {
-		return nil
-	}
-	if s.opts.MinFreeBytes > 0 {
-		if free, known, _ := s.freeSpace(filepath.Dir(s.path)); known && free-s.counts.bytes < s.opts.MinFreeBytes {
-			return fmt.Errorf("%w: no room for a defragmented copy of %s", ErrNoSpace, s.path)
-		}
-	}
-	if err := s.rebuild(true); err != nil {
-		return err
-	}
-	s.defrags++
-	return nil
-}
-
-// defragTxBytes bounds one transaction of a rebuild: bbolt keeps a
-// transaction's dirty pages in memory until it commits.
-const defragTxBytes = 8 << 20
-
-// rebuild replaces the file by a fresh one holding the quarantine, the
-// sequence counter and, with records, the records and the consumed mark.
-func (s *Store) rebuild(records bool) error {
-	tmp := s.path + ".compact"
-	// A leftover from a crash mid-compaction; only the holder of the
-	// store's lock, which is us, ever writes it.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("buffer store %s: compacting: %w", s.path, err)
-	}
-	fresh, err := bolt.Open(tmp, 0o600, &bolt.Options{
-		Timeout: s.opts.LockTimeout, NoSync: s.opts.NoSync,
-		NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
-	})
-	if err != nil {
-		return fmt.Errorf("buffer store %s: compacting: %w", s.path, err)
-	}
-	err = protect(func() error {
-		return s.db.View(func(old *bolt.Tx) error {
-			err := fresh.Update(func(tx *bolt.Tx) error {
-				for _, name := range [][]byte{bucketRecords, bucketQuarantine, bucketMeta} {
-					if _, err := tx.CreateBucket(name); err != nil {
-						return err
-					}
-				}
-				if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(s.next)); err != nil {
-					return err
-				}
-				if v := old.Bucket(bucketMeta).Get(keyConsumed); records && v != nil {
-					if err := tx.Bucket(bucketMeta).Put(keyConsumed, bytes.Clone(v)); err != nil {
-						return err
-					}
-				}
-				q := tx.Bucket(bucketQuarantine)
-				return old.Bucket(bucketQuarantine).ForEach(func(k, v []byte) error {
-					return q.Put(bytes.Clone(k), bytes.Clone(v))
-				})
-			})
-			if err != nil || !records {
-				return err
-			}
-			return copyRecords(old, fresh)
-		})
-	})
-	if err == nil {
-		err = os.Rename(tmp, s.path)
-	}
-	if err != nil {
-		_ = fresh.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("buffer store %s: compacting: %w", s.path, err)
-	}
-	syncDir(filepath.Dir(s.path))
-	old := s.db
-	s.db = fresh
-	if !records {
-		s.counts = storeCounts{}
-	}
-	if err := old.Close(); err != nil {
-		return fmt.Errorf("buffer store %s: closing the compacted file: %w", s.path, err)
-	}
-	return nil
-}
-
-// copyRecords copies the records bucket of old into fresh, in order, in
-// transactions of about defragTxBytes.
-func copyRecords(old *bolt.Tx, fresh *bolt.DB) error {
-	cur := old.Bucket(bucketRecords).Cursor()
-	k, v := cur.First()
-	for k != nil {
-		err := fresh.Update(func(tx *bolt.Tx) error {
-			records := tx.Bucket(bucketRecords)
-			records.FillPercent = 1
-			for n := 0; k != nil && n < defragTxBytes; k, v = cur.Next() {
-				if err := records.Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
-					return err
-				}
-				n += len(v)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func fileSize(path string) int64 {
