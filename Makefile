@@ -46,7 +46,7 @@ LAST_CPU := $(shell expr $$(nproc) - 1)
 # end-to-end runs against real Redis, a real Prometheus receiver and the
 # redis_exporter + vmagent pair, then the table of issue 7's four figures.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./sources/... ./buffer/... ./remotewrite/... | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./sources/... ./buffer/... ./internal/codec/ ./remotewrite/... | tee bench.out
 	$(GO) test -run '^$$' -bench 'ScrapeEncode' -benchmem -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'DrainVsFirehose' -benchtime 1x -count 3 ./agent | tee -a bench.out
@@ -77,7 +77,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompactRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/codec/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./remotewrite/
-	$(GO) test -run '^$$' -fuzz '^FuzzReadExport$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./buffer/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadExport$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./offline/
 	$(GO) test -run '^$$' -fuzz '^FuzzClusterTargets$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
 	$(GO) test -run '^$$' -fuzz '^FuzzSentinelDiscovery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/discovery/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClusterNodes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/

@@ -61,7 +61,7 @@ func realOutage() []sample.Batch {
 // batch-B/sample (the same batches as today's store records, header
 // included, for comparison) and the encode and decode time per sample.
 //
-// The synthetic values are redisBatch's: every series but one family in
+// The synthetic values are batchtest.Redis's: every series but one family in
 // four changes every scrape by amounts that share few bits, close to the
 // worst case for XOR encoding, though linear in the scrape. Real Redis
 // INFO repeats far more values from one scrape to the next.

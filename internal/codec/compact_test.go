@@ -151,7 +151,7 @@ func TestCompactRoundTrip(t *testing.T) {
 // on disk during an outage) where the encoding controls it. Everything
 // but the values (dictionary, batch order, timestamps, chunk framing)
 // must stay small even with scrape jitter: 2 bits a sample in the XOR
-// chunk of an unchanged value, ~0.07 bytes for the rest. redisBatch's
+// chunk of an unchanged value, ~0.07 bytes for the rest. batchtest.Redis's
 // values, which nearly all change every scrape, must stay near their
 // measured 1.96.
 func TestCompactSize(t *testing.T) {
@@ -165,7 +165,7 @@ func TestCompactSize(t *testing.T) {
 	}
 	in := batchtest.Backlog(600, 3, 1000, 5)
 	if per := perSample(in); per > 1 {
-		t.Errorf("redisBatch backlog: %.3f bytes/sample, want at most 1", per)
+		t.Errorf("batchtest.Redis backlog: %.3f bytes/sample, want at most 1", per)
 	}
 	for i := range in {
 		for j := range in[i].Samples {
