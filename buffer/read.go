@@ -52,9 +52,12 @@ type FileRecord struct {
 // it: under bbolt's shared lock if it can be had within opts.LockTimeout,
 // else on a copy of the file (a running agent holds an exclusive lock
 // for as long as it runs), and then snapshot is true. The copy is
-// consistent; snapshotFile says why. The file is checked as OpenStore
-// checks it before it is read. quarantined is the number of records the
-// agent set aside as unreadable. A nil fn only checks the file.
+// consistent: bbolt overwrites no page of the committed tree before the
+// next transaction but one, and a copy is kept only if the file's meta
+// page did not change while it was taken. The file is checked as
+// OpenStore checks it before it is read. quarantined is the number of
+// records the agent set aside as unreadable. A nil fn only checks the
+// file.
 func ReadStore(path string, opts ReadOptions, fn func(FileRecord) error) (snapshot bool, quarantined int64, err error) {
 	snapshot, err = viewStore(path, opts, func(tx *bolt.Tx) error {
 		if fn == nil {

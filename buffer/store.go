@@ -37,10 +37,10 @@ var (
 // Sealing (seal.go; the segment record's format is in internal/codec):
 // once the batch records after the last segment hold sealSamples
 // samples, they become one segment record; once mergeSegments small
-// segments end the file, they become one. A batch
-// record takes about 17 bytes a sample, a segment of a minute at 1 s
-// about 2.4 and one of ten minutes about 2.0, so sealing early keeps the
-// uncompressed tail small and merging brings the segments to size.
+// segments end the file, they become one. A batch record takes about 17
+// bytes a sample, a segment of a minute at 1 s about 2.4 and one of ten
+// minutes about 2.0, so sealing early keeps the uncompressed tail small
+// and merging brings the segments to size.
 const (
 	sealSamples   = 1 << 14
 	mergeSegments = 10
