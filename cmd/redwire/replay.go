@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/redwire/redwire/agent"
+	"github.com/redwire/redwire/offline"
 	"github.com/redwire/redwire/remotewrite"
 )
 
@@ -117,11 +118,11 @@ func replayCmd(ctx context.Context, cfg *agent.Config, a replayArgs, logCfg *pro
 		fmt.Fprintf(stderr, "redwire: replay: %v\n", err)
 		return 2
 	}
-	opts := agent.ReplayOptions{Endpoint: ec, Version: version.Version, ProgressFile: a.progressFile,
+	opts := offline.ReplayOptions{Endpoint: ec, Version: version.Version, ProgressFile: a.progressFile,
 		SkipCorrupt: a.skipCorrupt, MaxSamplesPerSecond: cfg.Replay.MaxSamplesPerSecond, Logger: promslog.New(logCfg)}
 	bar := newProgressBar(stderr, !a.noStatus)
 	opts.Progress = bar.update
-	sum, err := agent.ReplayFiles(ctx, a.files, opts)
+	sum, err := offline.ReplayFiles(ctx, a.files, opts)
 	bar.end()
 	printSummary(stdout, sum)
 	if err != nil {
@@ -131,7 +132,7 @@ func replayCmd(ctx context.Context, cfg *agent.Config, a replayArgs, logCfg *pro
 	return 0
 }
 
-func printSummary(w io.Writer, s agent.ReplaySummary) {
+func printSummary(w io.Writer, s offline.ReplaySummary) {
 	fmt.Fprintf(w, "replayed %d file(s) in %s: %d samples sent in %d requests (%d retries)", len(s.Files),
 		s.Duration.Round(time.Millisecond), s.SamplesSent, s.Requests, s.Retries)
 	if s.SamplesAlreadyDone > 0 {
@@ -171,7 +172,7 @@ func newProgressBar(w io.Writer, want bool) *progressBar {
 	return &progressBar{w: w, on: on}
 }
 
-func (p *progressBar) update(r agent.ReplayProgress) {
+func (p *progressBar) update(r offline.ReplayProgress) {
 	if !p.on || (time.Since(p.last) < 100*time.Millisecond && r.SamplesDone < r.SamplesTotal) {
 		return
 	}

@@ -1,4 +1,4 @@
-package agent
+package offline
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/redwire/redwire/internal/pause"
-	"github.com/redwire/redwire/offline"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -115,9 +114,9 @@ var ErrReceiverRefused = errors.New("receiver refuses our credentials or URL")
 // replayFile is one checked input.
 type replayFile struct {
 	path, progress string
-	f              *offline.ExportFile
+	f              *ExportFile
 	fh             *os.File
-	check          offline.ExportCheck
+	check          ExportCheck
 	crc            uint32
 	state          ReplayState
 }
@@ -195,7 +194,7 @@ func checkFiles(paths []string, opts ReplayOptions) ([]*replayFile, error) {
 	var files []*replayFile
 	var problems []string
 	for _, p := range paths {
-		f, fh, err := offline.ReadExportFile(p)
+		f, fh, err := ReadExportFile(p)
 		if err != nil {
 			return files, err
 		}
@@ -307,7 +306,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		}
 		return ctx.Err()
 	}
-	_, err := rf.f.Records(rf.state.Offset, func(rec offline.ExportRecord) error {
+	_, err := rf.f.Records(rf.state.Offset, func(rec ExportRecord) error {
 		if len(group.Samples) > 0 && len(group.Samples)+len(rec.Batch.Samples) > r.maxSend {
 			if err := flush(); err != nil {
 				return err
@@ -317,7 +316,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		records++
 		end = rec.End
 		return nil
-	}, func(cf offline.CorruptFrame) error {
+	}, func(cf CorruptFrame) error {
 		// Only reached with SkipCorrupt: checkFiles refused the file
 		// otherwise.
 		r.log.Warn("skipping a damaged part of the export file", "file", rf.path, "offset", cf.Offset, "bytes", cf.Skip, "err", cf.Err)

@@ -1,4 +1,4 @@
-package agent
+package offline
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
-	"github.com/redwire/redwire/offline"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
 )
@@ -54,12 +53,12 @@ func exportFixture(t *testing.T, inst string, scrapes, perScrape, splitAt int) (
 	}
 	for i, r := range ranges {
 		out := filepath.Join(t.TempDir(), fmt.Sprintf("part%d.rwexport", i))
-		if _, err := offline.Export(context.Background(), out, []buffer.StoreFile{sf}, offline.ExportOptions{FromMs: r[0], ToMs: r[1], Delete: true}); err != nil {
+		if _, err := Export(context.Background(), out, []buffer.StoreFile{sf}, ExportOptions{FromMs: r[0], ToMs: r[1], Delete: true}); err != nil {
 			t.Fatal(err)
 		}
 		files = append(files, out)
 	}
-	in, err := offline.InspectStore(sf, buffer.ReadOptions{})
+	in, err := InspectStore(sf, buffer.ReadOptions{})
 	if err != nil || in.Batches != 0 {
 		t.Fatalf("buffer after export --delete: %+v %v", in, err)
 	}
@@ -193,13 +192,13 @@ func TestReplayFilesRefusesCorrupt(t *testing.T) {
 	prom := harness.StartPrometheus(t)
 	proxy := harness.StartProxy(t, prom.URL())
 	files, _ := exportFixture(t, "corrupt", 5, 10, 0)
-	f, fh, err := offline.ReadExportFile(files[0])
+	f, fh, err := ReadExportFile(files[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	var second offline.ExportRecord
+	var second ExportRecord
 	n := 0
-	f.Records(f.Start(), func(r offline.ExportRecord) error {
+	f.Records(f.Start(), func(r ExportRecord) error {
 		if n++; n == 2 {
 			second = r
 		}
