@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 )
 
@@ -58,7 +59,7 @@ func TestClockStepDropsOutOfOrderScrapes(t *testing.T) {
 	a := runAgent(t, cfg, func(o *Options) { o.Now = clock.now })
 	ep := cfg.RemoteWrite[0].Label()
 	selector := fmt.Sprintf(`redis_up{instance=%q}`, r.Addr())
-	outOfOrder := map[string]string{"endpoint": ep, "reason": dropOutOfOrder}
+	outOfOrder := map[string]string{"endpoint": ep, "reason": buffer.DropOutOfOrder}
 
 	// refusedNothing fails at once when a sample went out of order: the
 	// receiver refused it, or the agent counted a rejected batch.

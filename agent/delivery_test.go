@@ -116,7 +116,7 @@ func TestSenderReceiverAnswers(t *testing.T) {
 			if got := gathered(t, rig.reg, "redwire_replay_samples_total", nil); got != float64(tc.replayed) {
 				t.Errorf("replayed from disk: %v samples, want %d", got, tc.replayed)
 			}
-			if got := rig.dropped(t, dropRejected); got != float64(tc.rejected) {
+			if got := rig.dropped(t, buffer.DropRejected); got != float64(tc.rejected) {
 				t.Errorf("dropped as rejected: %v, want %d", got, tc.rejected)
 			}
 			if rig.fake.requests != tc.requests {

@@ -177,7 +177,7 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 	// health, soft-failure window and logs carry on as usual.
 	if !l.admit(sc.T, len(sc.Samples)) {
 		if l.discard != nil {
-			l.discard(len(sc.Samples), dropOutOfOrder)
+			l.discard(len(sc.Samples), buffer.DropOutOfOrder)
 		}
 		// Taken and dropped at once: counted after the drop, as a
 		// buffered scrape is counted after its buffers took it.

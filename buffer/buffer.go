@@ -99,7 +99,7 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	b.mem.push(batch.Samples)
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		b.mem.dropOldest(over)
-		dropped = append(dropped, Dropped{Reason: "disk_full", Samples: over})
+		dropped = append(dropped, Dropped{Reason: DropDiskFull, Samples: over})
 	}
 	if errors.Is(err, ErrNoSpace) {
 		return dropped, nil
@@ -335,7 +335,7 @@ func (b *Buffer) Close() ([]Dropped, error) {
 		if b.inflight != nil {
 			n += b.inflight.Batch.Len()
 		}
-		dropped = append(dropped, Dropped{Reason: "shutdown", Samples: n})
+		dropped = append(dropped, Dropped{Reason: DropShutdown, Samples: n})
 	}
 	return dropped, errors.Join(err, b.store.Close())
 }

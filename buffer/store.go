@@ -11,11 +11,16 @@ import (
 	"github.com/redwire/redwire/sample"
 )
 
-// The reasons a Dropped carries, as the agent's dropped-samples metric
-// labels them.
+// Every reason a sample is given up on, in one place: the reason a
+// Dropped carries and the reason label of redwire_samples_dropped_total.
+// The buffer decides the first four; the agent the last two.
 const (
-	DropBufferFull = "buffer_full" // over StoreOptions.MaxBytes
-	DropTooOld     = "too_old"     // older than StoreOptions.MaxAge
+	DropBufferFull = "buffer_full"  // over StoreOptions.MaxBytes, oldest first
+	DropTooOld     = "too_old"      // older than StoreOptions.MaxAge
+	DropDiskFull   = "disk_full"    // the store could not take them and memory was full
+	DropShutdown   = "shutdown"     // could not be stored when the buffer closed
+	DropRejected   = "rejected"     // the receiver refused them for good (400, 409, 415, other 4xx)
+	DropOutOfOrder = "out_of_order" // scraped while the wall clock was at or behind the last scrape sent for the target; never sent
 )
 
 // Defaults of StoreOptions.

@@ -276,7 +276,7 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		if len(group.Samples) == 0 {
 			return nil
 		}
-		t, err := r.deliver(ctx, &group)
+		t, err := r.sendGroup(ctx, &group)
 		if err != nil {
 			return err
 		}
@@ -334,10 +334,10 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 	return r.save(rf)
 }
 
-// deliver sends b under the receiver policy until the receiver has
+// sendGroup sends b under the receiver policy until the receiver has
 // answered for all of it. A refusal drops and counts what it refused;
 // 401, 403 and 404 end the replay with ErrReceiverRefused.
-func (r *replayer) deliver(ctx context.Context, b *sample.Batch) (tally, error) {
+func (r *replayer) sendGroup(ctx context.Context, b *sample.Batch) (tally, error) {
 	h := &replayHandler{r: r, ctx: ctx}
 	if err := r.policy.Deliver(ctx, r.client, &r.enc, *b, nil, h); err != nil {
 		if remotewrite.ClassOf(err) == remotewrite.Unauthorized {

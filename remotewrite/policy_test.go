@@ -20,7 +20,6 @@ import (
 type fakeSender struct {
 	answers []error
 	sent    []int // samples per request
-	enc     Encoder
 }
 
 func (f *fakeSender) Send(_ context.Context, body []byte) error {
