@@ -188,6 +188,8 @@ type agentRun struct {
 	modes   *modes
 	version string
 	now     func() time.Time // stamps scraped samples; nil: time.Now
+	// journalDir holds the buffers' crash journals; "" for none.
+	journalDir string
 
 	// mu guards the outputs below: scrapes deliver to them while a
 	// reload may add, replace or remove endpoints.
@@ -228,6 +230,9 @@ func (a *agentRun) open(version string) error {
 	if warning != "" {
 		a.log.Warn("buffer.path: " + warning)
 	}
+	if a.journalDir, err = a.cfg.Buffer.CrashJournalDir(); err != nil {
+		a.log.Warn("no crash journal: a crash of the process loses the samples waiting in memory", "err", err)
+	}
 	for _, field := range a.cfg.insecureTLS() {
 		a.log.Warn("TLS certificate verification is off (insecure_skip_verify): anyone on the path can read and change the traffic", "field", field)
 	}
@@ -266,6 +271,7 @@ func (a *agentRun) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 	return buffer.Options{
 		Capacity: q.Capacity, MaxBatch: q.MaxSamplesPerSend, StoreBatch: max(q.MaxSamplesPerSend, a.cfg.Replay.MaxSamplesPerSend),
 		Deadline: time.Duration(q.BatchSendDeadline), Always: a.cfg.Buffer.Mode == buffer.ModeAlways,
+		JournalDir: a.journalDir,
 	}
 }
 
@@ -308,7 +314,16 @@ func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer,
 		a.log.Info("found a backlog from an earlier run: replaying it first", "endpoint", name,
 			"samples", st.Samples, "oldest", time.UnixMilli(st.OldestT).UTC())
 	}
-	return buffer.New(store, opts), nil
+	buf := buffer.New(store, opts)
+	recovered, err := buf.Journal()
+	if err != nil {
+		a.log.Warn("crash journal unusable: a crash of the process loses the samples waiting in memory; set buffer.crash_journal to a tmpfs directory",
+			"endpoint", name, "err", err)
+	}
+	if recovered > 0 {
+		a.log.Info("the crash journal held samples taken before the last stop: stored, sent first", "endpoint", name, "samples", recovered)
+	}
+	return buf, nil
 }
 
 // scrapeSetup is what the scrape side runs from for cfg: the target

@@ -41,6 +41,7 @@ func editedTestConfig(t testing.TB, writeURL string, edit func(*Config), targets
 		Web:     WebConfig{ListenAddress: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))},
 	}
 	cfg.Buffer.Path = t.TempDir()
+	cfg.Buffer.CrashJournal = t.TempDir() // as tmpfs would: it outlives the process
 	if writeURL != "" {
 		u, err := url.Parse(writeURL)
 		if err != nil {

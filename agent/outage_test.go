@@ -289,6 +289,7 @@ func startProcess(t *testing.T, bin, dir, writeURL, redisURL string, extra ...st
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	return launchProcess(t, bin, addr, append([]string{"--redis.addr=" + redisURL, "--remote-write.url=" + writeURL,
 		"--scrape.interval=1s", "--buffer.path=" + dir, "--web.listen-address=" + addr,
+		"--buffer.crash_journal=" + dir + ".journal", // as tmpfs would: it outlives the process
 		"--remote-write.queue_config.batch_send_deadline=100ms",
 		"--remote-write.queue_config.min_backoff=50ms", "--remote-write.queue_config.max_backoff=200ms",
 		"--no-self_metrics.enabled"}, extra...)...)

@@ -27,6 +27,10 @@ type Options struct {
 	// (buffer.mode: always): zero loss on a crash, at the cost of a disk
 	// write per scrape.
 	Always bool
+	// JournalDir, if set (and not Always), is a directory on tmpfs for the
+	// crash journal of the memory tier (journal.go): a crash of the
+	// process loses nothing that memory held.
+	JournalDir string
 }
 
 // Buffer is one endpoint's queue: samples wait in memory while the
@@ -50,6 +54,12 @@ type Buffer struct {
 	draining bool // shutting down: partial batches leave at once
 	closed   bool
 	wake     chan struct{} // closed and replaced whenever state changes
+
+	// journal mirrors what memory holds (inflight and mem), nil without
+	// one. Invariant: journal.live == inflight samples + mem.len().
+	journal    *journal
+	recovered  int   // samples the journal gave back at New
+	journalErr error // why there is no journal, or why it stopped
 }
 
 // Lease is a batch handed to the sender. It stays the buffer's head until
@@ -63,9 +73,73 @@ type Lease struct {
 }
 
 // New returns a buffer in front of store, which it owns from now on:
-// Close closes the store.
+// Close closes the store. With a crash journal, what the journal says
+// memory held when the last process stopped is committed to the store
+// first: it is older than anything appended from now on, and newer than
+// everything stored.
 func New(store *Store, opts Options) *Buffer {
-	return &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
+	b := &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
+	if opts.JournalDir != "" && !opts.Always {
+		b.openJournal()
+	}
+	return b
+}
+
+func (b *Buffer) openJournal() {
+	j, held, err := openJournal(journalPath(b.opts.JournalDir, StoreFile{Path: b.store.path}))
+	if err != nil {
+		b.journalErr = err
+		return
+	}
+	b.journal, b.recovered = j, len(held)
+	for len(held) > 0 {
+		n := min(len(held), max(b.opts.MaxBatch, 1))
+		if _, err := b.store.Append(sample.Batch{Samples: held[:n]}); err != nil {
+			// The disk cannot take them now: memory keeps them, and the
+			// journal keeps them as memory's.
+			b.mem.push(held)
+			j.rewrite(held)
+			return
+		}
+		held = held[n:]
+	}
+	j.reset()
+}
+
+// Journal reports the crash journal: how many samples it gave back at
+// New (taken by a process that stopped before sending them), and why
+// there is none or why it stopped (nil while it works or if none was
+// asked for).
+func (b *Buffer) Journal() (recovered int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.journal != nil && b.journal.err != nil {
+		return b.recovered, fmt.Errorf("crash journal %s: %w", b.journal.path, b.journal.err)
+	}
+	return b.recovered, b.journalErr
+}
+
+// journaled reports whether memory's samples are safe in a working
+// journal; mu must be held.
+func (b *Buffer) journaled() bool { return b.journal != nil && b.journal.err == nil }
+
+// held returns what memory holds, oldest first: the batch in flight, then
+// the queue; mu must be held.
+func (b *Buffer) held() []sample.Sample {
+	var s []sample.Sample
+	if b.inflight != nil {
+		s = append(s, b.inflight.Batch.Samples...)
+	}
+	return append(s, b.mem.peek(b.mem.len())...)
+}
+
+// journalFront records that the oldest n samples of memory left it; mu
+// must be held.
+func (b *Buffer) journalFront(n int) {
+	if b.journal != nil {
+		b.journal.front(n)
+		b.journal.compact(b.held)
+	}
 }
 
 // Append queues a batch taken by a scrape and reports what had to be
@@ -83,6 +157,9 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
+		if b.journal != nil {
+			b.journal.push(batch.Samples)
+		}
 		return nil, nil
 	}
 	dropped, err := b.spillMemory()
@@ -97,9 +174,20 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	// The store cannot take it (disk full, I/O error): keep the newest
 	// samples in memory, up to capacity, and count what falls out.
 	b.mem.push(batch.Samples)
+	if b.journal != nil {
+		b.journal.push(batch.Samples)
+	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		b.mem.dropOldest(over)
 		dropped = append(dropped, Dropped{Reason: DropDiskFull, Samples: over})
+		if b.journal != nil {
+			// mem's oldest stand behind the batch in flight.
+			inflight := 0
+			if b.inflight != nil {
+				inflight = b.inflight.Batch.Len()
+			}
+			b.journal.drop(inflight, over)
+		}
 	}
 	if errors.Is(err, ErrNoSpace) {
 		return dropped, nil
@@ -119,6 +207,7 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		dropped = append(dropped, d...)
 		l.FromStore, l.upTo = true, b.store.LastSeq()
 		b.inflight, b.released = nil, false
+		b.journalFront(l.Batch.Len())
 	}
 	for b.mem.len() > 0 {
 		n := min(b.mem.len(), b.opts.MaxBatch)
@@ -128,6 +217,7 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		}
 		dropped = append(dropped, d...)
 		b.mem.discard(n)
+		b.journalFront(n)
 	}
 	return dropped, nil
 }
@@ -266,6 +356,7 @@ func (b *Buffer) Ack(l *Lease) error {
 	defer b.signal()
 	if b.inflight == l {
 		b.inflight, b.released = nil, false
+		b.journalFront(l.Batch.Len())
 	}
 	if l.FromStore {
 		if err := b.store.Delete(l.upTo); err != nil {
@@ -299,6 +390,9 @@ func (b *Buffer) Taken(l *Lease, n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	l.Batch = sample.Batch{Samples: l.Batch.Samples[n:]}
+	if b.inflight == l {
+		b.journalFront(n)
+	}
 }
 
 // Unsent marks the lease's metadata as not delivered (the receiver
@@ -330,12 +424,17 @@ func (b *Buffer) Close() ([]Dropped, error) {
 	b.closed = true
 	b.signal()
 	dropped, err := b.spillMemory()
-	if err != nil {
+	if err != nil && !b.journaled() {
 		n := b.mem.len()
 		if b.inflight != nil {
 			n += b.inflight.Batch.Len()
 		}
 		dropped = append(dropped, Dropped{Reason: DropShutdown, Samples: n})
+	}
+	// With a working journal, what the store could not take stays in it
+	// for the next start.
+	if b.journal != nil {
+		err = errors.Join(err, b.journal.close())
 	}
 	return dropped, errors.Join(err, b.store.Close())
 }

@@ -3,6 +3,8 @@ package buffer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/alecthomas/units"
@@ -16,14 +18,21 @@ const (
 	DefaultMaxAge   = model.Duration(7 * 24 * time.Hour)
 )
 
-// The buffer modes.
+// The buffer modes, and the crash journal.
 const (
 	// ModeSpill keeps samples in memory and writes them to disk only when
-	// the receiver is down or slow. A crash in normal operation loses at
-	// most the batches taken in the last batch_send_deadline.
+	// the receiver is down or slow. With the crash journal (the default),
+	// a crash of the process loses nothing; a power cut at most what
+	// memory held: about batch_send_deadline of scrapes while the
+	// receiver answers.
 	ModeSpill = "spill"
 	// ModeAlways commits every batch to disk before it is sent.
 	ModeAlways = "always"
+
+	// CrashJournalAuto and CrashJournalOff are the values of
+	// buffer.crash_journal besides a directory.
+	CrashJournalAuto = "auto"
+	CrashJournalOff  = "off"
 )
 
 // Config is the `buffer:` block of the agent's configuration: where the
@@ -38,6 +47,39 @@ type Config struct {
 	MaxAge model.Duration `yaml:"max_age,omitempty"`
 	// Mode is "spill" (default) or "always".
 	Mode string `yaml:"mode,omitempty"`
+	// CrashJournal is where spill mode keeps a journal of what memory
+	// holds, so that a crash of the process loses none of it: a directory
+	// on tmpfs (page cache outlives the process and nothing reaches
+	// flash), "auto" (the default: the first of $RUNTIME_DIRECTORY,
+	// $XDG_RUNTIME_DIR/redwire, /dev/shm/redwire that can be used) or
+	// "off".
+	CrashJournal string `yaml:"crash_journal,omitempty"`
+}
+
+// CrashJournalDir is the directory of the crash journals, "" if there is
+// none: journal off, mode always, or no usable tmpfs for "auto" (err
+// says why, naming the setting).
+func (c *Config) CrashJournalDir() (string, error) {
+	switch {
+	case c.Mode == ModeAlways || c.CrashJournal == CrashJournalOff:
+		return "", nil
+	case c.CrashJournal != CrashJournalAuto:
+		return c.CrashJournal, nil
+	}
+	var candidates []string
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" { // systemd's RuntimeDirectory=
+		candidates = append(candidates, d)
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		candidates = append(candidates, filepath.Join(d, "redwire"))
+	}
+	candidates = append(candidates, "/dev/shm/redwire")
+	for _, d := range candidates {
+		if err := os.MkdirAll(d, 0o700); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("buffer.crash_journal: no usable tmpfs directory among %v: set it to one, or to %q", candidates, CrashJournalOff)
 }
 
 // SetDefaults fills unset fields.
@@ -54,6 +96,9 @@ func (c *Config) SetDefaults() {
 	if c.Mode == "" {
 		c.Mode = ModeSpill
 	}
+	if c.CrashJournal == "" {
+		c.CrashJournal = CrashJournalAuto
+	}
 }
 
 // Validate names the field that is wrong.
@@ -67,6 +112,8 @@ func (c *Config) Validate() error {
 		return errors.New("max_age: must not be negative")
 	case c.Mode != ModeSpill && c.Mode != ModeAlways:
 		return fmt.Errorf("mode: %q is not %q or %q", c.Mode, ModeSpill, ModeAlways)
+	case c.CrashJournal != CrashJournalAuto && c.CrashJournal != CrashJournalOff && !filepath.IsAbs(c.CrashJournal):
+		return fmt.Errorf("crash_journal: %q is not %q, %q or an absolute directory", c.CrashJournal, CrashJournalAuto, CrashJournalOff)
 	}
 	return nil
 }

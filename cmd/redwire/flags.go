@@ -205,6 +205,8 @@ func addBufferFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, d model.Duration) { c.Buffer.MaxAge = d })
 	o.string(app.Flag("buffer.mode", "spill: write to disk when the receiver is down (default); always: commit every batch to disk before sending."),
 		func(c *agent.Config, s string) { c.Buffer.Mode = s })
+	o.string(app.Flag("buffer.crash_journal", "Tmpfs directory of the journal that keeps what memory holds through a crash of the process; auto (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/redwire or /dev/shm/redwire) or off."),
+		func(c *agent.Config, s string) { c.Buffer.CrashJournal = s })
 }
 
 // addDegradedFlags registers the flags of the degraded section.

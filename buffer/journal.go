@@ -1,0 +1,276 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/redwire/redwire/internal/codec"
+	"github.com/redwire/redwire/sample"
+)
+
+// A crash journal keeps what the memory tier holds in a file on tmpfs
+// (/dev/shm or $XDG_RUNTIME_DIR): page cache outlives the process, so a
+// kill -9, a panic or an OOM kill loses none of the samples taken but not
+// yet sent, and no byte of it is written to flash while the receiver
+// answers. A power cut or a kernel crash loses the memory tier, as
+// without a journal: at most queue_config.capacity samples, and while
+// the receiver answers about batch_send_deadline of scrapes.
+//
+// The memory tier is a sequence: samples are pushed at its end, and leave
+// from its front (sent, spilled to the store) or, when the disk is full,
+// from just behind the batch in flight. The journal is a log of those
+// operations; replaying it rebuilds the sequence as it stood at the last
+// complete entry. Each entry is
+//
+//	[0]     kind: 'P' push, 'F' front left, 'D' dropped from the middle
+//	[1:5]   length n of the body, uint32 little-endian
+//	[5:5+n] body: for 'P' a batch record (internal/codec, with its own
+//	        crc32c); for 'F' count, for 'D' offset and count, as uint64s,
+//	        followed by their crc32c
+//
+// An entry cut short by the crash, or damaged, ends the replay: it was
+// the last one written. A change here needs the journal file's name to
+// change, so an older journal is never misread.
+type journal struct {
+	path string
+	f    *os.File
+	enc  codec.BatchEncoder
+	buf  []byte
+	size int64 // bytes written to f
+	live int   // samples the memory tier holds, as the journal knows it
+	err  error // the first write error; the journal is off from then on
+}
+
+const (
+	journalPush  = 'P'
+	journalFront = 'F'
+	journalDrop  = 'D'
+	// journalRewrite is the size past which a journal is rewritten with
+	// only what memory holds, so it stays small while memory never quite
+	// empties (many targets scraping all the time).
+	journalRewrite = 4 << 20
+	// journalMaxEntry bounds one entry's body on replay: a damaged length
+	// must not make the replay allocate gigabytes.
+	journalMaxEntry = codec.MaxDecodedBatch
+)
+
+// journalExt ends the name of a crash journal file.
+const journalExt = ".journal-v1"
+
+// journalPath is the crash journal of the store file f under dir. Its name
+// carries a hash of f's absolute path, so that agents with different
+// buffer directories never share a journal in the one tmpfs directory.
+func journalPath(dir string, f StoreFile) string {
+	abs, err := filepath.Abs(f.Path)
+	if err != nil {
+		abs = f.Path
+	}
+	base := filepath.Base(f.Path)
+	return filepath.Join(dir, fmt.Sprintf("%s-%08x%s", base, crc32.Checksum([]byte(abs), crc32.IEEETable), journalExt))
+}
+
+// openJournal opens the journal at path and returns the samples it says
+// the memory tier held when the last process stopped, oldest first. The
+// caller stores them before anything else and then calls reset.
+func openJournal(path string) (*journal, []sample.Sample, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("crash journal: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("crash journal: %w", err)
+	}
+	held, err := replayJournal(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
+	}
+	j := &journal{path: path, f: f, live: len(held)}
+	if j.size, err = f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
+	}
+	return j, held, nil
+}
+
+// replayJournal rebuilds the memory tier from the journal's entries.
+func replayJournal(r io.Reader) ([]sample.Sample, error) {
+	var (
+		held []sample.Sample
+		dec  codec.BatchDecoder
+		head [5]byte
+	)
+	for {
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return held, nil // the end, or an entry cut short by the crash
+		}
+		n := binary.LittleEndian.Uint32(head[1:])
+		if n > journalMaxEntry {
+			return held, nil
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return held, nil
+		}
+		switch head[0] {
+		case journalPush:
+			b, err := codec.DecodeRecord(&dec, body)
+			if err != nil {
+				return held, nil
+			}
+			held = append(held, b.Samples...)
+		case journalFront, journalDrop:
+			vals, ok := journalNumbers(body)
+			if !ok {
+				return held, nil
+			}
+			if head[0] == journalFront && len(vals) == 1 && vals[0] <= uint64(len(held)) {
+				held = held[vals[0]:]
+				continue
+			}
+			if head[0] == journalDrop && len(vals) == 2 && vals[0]+vals[1] <= uint64(len(held)) {
+				held = slices.Delete(held, int(vals[0]), int(vals[0]+vals[1]))
+				continue
+			}
+			return nil, fmt.Errorf("entry %c %v does not fit the %d samples held", head[0], vals, len(held))
+		default:
+			return held, nil
+		}
+	}
+}
+
+// journalNumbers checks and decodes the body of an 'F' or 'D' entry.
+func journalNumbers(body []byte) ([]uint64, bool) {
+	if len(body) < 4 || (len(body)-4)%8 != 0 {
+		return nil, false
+	}
+	data := body[:len(body)-4]
+	if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(body[len(body)-4:]) {
+		return nil, false
+	}
+	vals := make([]uint64, len(data)/8)
+	for i := range vals {
+		vals[i] = binary.LittleEndian.Uint64(data[8*i:])
+	}
+	return vals, true
+}
+
+// push records samples pushed at the end of the memory tier.
+func (j *journal) push(s []sample.Sample) {
+	if j.err != nil || len(s) == 0 {
+		return
+	}
+	b := sample.Batch{Samples: s}
+	j.buf = append(j.buf[:0], journalPush, 0, 0, 0, 0)
+	j.buf = codec.AppendRecord(j.buf, &j.enc, &b, codec.HeaderOf(&b))
+	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
+	j.write()
+	j.live += len(s)
+}
+
+// front records that the oldest n samples left the memory tier: taken by
+// the receiver, committed to the store, or counted as dropped.
+func (j *journal) front(n int) {
+	if n > 0 {
+		j.numbers(journalFront, uint64(n))
+		j.live -= n
+	}
+}
+
+// drop records that n samples at offset off of the memory tier left it.
+func (j *journal) drop(off, n int) {
+	if n > 0 {
+		j.numbers(journalDrop, uint64(off), uint64(n))
+		j.live -= n
+	}
+}
+
+func (j *journal) numbers(kind byte, vals ...uint64) {
+	if j.err != nil {
+		return
+	}
+	j.buf = append(j.buf[:0], kind, 0, 0, 0, 0)
+	for _, v := range vals {
+		j.buf = binary.LittleEndian.AppendUint64(j.buf, v)
+	}
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[5:], castagnoli))
+	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
+	j.write()
+}
+
+func (j *journal) write() {
+	if _, err := j.f.Write(j.buf); err != nil {
+		j.err = err
+		return
+	}
+	j.size += int64(len(j.buf))
+}
+
+// compact keeps the journal small: empty once memory is, and rewritten
+// with only what memory holds (held, oldest first) once it has grown
+// past journalRewrite. It is called with the buffer's lock held.
+func (j *journal) compact(held func() []sample.Sample) {
+	switch {
+	case j.err != nil:
+	case j.live == 0 && j.size > 0:
+		j.reset()
+	case j.size > journalRewrite:
+		j.rewrite(held())
+	}
+}
+
+// reset empties the journal.
+func (j *journal) reset() {
+	if j.err != nil {
+		return
+	}
+	if err := j.f.Truncate(0); err != nil {
+		j.err = err
+		return
+	}
+	if _, err := j.f.Seek(0, io.SeekStart); err != nil {
+		j.err = err
+		return
+	}
+	j.size, j.live = 0, 0
+}
+
+// rewrite replaces the journal with one push of held. A crash part way
+// leaves either the old file or the new one whole: the new one is written
+// beside it and renamed over it.
+func (j *journal) rewrite(held []sample.Sample) {
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		j.err = err
+		return
+	}
+	old := *j
+	j.f, j.size, j.live = f, 0, 0
+	j.push(held)
+	if j.err == nil {
+		j.err = os.Rename(tmp, j.path)
+	}
+	if j.err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return
+	}
+	old.f.Close()
+}
+
+// close closes the journal and removes its file if memory holds nothing,
+// as after a clean stop; otherwise the file stays for the next start.
+func (j *journal) close() error {
+	err := j.f.Close()
+	if j.live == 0 && j.err == nil {
+		err = errors.Join(err, os.Remove(j.path))
+	}
+	return err
+}
