@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
@@ -30,9 +33,14 @@ import (
 //
 //	[0]     kind: 'P' push, 'F' front left, 'D' dropped from the middle
 //	[1:5]   length n of the body, uint32 little-endian
-//	[5:5+n] body: for 'P' a batch record (internal/codec, with its own
-//	        crc32c); for 'F' count, for 'D' offset and count, as uint64s,
-//	        followed by their crc32c
+//	[5:5+n] body, then the crc32c (Castagnoli) of the body
+//
+// A 'P' body is the samples as they are, for speed rather than size (the
+// file lives in memory and is emptied whenever memory is): a uvarint
+// count, then per sample a uvarint label count, each label's name and
+// value as uvarint length and bytes, and the timestamp and value bits as
+// uint64s. An 'F' body is the count, a 'D' body offset and count, as
+// uint64s. All numbers are little-endian.
 //
 // An entry cut short by the crash, or damaged, ends the replay: it was
 // the last one written. A change here needs the journal file's name to
@@ -40,7 +48,6 @@ import (
 type journal struct {
 	path string
 	f    *os.File
-	enc  codec.BatchEncoder
 	buf  []byte
 	size int64 // bytes written to f
 	live int   // samples the memory tier holds, as the journal knows it
@@ -103,7 +110,6 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 func replayJournal(r io.Reader) ([]sample.Sample, error) {
 	var (
 		held []sample.Sample
-		dec  codec.BatchDecoder
 		head [5]byte
 	)
 	for {
@@ -111,20 +117,24 @@ func replayJournal(r io.Reader) ([]sample.Sample, error) {
 			return held, nil // the end, or an entry cut short by the crash
 		}
 		n := binary.LittleEndian.Uint32(head[1:])
-		if n > journalMaxEntry {
+		if n < 4 || n > journalMaxEntry {
 			return held, nil
 		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
+		entry := make([]byte, n)
+		if _, err := io.ReadFull(r, entry); err != nil {
+			return held, nil
+		}
+		body := entry[:n-4]
+		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(entry[n-4:]) {
 			return held, nil
 		}
 		switch head[0] {
 		case journalPush:
-			b, err := codec.DecodeRecord(&dec, body)
-			if err != nil {
+			s, ok := decodeJournalSamples(body)
+			if !ok {
 				return held, nil
 			}
-			held = append(held, b.Samples...)
+			held = append(held, s...)
 		case journalFront, journalDrop:
 			vals, ok := journalNumbers(body)
 			if !ok {
@@ -145,20 +155,98 @@ func replayJournal(r io.Reader) ([]sample.Sample, error) {
 	}
 }
 
-// journalNumbers checks and decodes the body of an 'F' or 'D' entry.
+// journalNumbers decodes the body of an 'F' or 'D' entry.
 func journalNumbers(body []byte) ([]uint64, bool) {
-	if len(body) < 4 || (len(body)-4)%8 != 0 {
+	if len(body)%8 != 0 {
 		return nil, false
 	}
-	data := body[:len(body)-4]
-	if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(body[len(body)-4:]) {
-		return nil, false
-	}
-	vals := make([]uint64, len(data)/8)
+	vals := make([]uint64, len(body)/8)
 	for i := range vals {
-		vals[i] = binary.LittleEndian.Uint64(data[8*i:])
+		vals[i] = binary.LittleEndian.Uint64(body[8*i:])
 	}
 	return vals, true
+}
+
+// appendJournalSamples appends the body of a 'P' entry.
+func appendJournalSamples(dst []byte, s []sample.Sample) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	for i := range s {
+		dst = binary.AppendUvarint(dst, uint64(s[i].Labels.Len()))
+		s[i].Labels.Range(func(l labels.Label) {
+			dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+			dst = append(dst, l.Name...)
+			dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+			dst = append(dst, l.Value...)
+		})
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(s[i].T))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
+	}
+	return dst
+}
+
+// decodeJournalSamples decodes the body of a 'P' entry.
+func decodeJournalSamples(body []byte) ([]sample.Sample, bool) {
+	r := journalReader{b: body}
+	n := r.uvarint()
+	if n > uint64(len(body)) {
+		return nil, false
+	}
+	out := make([]sample.Sample, 0, n)
+	var b labels.ScratchBuilder
+	for range n {
+		nl := r.uvarint()
+		if nl > uint64(len(body)) {
+			return nil, false
+		}
+		b.Reset()
+		for range nl {
+			name := r.bytes()
+			b.Add(string(name), string(r.bytes()))
+		}
+		t, v := r.uint64(), r.uint64()
+		if r.bad {
+			return nil, false
+		}
+		out = append(out, sample.Sample{Labels: b.Labels(), T: int64(t), V: math.Float64frombits(v)})
+	}
+	return out, !r.bad && len(r.b) == 0
+}
+
+// journalReader reads a 'P' body; bad is set once it runs short.
+type journalReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *journalReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *journalReader) bytes() []byte {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.bad, r.b = true, nil
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *journalReader) uint64() uint64 {
+	if len(r.b) < 8 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
 }
 
 // push records samples pushed at the end of the memory tier.
@@ -166,11 +254,8 @@ func (j *journal) push(s []sample.Sample) {
 	if j.err != nil || len(s) == 0 {
 		return
 	}
-	b := sample.Batch{Samples: s}
-	j.buf = append(j.buf[:0], journalPush, 0, 0, 0, 0)
-	j.buf = codec.AppendRecord(j.buf, &j.enc, &b, codec.HeaderOf(&b))
-	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
-	j.write()
+	j.buf = appendJournalSamples(append(j.buf[:0], journalPush, 0, 0, 0, 0), s)
+	j.seal()
 	j.live += len(s)
 }
 
@@ -199,12 +284,13 @@ func (j *journal) numbers(kind byte, vals ...uint64) {
 	for _, v := range vals {
 		j.buf = binary.LittleEndian.AppendUint64(j.buf, v)
 	}
-	j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[5:], castagnoli))
-	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
-	j.write()
+	j.seal()
 }
 
-func (j *journal) write() {
+// seal adds the length and checksum to the entry in buf and writes it.
+func (j *journal) seal() {
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[5:], castagnoli))
+	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
 	if _, err := j.f.Write(j.buf); err != nil {
 		j.err = err
 		return
