@@ -82,3 +82,32 @@ func TestOffsetIsStableAndWithinInterval(t *testing.T) {
 		t.Errorf("100 targets fall into only %d one-second slots of a 10 s interval", len(seen))
 	}
 }
+
+// TestAdmitRefusesAtOrBeforeTheLastSent walks the clock guard's boundary:
+// a scrape stamped at the very millisecond of the last one sent would put
+// a second sample at the same timestamp of every series, which the
+// receiver refuses (a duplicate with another value) or keeps only once.
+// It is dropped like one stamped before, and the guard lets scrapes
+// through again only once the clock is strictly past the last sent one.
+func TestAdmitRefusesAtOrBeforeTheLastSent(t *testing.T) {
+	l := &scrapeLoop{log: slog.New(slog.DiscardHandler)}
+	for i, step := range []struct {
+		t     int64
+		admit bool
+	}{
+		{1000, true},
+		{1000, false}, // at the last sent
+		{999, false},  // before it
+		{1000, false}, // at it again, while behind
+		{1001, true},  // strictly after: caught up
+		{1001, false},
+	} {
+		last := l.sentT
+		if got := l.admit(step.t, 5); got != step.admit {
+			t.Errorf("step %d: admit(%d) with the last sent at %d = %v, want %v", i, step.t, last, got, step.admit)
+		}
+	}
+	if l.sentT != 1001 {
+		t.Errorf("last sent = %d, want 1001: a refused scrape must not move it", l.sentT)
+	}
+}
