@@ -42,8 +42,9 @@ type faultRig struct {
 	target string // the target label in the agent's metrics
 
 	// Set by start.
-	ep   string // the endpoint label in the agent's metrics
-	logs *syncBuffer
+	ep    string // the endpoint label in the agent's metrics
+	logs  *syncBuffer
+	agent *testAgent
 }
 
 // newFaultRig starts the servers and builds the config; queue faults and
@@ -66,7 +67,8 @@ func newFaultRig(t *testing.T) *faultRig {
 func (r *faultRig) start(t *testing.T) {
 	t.Helper()
 	r.ep = r.cfg.RemoteWrite[0].Label()
-	r.logs = startAgent(t, r.cfg)
+	r.agent = runAgent(t, r.cfg)
+	r.logs = r.agent.logs
 }
 
 // metric reads an endpoint series of the agent's /metrics, e.g.
@@ -430,6 +432,21 @@ func TestFault400DropsAndCounts(t *testing.T) {
 	if reqs[0].Status != http.StatusBadRequest {
 		t.Fatalf("first request answered %d, want the queued 400", reqs[0].Status)
 	}
+	// The metadata rode with the refused batch (the first one carries it
+	// all), so the receiver never got it: the next request carries it
+	// again, not the periodic resend a minute later.
+	refusedMeta := metadataFamilies(reqs[0].Write)
+	if len(refusedMeta) == 0 {
+		t.Fatal("the refused request carried no metadata; the first request should carry all of it")
+	}
+	resent := metadataFamilies(reqs[1].Write)
+	for _, f := range refusedMeta {
+		if !slices.Contains(resent, f) {
+			t.Errorf("the request after the 400 carries the metadata of %d families, not that of %s (of %d the refused one carried)",
+				len(resent), f, len(refusedMeta))
+			break
+		}
+	}
 	rejected := sampleKeys(reqs[0].Write)
 	var later []string
 	for i, req := range reqs[1:3] {
@@ -464,6 +481,15 @@ func TestFault400DropsAndCounts(t *testing.T) {
 		t.Errorf("the receiver's body is on %d log lines, want 1", n)
 	}
 	rig.assertNotDegraded(t)
+}
+
+// metadataFamilies lists the families whose metadata a request carries.
+func metadataFamilies(wr *prompb.WriteRequest) []string {
+	var fs []string
+	for _, m := range wr.Metadata {
+		fs = append(fs, m.MetricFamilyName)
+	}
+	return fs
 }
 
 // TestFault401PausesAndKeepsData: a receiver refusing our credentials
