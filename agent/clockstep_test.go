@@ -119,15 +119,5 @@ func TestClockStepDropsOutOfOrderScrapes(t *testing.T) {
 		t.Errorf("receiver has %d redis_up samples, agent handed on %d scrapes", got, taken)
 	}
 	// taken = sent + dropped + pending, with the dropped scrapes in both.
-	endpoint := map[string]string{"endpoint": ep}
-	taken := gathered(t, a.reg, "redwire_samples_scraped_total", target)
-	sent := gathered(t, a.reg, "redwire_remote_write_samples_total", map[string]string{"endpoint": ep, "result": "success"})
-	dropped := gathered(t, a.reg, "redwire_samples_dropped_total", endpoint)
-	pending := gathered(t, a.reg, "redwire_queue_samples", endpoint) + gathered(t, a.reg, "redwire_buffer_samples", endpoint)
-	if taken != sent+dropped+pending {
-		t.Errorf("taken %v != sent %v + dropped %v + pending %v", taken, sent, dropped, pending)
-	}
-	if d := gathered(t, a.reg, "redwire_samples_dropped_total", outOfOrder); d == 0 || d != dropped {
-		t.Errorf("dropped %v samples as out of order, %v in all; want all of them, and some", d, dropped)
-	}
+	assertAccounted(t, a.reg, ep, buffer.DropOutOfOrder)
 }

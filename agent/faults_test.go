@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -481,6 +482,11 @@ func TestFault400DropsAndCounts(t *testing.T) {
 		t.Errorf("the receiver's body is on %d log lines, want 1", n)
 	}
 	rig.assertNotDegraded(t)
+
+	rig.agent.stop() // graceful: what is queued is sent, the counters final
+	if acc := assertAccounted(t, rig.agent.reg, rig.ep, buffer.DropRejected); acc.dropped != float64(len(rejected)) || acc.pending != 0 {
+		t.Errorf("after the stop: %v; want the %d samples of the 400'd request dropped and nothing pending", acc, len(rejected))
+	}
 }
 
 // metadataFamilies lists the families whose metadata a request carries.
