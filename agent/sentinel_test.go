@@ -150,4 +150,50 @@ func TestSentinelFailoverIsFollowed(t *testing.T) {
 		return err == nil && len(vec) == 0, err
 	})
 	assertNoRejections(t, prom)
+
+	a.stop() // graceful: every scrape taken is sent, the counters final
+	assertNoGap(t, a, prom, "mymaster", time.Duration(cfg.Global.ScrapeInterval), killed, repointed)
 }
+
+// assertNoGap checks that the logical master instance was scraped once
+// per interval from before from until after to, with no scrape missing
+// (a failed one still carries redis_up), and that the receiver holds one
+// redis_up sample per scrape the agent counted for it. a has stopped.
+func assertNoGap(t *testing.T, a *testAgent, prom *harness.Prometheus, instance string, interval time.Duration, from, to time.Time) {
+	t.Helper()
+	ups, err := prom.Samples(context.Background(), fmt.Sprintf(`redis_up{instance=%q}`, instance), outageWindow)
+	if err != nil || len(ups) != 1 {
+		t.Fatalf("redis_up{instance=%q}: %d series, %v; want one", instance, len(ups), err)
+	}
+	pts := ups[0].Points
+	target := map[string]string{"target": instance}
+	if taken := gathered(t, a.reg, "redwire_target_scrapes_total", target); float64(len(pts)) != taken {
+		t.Errorf("receiver has %d redis_up samples of %s; the agent counted %v scrapes of it", len(pts), instance, taken)
+	}
+	if n := gathered(t, a.reg, "redwire_target_scrapes_skipped_total", target); n != 0 {
+		t.Errorf("%v scrapes of %s skipped", n, instance)
+	}
+	if first, last := pts[0].T, pts[len(pts)-1].T; !first.Before(from) || !last.After(to) {
+		t.Fatalf("redis_up of %s runs from %s to %s; want it to cover %s to %s", instance, timeOfDay(first), timeOfDay(last), timeOfDay(from), timeOfDay(to))
+	}
+	// A missed scrape leaves two intervals between samples; a late one
+	// less than half of one.
+	inWindow := 0
+	for i, p := range pts {
+		if !p.T.Before(from) && !p.T.After(to) {
+			inWindow++
+		}
+		if i == 0 {
+			continue
+		}
+		if gap := p.T.Sub(pts[i-1].T); gap > interval*3/2 {
+			t.Errorf("no redis_up sample of %s for %v, from %s to %s (master killed at %s, re-pointed at %s)",
+				instance, gap, timeOfDay(pts[i-1].T), timeOfDay(p.T), timeOfDay(from), timeOfDay(to))
+		}
+	}
+	t.Logf("%d redis_up samples of %s in the %v from the kill to the re-point, at a %v interval",
+		inWindow, instance, to.Sub(from).Round(time.Millisecond), interval)
+}
+
+// timeOfDay is t as a wall-clock time of day, to the millisecond.
+func timeOfDay(t time.Time) string { return t.UTC().Format("15:04:05.000") }
