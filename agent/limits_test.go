@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -78,7 +76,7 @@ func assertReceiverHoldsSent(t *testing.T, prom *harness.Prometheus, acc account
 // again, and all of it is delivered when the receiver is back.
 func TestDiskFullDropsAndCounts(t *testing.T) {
 	t.Parallel()
-	disk := mountTmpfs(t, "32m")
+	disk := harness.MountTmpfs(t, "32m")
 	r := harness.StartRedis(t)
 	prom := harness.StartPrometheus(t)
 	cfg := limitConfig(t, prom.WriteURL(), r, func(c *Config) {
@@ -117,22 +115,4 @@ func TestDiskFullDropsAndCounts(t *testing.T) {
 
 	acc := assertAccounted(t, a.reg, ep, buffer.DropDiskFull)
 	assertReceiverHoldsSent(t, prom, acc)
-}
-
-// mountTmpfs mounts a tmpfs of the given size (e.g. "32m") on a fresh
-// directory, or skips the test if it may not (it needs root or
-// CAP_SYS_ADMIN on Linux), as buffer's ENOSPC tests do.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a %s tmpfs to fill up: %v: %s", size, err, bytes.TrimSpace(out))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
 }
