@@ -209,8 +209,9 @@ func TestOutageEdgeLosesNothing(t *testing.T) {
 	if n := a.logs.Count("found a backlog"); n != 1 {
 		t.Fatalf("%d log lines \"found a backlog\" after a stop during the outage, want 1", n)
 	}
-	harness.WaitFor(t, 2*time.Minute, "backlog replayed", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_buffer_batches", ep) == 0 && gathered(t, a.reg, "redwire_replay_samples_total", ep) > 0, nil
+	harness.WaitFor(t, 2*time.Minute, "backlog replayed and a scrape taken after it", func() (bool, error) {
+		return gathered(t, a.reg, "redwire_buffer_batches", ep) == 0 && gathered(t, a.reg, "redwire_replay_samples_total", ep) > 0 &&
+			gathered(t, a.reg, "redwire_target_scrapes_total", target) > 0, nil
 	})
 	a.stop()
 	takenAfter := int(gathered(t, a.reg, "redwire_target_scrapes_total", target))
