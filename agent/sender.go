@@ -122,7 +122,7 @@ func (s *sender) run(ctx context.Context) {
 					s.buf.Unsent(p.l)
 				}
 			}
-			s.buf.Release(o.l)
+			s.m.countDropped(s.name, s.buf.Release(o.l))
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,9 @@ type Buffer struct {
 	draining bool // shutting down: partial batches leave at once
 	closed   bool
 	wake     chan struct{} // closed and replaced whenever state changes
+
+	// leasedDrops are drops of records a lease still holds (settle).
+	leasedDrops []leasedDrop
 
 	// journal mirrors what memory holds (inflight and mem), nil without
 	// one. Invariant: journal.live == inflight samples + mem.len().
@@ -166,7 +170,7 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	if err == nil {
 		var d []Dropped
 		d, err = b.store.Append(batch)
-		dropped = append(dropped, d...)
+		dropped = append(dropped, b.settle(d)...)
 		if err == nil {
 			return dropped, nil
 		}
@@ -204,8 +208,9 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		if err != nil {
 			return nil, err
 		}
-		dropped = append(dropped, d...)
+		dropped = append(dropped, b.settle(d)...)
 		l.FromStore, l.upTo = true, b.store.LastSeq()
+		b.store.pin(l.upTo) // still in flight
 		b.inflight, b.released = nil, false
 		b.journalFront(l.Batch.Len())
 	}
@@ -215,11 +220,42 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		if err != nil {
 			return dropped, err
 		}
-		dropped = append(dropped, d...)
+		dropped = append(dropped, b.settle(d)...)
 		b.mem.discard(n)
 		b.journalFront(n)
 	}
 	return dropped, nil
+}
+
+// settle holds back the part of ds that fell on records a lease still
+// holds: that lease delivers those samples (then they are not dropped at
+// all), or is given up (Release, Close), which counts them then. The
+// store drops from the head, and the head is what a down endpoint's
+// probe keeps retrying: counting it at once counted it twice, dropped
+// and then sent. mu must be held.
+func (b *Buffer) settle(ds []Dropped) []Dropped {
+	for _, ld := range b.store.takeLeased() {
+		for i := range ds {
+			if ds[i].Reason == ld.d.Reason {
+				ds[i].Samples -= ld.d.Samples
+				break
+			}
+		}
+		b.leasedDrops = append(b.leasedDrops, ld)
+	}
+	return slices.DeleteFunc(ds, func(d Dropped) bool { return d.Samples <= 0 })
+}
+
+// givenUp reports the drops held back for leases that will not deliver
+// them, and forgets the leases; mu must be held.
+func (b *Buffer) givenUp() []Dropped {
+	var out []Dropped
+	for _, ld := range b.leasedDrops {
+		out = append(out, ld.d)
+	}
+	b.leasedDrops = nil
+	b.store.unpin(0)
+	return out
 }
 
 // Spill is called when the endpoint is declared down: the batch in flight
@@ -306,6 +342,7 @@ func (b *Buffer) leaseFromStore() (*Lease, error) {
 		return nil, errors.New("buffer store: no readable record")
 	}
 	l := storeLease(recs)
+	b.store.pin(l.upTo)
 	l.Batch.Metadata = b.meta.due()
 	return l, nil
 }
@@ -342,6 +379,7 @@ func (b *Buffer) Following(l *Lease) (*Lease, error) {
 		return nil, err
 	}
 	next := storeLease(recs)
+	b.store.pin(next.upTo)
 	b.mu.Lock()
 	next.Batch.Metadata = b.meta.due()
 	b.mu.Unlock()
@@ -359,6 +397,10 @@ func (b *Buffer) Ack(l *Lease) error {
 		b.journalFront(l.Batch.Len())
 	}
 	if l.FromStore {
+		// Delivered, or counted by the caller: what the store dropped of
+		// it is not a drop.
+		b.leasedDrops = slices.DeleteFunc(b.leasedDrops, func(ld leasedDrop) bool { return ld.upTo <= l.upTo })
+		b.store.unpin(l.upTo)
 		if err := b.store.Delete(l.upTo); err != nil {
 			return fmt.Errorf("buffer store: %w", err)
 		}
@@ -370,13 +412,21 @@ func (b *Buffer) Ack(l *Lease) error {
 // next call to Next hands out the same batch again. It lets the sender be
 // replaced (a config reload changed the endpoint) without dropping or
 // reordering anything.
-func (b *Buffer) Release(l *Lease) {
+//
+// Records of l, or of a lease prepared after it (Following), that the
+// store dropped for room or age while they were out are not sent by
+// anyone now: Release returns them, to be counted.
+func (b *Buffer) Release(l *Lease) []Dropped {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.inflight == l {
 		b.released = true
 	}
 	b.signal()
+	if l.FromStore {
+		return b.givenUp()
+	}
+	return nil
 }
 
 // Taken records that the receiver took the first n samples of l and
@@ -424,6 +474,7 @@ func (b *Buffer) Close() ([]Dropped, error) {
 	b.closed = true
 	b.signal()
 	dropped, err := b.spillMemory()
+	dropped = append(dropped, b.givenUp()...)
 	if err != nil && !b.journaled() {
 		n := b.mem.len()
 		if b.inflight != nil {

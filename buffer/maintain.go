@@ -7,7 +7,15 @@ package buffer
 // Expire drops the stored records that the store's MaxAge no longer
 // allows, and says what it dropped (reason too_old). The agent calls it
 // periodically, so that old data goes even while nothing is appended.
-func (b *Buffer) Expire() (Dropped, error) { return b.store.Expire() }
+func (b *Buffer) Expire() (Dropped, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, err := b.store.Expire()
+	if ds := b.settle([]Dropped{d}); len(ds) > 0 {
+		return ds[0], err
+	}
+	return Dropped{Reason: d.Reason}, err
+}
 
 // Compact gives disk space back once a backlog has drained: it replaces
 // an empty store's file that grew large by a fresh one. A store that is

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,6 +100,14 @@ type Dropped struct {
 	Batches int
 }
 
+// leasedDrop is the part of a drop that fell on the records of the lease
+// ending at upTo, which still holds them: the Buffer counts it only if
+// that lease does not deliver them.
+type leasedDrop struct {
+	upTo uint64
+	d    Dropped
+}
+
 // Record is one stored batch and its sequence number, which Delete
 // acknowledges up to.
 type Record struct {
@@ -165,6 +174,45 @@ type Store struct {
 	// across Delete, Compact or a restart.
 	next        uint64
 	quarantined int64
+	// pins are the upTo of the leases handed out and not yet acked,
+	// ascending; leased is what drops took of their records since the
+	// Buffer last asked (takeLeased).
+	pins   []uint64
+	leased []leasedDrop
+}
+
+// takeLeased returns and forgets the parts of drops that fell on leased
+// records, included in the Dropped the store reported.
+func (s *Store) takeLeased() []leasedDrop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.leased
+	s.leased = nil
+	return l
+}
+
+// pin records that a lease covering the records up to upTo is out.
+func (s *Store) pin(upTo uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, found := slices.BinarySearch(s.pins, upTo); !found {
+		s.pins = slices.Insert(s.pins, i, upTo)
+	}
+}
+
+// unpin forgets the leases up to upTo (all of them if upTo is 0).
+func (s *Store) unpin(upTo uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if upTo == 0 {
+		s.pins = nil
+		return
+	}
+	i, found := slices.BinarySearch(s.pins, upTo)
+	if found {
+		i++
+	}
+	s.pins = s.pins[i:]
 }
 
 // storeCounts is what Stats reports from memory, and what seal and merge

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -21,17 +22,20 @@ type headTx struct {
 	counts      storeCounts
 	tx          *bolt.Tx
 	quarantined int64
-	smallBelow  int64 // a segment of fewer samples is small (see merge)
+	smallBelow  int64    // a segment of fewer samples is small (see merge)
+	pins        []uint64 // the store's, when the transaction began
+	leased      []leasedDrop
 }
 
 func (s *Store) headTx() *headTx {
-	return &headTx{counts: s.counts, smallBelow: s.smallBelow()}
+	return &headTx{counts: s.counts, smallBelow: s.smallBelow(), pins: slices.Clone(s.pins)}
 }
 
 // commit adopts the state of a committed transaction; mu must be held.
 func (s *Store) commit(ht *headTx) {
 	s.counts = ht.counts
 	s.quarantined += ht.quarantined
+	s.leased = append(s.leased, ht.leased...)
 }
 
 func (ht *headTx) begin(tx *bolt.Tx) { ht.tx = tx }
@@ -60,6 +64,9 @@ func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h codec.Header) bool) e
 		if !drop(seq, h) {
 			break
 		}
+		if len(ht.pins) > 0 {
+			ht.leased = ht.leasedOf(ht.leased, d.Reason, seq, v, h)
+		}
 		if err := ht.deleteHead(cur, seq, h, int64(len(v)), batches, samples); err != nil {
 			return err
 		}
@@ -67,6 +74,34 @@ func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h codec.Header) bool) e
 		d.Samples += int(samples)
 	}
 	return nil
+}
+
+// leasedOf adds to ds the samples of the record at key, dropped for
+// reason and not yet delivered, that a lease holds, by that lease.
+func (ht *headTx) leasedOf(ds []leasedDrop, reason string, key uint64, rec []byte, h codec.Header) []leasedDrop {
+	add := func(seq uint64, samples int64) {
+		i, _ := slices.BinarySearch(ht.pins, seq)
+		if seq <= ht.counts.consumed || i == len(ht.pins) {
+			return
+		}
+		if n := len(ds); n > 0 && ds[n-1].upTo == ht.pins[i] && ds[n-1].d.Reason == reason {
+			ds[n-1].d.Samples += int(samples)
+			return
+		}
+		ds = append(ds, leasedDrop{upTo: ht.pins[i], d: Dropped{Reason: reason, Samples: int(samples)}})
+	}
+	if !h.Segment {
+		add(key, h.Samples)
+		return ds
+	}
+	entries, _, err := codec.SegmentIndex(key, rec, h)
+	if err != nil {
+		return ds // remaining, which parsed it just before, would have failed
+	}
+	for _, e := range entries {
+		add(e.Seq, e.Samples)
+	}
+	return ds
 }
 
 // ack deletes the batches with seq <= upTo: whole records, and in a
