@@ -69,6 +69,47 @@ func assertReceiverHoldsSent(t *testing.T, prom *harness.Prometheus, acc account
 	assertNoRejections(t, prom)
 }
 
+// TestBufferFullDropsOldestAndCounts: an outage fills a small disk buffer
+// (buffer.max_bytes); the oldest records go, counted as buffer_full, and
+// the rest is replayed when the receiver is back. The oldest records are
+// also the probe the sender retries meanwhile: a sample is counted once,
+// as sent or as dropped, never as both.
+func TestBufferFullDropsOldestAndCounts(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := limitConfig(t, prom.WriteURL(), r, func(c *Config) { c.Buffer.MaxBytes = 32 << 10 })
+	a := runAgent(t, cfg)
+	ep := cfg.RemoteWrite[0].Label()
+
+	queryOne(t, prom, `redis_up`, nil)
+	outageUntilDropped(t, a, prom, ep, buffer.DropBufferFull)
+	replayAndStop(t, a, prom, ep)
+
+	acc := assertAccounted(t, a.reg, ep, buffer.DropBufferFull)
+	assertReceiverHoldsSent(t, prom, acc)
+}
+
+// TestTooOldDropsAndCounts: an outage outlasts buffer.max_age; what grew
+// older than that goes, counted as too_old, and the rest is replayed when
+// the receiver is back. As with max_bytes, what expires may be the probe
+// in flight, and is counted once.
+func TestTooOldDropsAndCounts(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := limitConfig(t, prom.WriteURL(), r, func(c *Config) { c.Buffer.MaxAge = model.Duration(3 * time.Second) })
+	a := runAgent(t, cfg)
+	ep := cfg.RemoteWrite[0].Label()
+
+	queryOne(t, prom, `redis_up`, nil)
+	outageUntilDropped(t, a, prom, ep, buffer.DropTooOld)
+	replayAndStop(t, a, prom, ep)
+
+	acc := assertAccounted(t, a.reg, ep, buffer.DropTooOld)
+	assertReceiverHoldsSent(t, prom, acc)
+}
+
 // TestDiskFullDropsAndCounts: the disk under the buffer is full when the
 // receiver goes down. Nothing can be spilled, so memory holds what it
 // can (queue_config.capacity) and the oldest beyond that is dropped,
