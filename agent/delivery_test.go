@@ -162,7 +162,7 @@ func (f *fakeReceiver) Send(_ context.Context, body []byte) error {
 	case status == 0:
 		return &remotewrite.Error{Class: remotewrite.Retry, Err: fmt.Errorf("connection refused")}
 	case status/100 == 2:
-		n, err := writeSamples(body)
+		n, err := harness.CountSamples(body)
 		f.taken += n
 		return err
 	}
@@ -221,17 +221,4 @@ func rigBatch(n int) sample.Batch {
 		sc.Gauge("redis_test_series", "test", 1, "i", fmt.Sprint(i))
 	}
 	return sc.Batch()
-}
-
-// writeSamples counts the samples of a request body.
-func writeSamples(body []byte) (int, error) {
-	wr, err := harness.DecodeWrite(body)
-	if err != nil || wr == nil {
-		return 0, err
-	}
-	n := 0
-	for _, ts := range wr.Timeseries {
-		n += len(ts.Samples)
-	}
-	return n, nil
 }

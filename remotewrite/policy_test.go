@@ -23,7 +23,7 @@ type fakeSender struct {
 }
 
 func (f *fakeSender) Send(_ context.Context, body []byte) error {
-	n, err := writeSamples(body)
+	n, err := harness.CountSamples(body)
 	if err != nil {
 		return err
 	}
@@ -241,16 +241,3 @@ func TestPolicyUsesTheBodyPreparedAhead(t *testing.T) {
 type senderFunc func(context.Context, []byte) error
 
 func (f senderFunc) Send(ctx context.Context, body []byte) error { return f(ctx, body) }
-
-// writeSamples counts the samples of a request body.
-func writeSamples(body []byte) (int, error) {
-	wr, err := harness.DecodeWrite(body)
-	if err != nil || wr == nil {
-		return 0, err
-	}
-	n := 0
-	for _, ts := range wr.Timeseries {
-		n += len(ts.Samples)
-	}
-	return n, nil
-}

@@ -240,6 +240,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte) (st
 	return resp.StatusCode, true, nil
 }
 
+// CountSamples decodes a remote-write 1.0 body and counts its samples.
+func CountSamples(body []byte) (int, error) {
+	wr, err := DecodeWrite(body)
+	if err != nil || wr == nil {
+		return 0, err
+	}
+	n := 0
+	for _, ts := range wr.Timeseries {
+		n += len(ts.Samples)
+	}
+	return n, nil
+}
+
 // DecodeWrite decodes a remote-write 1.0 body: snappy block format around
 // a protobuf prompb.WriteRequest. Tests read what a sender sent with it.
 func DecodeWrite(body []byte) (*prompb.WriteRequest, error) {
