@@ -50,7 +50,7 @@ wait_until prometheus curl -fsS "$prom/-/ready"
 
 "$redwire" --redis.addr="redis://127.0.0.1:$redis_port" \
 	--remote-write.url="$prom/api/v1/write" \
-	--scrape.interval=5s --remote-write.queue_config.batch_send_deadline=1s \
+	--scrape.interval=5s --remote-write.queue-config.batch-send-deadline=1s \
 	--web.listen-address="127.0.0.1:$web_port" --buffer.path="$dir/buffer" \
 	2>"$dir/redwire.log" &
 pids+=($!)

@@ -117,7 +117,7 @@ func addTargetFlags(app *kingpin.Application, o *overrides) {
 		return nil
 	})
 
-	o.string(app.Flag("targets_file", "YAML file listing more targets (entries as under targets:); re-read when it changes."),
+	o.string(app.Flag("targets-file", "YAML file listing more targets (entries as under targets:); re-read when it changes."),
 		func(c *agent.Config, s string) { c.TargetsFile = s })
 }
 
@@ -136,27 +136,27 @@ func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 		c.RemoteWrite = []remotewrite.EndpointConfig{remotewrite.NewEndpointConfig(u)}
 		return nil
 	})
-	o.duration(app.Flag("remote-write.remote_timeout", "Timeout of one remote-write request (default 30s)."),
+	o.duration(app.Flag("remote-write.remote-timeout", "Timeout of one remote-write request (default 30s)."),
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.RemoteTimeout = d })(c)
 		})
-	o.int(app.Flag("remote-write.queue_config.capacity", "Samples held in memory per endpoint (default 10000)."),
+	o.int(app.Flag("remote-write.queue-config.capacity", "Samples held in memory per endpoint (default 10000)."),
 		func(c *agent.Config, n int) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.Capacity = n })(c)
 		})
-	o.int(app.Flag("remote-write.queue_config.max_samples_per_send", "Most samples in one request (default 2000)."),
+	o.int(app.Flag("remote-write.queue-config.max-samples-per-send", "Most samples in one request (default 2000)."),
 		func(c *agent.Config, n int) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MaxSamplesPerSend = n })(c)
 		})
-	o.duration(app.Flag("remote-write.queue_config.batch_send_deadline", "Longest wait before a partial batch is sent (default 5s)."),
+	o.duration(app.Flag("remote-write.queue-config.batch-send-deadline", "Longest wait before a partial batch is sent (default 5s)."),
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.BatchSendDeadline = d })(c)
 		})
-	o.duration(app.Flag("remote-write.queue_config.min_backoff", "First retry delay of a failed send (default 500ms)."),
+	o.duration(app.Flag("remote-write.queue-config.min-backoff", "First retry delay of a failed send (default 500ms)."),
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MinBackoff = d })(c)
 		})
-	o.duration(app.Flag("remote-write.queue_config.max_backoff", "Longest retry delay of a failed send (default 30s)."),
+	o.duration(app.Flag("remote-write.queue-config.max-backoff", "Longest retry delay of a failed send (default 30s)."),
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.MaxBackoff = d })(c)
 		})
@@ -170,13 +170,13 @@ func addGlobalFlags(app *kingpin.Application, o *overrides) {
 	o.duration(app.Flag("scrape.timeout", "Deadline of one poll (global.scrape_timeout; default 80% of the interval)."),
 		func(c *agent.Config, d model.Duration) { c.Global.ScrapeTimeout = d })
 
-	o.int(app.Flag("global.max_concurrent_scrapes", "Targets polled at once at most; a quarter of the slots is kept for failing targets (default 64)."),
+	o.int(app.Flag("global.max-concurrent-scrapes", "Targets polled at once at most; a quarter of the slots is kept for failing targets (default 64)."),
 		func(c *agent.Config, n int) { c.Global.MaxConcurrentScrapes = n })
-	o.int(app.Flag("global.soft_fail_threshold", "Consecutive failed scrapes before redis_up turns 0 (default 3; 1: immediately, as redis_exporter)."),
+	o.int(app.Flag("global.soft-fail-threshold", "Consecutive failed scrapes before redis_up turns 0 (default 3; 1: immediately, as redis_exporter)."),
 		func(c *agent.Config, n int) { c.Global.SoftFailThreshold = n })
 
 	var extSet bool
-	ext := app.Flag("global.external_labels", "Label added to every sample, as name=value. Repeatable; merged over the config file's.").
+	ext := app.Flag("global.external-labels", "Label added to every sample, as name=value. Repeatable; merged over the config file's.").
 		IsSetByUser(&extSet).Strings()
 	o.when(&extSet, func(c *agent.Config) error {
 		if c.Global.ExternalLabels == nil {
@@ -185,7 +185,7 @@ func addGlobalFlags(app *kingpin.Application, o *overrides) {
 		for _, kv := range *ext {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
-				return fmt.Errorf("--global.external_labels %q: want name=value", kv)
+				return fmt.Errorf("--global.external-labels %q: want name=value", kv)
 			}
 			c.Global.ExternalLabels[k] = v
 		}
@@ -198,20 +198,20 @@ func addBufferFlags(app *kingpin.Application, o *overrides) {
 	o.string(app.Flag("buffer.path", "Directory of the local buffer (default ./data)."),
 		func(c *agent.Config, s string) { c.Buffer.Path = s })
 	var maxBytesSet bool
-	maxBytes := app.Flag("buffer.max_bytes", "Disk buffer cap per endpoint, e.g. 512MiB; over it the oldest data is dropped (default 1GiB).").
+	maxBytes := app.Flag("buffer.max-bytes", "Disk buffer cap per endpoint, e.g. 512MiB; over it the oldest data is dropped (default 1GiB).").
 		IsSetByUser(&maxBytesSet).Bytes()
 	o.when(&maxBytesSet, func(c *agent.Config) error { c.Buffer.MaxBytes = *maxBytes; return nil })
-	o.duration(app.Flag("buffer.max_age", "Buffered data older than this is dropped (default 7d)."),
+	o.duration(app.Flag("buffer.max-age", "Buffered data older than this is dropped (default 7d)."),
 		func(c *agent.Config, d model.Duration) { c.Buffer.MaxAge = d })
 	o.string(app.Flag("buffer.mode", "spill: write to disk when the receiver is down (default); always: commit every batch to disk before sending."),
 		func(c *agent.Config, s string) { c.Buffer.Mode = s })
-	o.string(app.Flag("buffer.crash_journal", "Tmpfs directory of the journal that keeps what memory holds through a crash of the process; auto (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/redwire or /dev/shm/redwire) or off."),
+	o.string(app.Flag("buffer.crash-journal", "Tmpfs directory of the journal that keeps what memory holds through a crash of the process; auto (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/redwire or /dev/shm/redwire) or off."),
 		func(c *agent.Config, s string) { c.Buffer.CrashJournal = s })
 }
 
 // addDegradedFlags registers the flags of the degraded section.
 func addDegradedFlags(app *kingpin.Application, o *overrides) {
-	o.int(app.Flag("degraded.failure_threshold", "Consecutive failed sends that declare an endpoint down (default 3)."),
+	o.int(app.Flag("degraded.failure-threshold", "Consecutive failed sends that declare an endpoint down (default 3)."),
 		func(c *agent.Config, n int) { c.Degraded.FailureThreshold = n })
 	o.duration(app.Flag("degraded.interval", "Scrape interval while an endpoint is down (default 4x scrape.interval)."),
 		func(c *agent.Config, d model.Duration) { c.Degraded.Interval = d })
@@ -231,11 +231,11 @@ func addDegradedFlags(app *kingpin.Application, o *overrides) {
 // addReplayFlags registers the flags of the replay section.
 func addReplayFlags(app *kingpin.Application, o *overrides) {
 	var rateSet bool
-	rate := app.Flag("replay.max_samples_per_second", "Rate limit of the backlog replay; 0: none (default).").
+	rate := app.Flag("replay.max-samples-per-second", "Rate limit of the backlog replay; 0: none (default).").
 		IsSetByUser(&rateSet).Float64()
 	o.when(&rateSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSecond = *rate; return nil })
 	var replayBatchSet bool
-	replayBatch := app.Flag("replay.max_samples_per_send", "Samples per request of the backlog replay (default 10000).").
+	replayBatch := app.Flag("replay.max-samples-per-send", "Samples per request of the backlog replay (default 10000).").
 		IsSetByUser(&replayBatchSet).Int()
 	o.when(&replayBatchSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSend = *replayBatch; return nil })
 }
@@ -243,7 +243,7 @@ func addReplayFlags(app *kingpin.Application, o *overrides) {
 // addSelfMetricsFlags registers the flags of the self_metrics section.
 func addSelfMetricsFlags(app *kingpin.Application, o *overrides) {
 	var selfSet bool
-	self := app.Flag("self_metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true; --no-self_metrics.enabled turns it off).").
+	self := app.Flag("self-metrics.enabled", "Push redwire's own metrics (job=\"redwire\") with the Redis samples (default true; --no-self_metrics.enabled turns it off).").
 		IsSetByUser(&selfSet).Bool()
 	o.when(&selfSet, func(c *agent.Config) error { c.SelfMetrics.Enabled = self; return nil })
 }

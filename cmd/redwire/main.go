@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	checkCmd := app.Command("check-config", "Validate the config and print it with defaults applied and secrets redacted.")
 	tools := addTools(app, configFile, flags, logCfg) // buffer inspect|export, replay: cmd/redwire/buffer.go
 
-	cmd, err := app.Parse(args)
+	cmd, err := app.Parse(canonicalFlags(app, args))
 	if done {
 		return 0
 	}
