@@ -3,11 +3,13 @@
 package agent
 
 import (
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sources/redis"
 )
@@ -35,6 +37,11 @@ func BenchmarkTargetScrapeCPU(b *testing.B) {
 	prom := harness.StartPrometheus(b)
 	// Slots to spare: this measures cost, not queueing.
 	cfg := manyConfig(b, prom.WriteURL(), time.Second, 64, targets)
+	// The crash journal is on by default (tmpfs); REDWIRE_BENCH_CRASH_JOURNAL=off
+	// measures without it, for the A/B of its cost in BENCHMARKS.md.
+	if os.Getenv("REDWIRE_BENCH_CRASH_JOURNAL") == buffer.CrashJournalOff {
+		cfg.Buffer.CrashJournal = buffer.CrashJournalOff
+	}
 	heap0 := heapInUse()
 	reg := startManyAgent(b, cfg)
 	harness.WaitFor(b, 60*time.Second, "every target scraped twice", func() (bool, error) {
