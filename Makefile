@@ -62,9 +62,12 @@ bench: deps
 # The 30-minute chaos soak (receiver outages, 500/429/timeouts, Redis
 # restarts, agent SIGKILLs, a Sentinel failover), then the accounting
 # check. SOAK=5m for a shorter run; REDWIRE_SOAK_SEED=<n> replays a schedule.
+# SOAK_MODE=always soaks buffer.mode: always instead of the default (spill,
+# with the crash journal).
 SOAK ?= 30m
+SOAK_MODE ?= spill
 soak: deps
-	REDWIRE_SOAK=$(SOAK) $(GO) test -race -count=1 -run '^TestSoak$$' -timeout 2h -v ./agent
+	REDWIRE_SOAK=$(SOAK) REDWIRE_SOAK_MODE=$(SOAK_MODE) $(GO) test -race -count=1 -run '^TestSoak$$' -timeout 2h -v ./agent
 
 # Short fuzz runs of every fuzz target (FUZZTIME each); the corpus lives
 # in each package's testdata/fuzz and runs as plain tests in make test.

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 )
 
@@ -164,12 +165,14 @@ degraded:
   interval: 2s
 buffer:
   path: %s
-  mode: always
+  mode: %s
+  crash_journal: %s
 self_metrics:
   enabled: false
 web:
   listen_address: %s
-`, steady.URL(), s.flaky.URL(), strings.Join(sentinels, ", "), s.proxy.URL(), filepath.Join(dir, "buffer"), s.addr)
+`, steady.URL(), s.flaky.URL(), strings.Join(sentinels, ", "), s.proxy.URL(), filepath.Join(dir, "buffer"),
+		soakMode(), filepath.Join(dir, "journal"), s.addr)
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +182,15 @@ web:
 		t.Logf("chaos schedule:\n%s", strings.Join(s.events, "\n"))
 	})
 	return s
+}
+
+// soakMode is the buffer.mode the soak runs in: the default (spill, with
+// its crash journal, which the SIGKILLs exercise), or REDWIRE_SOAK_MODE.
+func soakMode() string {
+	if m := os.Getenv("REDWIRE_SOAK_MODE"); m != "" {
+		return m
+	}
+	return buffer.ModeSpill
 }
 
 func (s *soak) logf(format string, args ...any) {
