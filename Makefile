@@ -12,7 +12,8 @@ LDFLAGS  := -s -w \
 # binary=Debian package, for scripts/install-deps.sh
 TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
 	victoria-metrics=victoria-metrics prometheus-redis-exporter=prometheus-redis-exporter \
-	redis-sentinel=redis-sentinel etcd=etcd-server
+	redis-sentinel=redis-sentinel etcd=etcd-server systemd-analyze=systemd \
+	unshare=util-linux setpriv=util-linux mount=mount umount=mount
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
 .PHONY: all build test deps demo bench soak fuzz clean
