@@ -119,13 +119,15 @@ func TestStoreMinFreeBytes(t *testing.T) {
 }
 
 // mountTmpfs mounts a tmpfs of the given size (e.g. "2m") on a fresh
-// directory, or skips the test if it may not.
+// directory, or fails the test if it may not: a full disk is a promise
+// only a real full filesystem verifies, so the test never skips (make
+// test runs as root, as CI does; make deps installs mount).
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
 	dir := t.TempDir()
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
 	if err != nil {
-		t.Skipf("cannot mount a %s tmpfs to fill up (needs root or CAP_SYS_ADMIN on Linux): %v: %s", size, err, bytes.TrimSpace(out))
+		t.Fatalf("cannot mount a %s tmpfs to fill up (needs root or CAP_SYS_ADMIN on Linux, and mount): %v: %s", size, err, bytes.TrimSpace(out))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
