@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -63,28 +64,37 @@ func TestStoreDurable(t *testing.T) {
 	}
 }
 
-// killChildEnv names the store a TestStoreKill9Child process appends to.
+// killChildEnv names the store the kill -9 child appends to. Set, it makes
+// the test binary that child (see init) instead of a test run, so no test
+// exists that could pass without asserting anything.
 const killChildEnv = "REDWIRE_TEST_KILL9_STORE"
 
 // killBatch is the batch with sequence number seq in the kill -9 test.
 func killBatch(seq uint64) sample.Batch { return batchtest.Redis(t0+int64(seq)*1000, int(seq)) }
 
-// TestStoreKill9Child is the process TestStoreKill9 kills; run alone it
-// does nothing.
-func TestStoreKill9Child(t *testing.T) {
+// init turns the test binary into the process TestStoreKill9 kills when
+// killChildEnv is set: it appends to the store until killed. It exits when
+// its stdin closes (the test is gone), so it never outlives the test.
+func init() {
 	path := os.Getenv(killChildEnv)
 	if path == "" {
 		return
 	}
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
 	opts := testOptions()
 	opts.NoSync = false
 	s, _, err := OpenStore(path, opts)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "kill -9 child:", err)
+		os.Exit(2)
 	}
 	for {
 		if _, err := s.Append(killBatch(s.LastSeq() + 1)); err != nil {
-			t.Fatal(err)
+			fmt.Fprintln(os.Stderr, "kill -9 child:", err)
+			os.Exit(2)
 		}
 		// Printed only once Append has returned: the parent may rely on
 		// every printed record.
@@ -127,14 +137,23 @@ func TestStoreKill9(t *testing.T) {
 	}
 }
 
-// killChild runs TestStoreKill9Child on path until it reports record
-// until, then kills it with SIGKILL and returns the last record reported.
+// killChild runs the test binary as the kill -9 child (see init) on path
+// until it reports record until, then kills it with SIGKILL and returns the
+// last record reported.
 func killChild(t *testing.T, path string, until uint64) uint64 {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreKill9Child$", "-test.count=1")
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), killChildEnv+"="+path)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Held open until Wait: the child's way to notice the test is gone.
+	if _, err := cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
