@@ -1,7 +1,12 @@
 package remotewrite
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -39,14 +44,60 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-func TestClassesWithRetryAfter(t *testing.T) {
-	// Only classes that are retried carry a Retry-After; a rejected batch
-	// is never retried, whatever the receiver says.
-	for status, want := range map[int]bool{429: true, 503: true, 500: true, 400: false, 401: false, 413: false} {
-		c := classify(status)
-		got := c == RateLimited || c == Retry
-		if got != want {
-			t.Errorf("status %d (%s): honours Retry-After = %v, want %v", status, c, got, want)
-		}
+// retryAfterServer answers every request with code and Retry-After: 5.
+func retryAfterServer(t *testing.T, code int) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, http.StatusText(code), code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestSendHonoursRetryAfterOnlyWhenRetried: a receiver's Retry-After
+// reaches the caller on 429 and 5xx, the answers that are retried; on a
+// 400 (refused for good), 401 or 413 it is dropped, whatever the
+// receiver says.
+func TestSendHonoursRetryAfterOnlyWhenRetried(t *testing.T) {
+	for code, want := range map[int]time.Duration{
+		429: 5 * time.Second, 503: 5 * time.Second, 500: 5 * time.Second,
+		400: 0, 401: 0, 413: 0,
+	} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			err := send(t, hostileClient(t, retryAfterServer(t, code).URL, false), []byte("body"))
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("Send = %v, want an *Error", err)
+			}
+			if e.StatusCode != code || e.RetryAfter != want {
+				t.Errorf("Send = status %d, RetryAfter %v; want status %d, RetryAfter %v", e.StatusCode, e.RetryAfter, code, want)
+			}
+		})
+	}
+}
+
+// TestDeliverDoesNotWaitOnARefusal: a 400 carrying Retry-After, through
+// the real client, is refused at once: no failed try, no wait, one
+// request.
+func TestDeliverDoesNotWaitOnARefusal(t *testing.T) {
+	c := hostileClient(t, retryAfterServer(t, http.StatusBadRequest).URL, false)
+	// Giving up on every failed try keeps a regression from retrying
+	// forever: it shows up as Deliver's error and r.failures.
+	r := recorder{giveUp: map[Class]bool{Retry: true, RateLimited: true, Unauthorized: true, TooLarge: true, Reject: true}}
+	var enc Encoder
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := testPolicy.Deliver(ctx, c, &enc, testBatch(3), nil, &r); err != nil {
+		t.Fatalf("Deliver: %v, want the batch answered for (refused)", err)
+	}
+	if len(r.failures) != 0 || r.requests != 1 {
+		t.Errorf("%d requests, failed tries %v waiting %v; want one request, refused at once", r.requests, r.failures, r.waits)
+	}
+	if len(r.taken) != 0 || !slices.Equal(r.refused, []int{3}) {
+		t.Errorf("taken %v refused %v, want all 3 samples refused", r.taken, r.refused)
+	}
+	if len(r.refusedErrs) == 1 && ClassOf(r.refusedErrs[0]) != Reject {
+		t.Errorf("refused with %v, want class %s", r.refusedErrs[0], Reject)
 	}
 }

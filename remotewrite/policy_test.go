@@ -149,8 +149,9 @@ func TestPolicyAnswers(t *testing.T) {
 	}
 }
 
-// TestPolicyWaits: Retry-After wins over the backoff, a 400 with
-// Retry-After is not waited on, and 401 waits the slowest pace.
+// TestPolicyWaits: Retry-After wins over the backoff and 401 waits the
+// slowest pace. (A 400 with Retry-After is not waited on:
+// TestDeliverDoesNotWaitOnARefusal.)
 func TestPolicyWaits(t *testing.T) {
 	p := Policy{MinBackoff: time.Millisecond, MaxBackoff: 40 * time.Millisecond}
 	s := &fakeSender{answers: []error{
