@@ -247,7 +247,10 @@ func (c *child) end(sig syscall.Signal, grace time.Duration) bool {
 		return true
 	}
 	// An error here means the process has just exited; done will say so.
+	// A stopped process (Redis.Freeze) takes the signal only once
+	// continued: SIGCONT is harmless to a running one.
 	_ = c.cmd.Process.Signal(sig)
+	_ = c.cmd.Process.Signal(syscall.SIGCONT)
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {

@@ -2,14 +2,17 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -184,6 +187,50 @@ func (r *Redis) Stop() {
 func (r *Redis) Kill() {
 	r.srv.t.Helper()
 	r.srv.stop(syscall.SIGKILL)
+}
+
+// Freeze stops the server with SIGSTOP: it keeps its connections and the
+// kernel still accepts new ones, but nothing is answered until Thaw, as a
+// Redis stuck in a long command, for as long as the test wants. Stop, Kill
+// and the teardown work on a frozen server.
+func (r *Redis) Freeze() {
+	r.srv.t.Helper()
+	pid := r.srv.pid()
+	if pid == 0 {
+		r.srv.t.Fatalf("freeze %s: not running", r.srv.name)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		r.srv.t.Fatalf("freeze %s: %v", r.srv.name, err)
+	}
+	// A signal arrives when the kernel next schedules the process:
+	// frozen means seen stopped.
+	WaitFor(r.srv.t, time.Minute, r.srv.name+" stopped by SIGSTOP", func() (bool, error) {
+		st, err := procState(pid)
+		return st == "T", fmt.Errorf("process state %q, %v", st, err)
+	})
+}
+
+// procState is the state letter of process pid: R, S, T (stopped), ...
+func procState(pid int) (string, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", err
+	}
+	// "pid (comm) state ...": comm may hold spaces and parentheses, so
+	// cut at the last ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return "", fmt.Errorf("unreadable /proc/%d/stat: %q", pid, stat)
+	}
+	return string(stat[i+2]), nil
+}
+
+// Thaw resumes a server Freeze stopped (SIGCONT); a no-op on one running
+// or gone.
+func (r *Redis) Thaw() {
+	if pid := r.srv.pid(); pid != 0 {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}
 }
 
 // Start runs the server again on the same port and dir after Stop or Kill

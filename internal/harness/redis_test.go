@@ -190,3 +190,36 @@ func TestRedisStartFailureShowsOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisFreezeThaw: a frozen server is stopped (process state T); a
+// command sent to it is answered once it is thawed. One still frozen
+// stops on SIGTERM at once (not killed after the grace period, which
+// would fail the test).
+func TestRedisFreezeThaw(t *testing.T) {
+	t.Parallel()
+	r := StartRedis(t)
+	r.Freeze()
+	if st, err := procState(r.srv.pid()); st != "T" {
+		t.Fatalf("frozen redis-server in process state %q (%v), want T (stopped)", st, err)
+	}
+	// No timeouts: the answer comes when the server is thawed, whenever.
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, ReadTimeout: -1, WriteTimeout: -1})
+	defer c.Close()
+	answered := make(chan error, 1)
+	go func() { answered <- c.Ping(context.Background()).Err() }()
+	r.Thaw()
+	bound := time.NewTimer(time.Minute) // only ends a broken run
+	defer bound.Stop()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("PING sent to a frozen server, after Thaw: %v", err)
+		}
+	case <-bound.C:
+		t.Fatal("PING sent to a frozen server not answered a minute after Thaw")
+	}
+
+	left := StartRedis(t)
+	left.Freeze()
+	left.Stop()
+}
