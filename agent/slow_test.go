@@ -7,38 +7,35 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sources/redis"
 )
 
-// The slow tests hold what the agent talks to: a Redis busy in DEBUG SLEEP
-// and a receiver that answers each write only after seconds. Neither may
-// hold up the scrapes of the other targets or the agent's HTTP endpoints.
-// Nothing here measures speed. Each test takes a span of time in which
-// something is known to be stuck (a Redis asleep, a write unanswered) and
-// checks that the rest kept working all along: other targets scraped,
-// every HTTP endpoint answering within a client timeout shorter than the
-// stall, so an endpoint waiting on the stuck thing fails rather than just
-// looking slow.
+// The slow tests hold what the agent talks to: a Redis that answers
+// nothing (frozen with SIGSTOP) and a receiver that holds a write
+// unanswered. Neither may hold up the scrapes of the other targets or the
+// agent's HTTP endpoints. Nothing here measures speed, and no timeout
+// decides an outcome: each stall lasts until the test ends it, and a check
+// holds "while stuck" because the stuck thing is seen still stuck after
+// it (the write still unanswered, the same scrape still in flight). The
+// bounds below only end a broken run.
 
 const (
-	// slowWebTimeout bounds each request to the agent's HTTP endpoints. It
-	// is a failure condition: shorter than every stall below, so a
-	// handler that waits for the stuck scrape or send runs out of time.
-	slowWebTimeout = 2 * time.Second
 	// slowProgress is how many more scrapes every unaffected target must
 	// make while something is stuck.
 	slowProgress = 3
-	// slowWait bounds every wait here; reaching it is a failure.
+	// slowWait bounds every wait here, and each request to the agent's
+	// HTTP endpoints; reaching it is a failure.
 	slowWait = time.Minute
 )
 
@@ -55,14 +52,13 @@ func newWebProbe(t *testing.T, cfg *Config, targets []string) *webProbe {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &webProbe{
 		base:    "http://" + cfg.Web.ListenAddress,
-		client:  &http.Client{Transport: tr, Timeout: slowWebTimeout},
+		client:  &http.Client{Transport: tr, Timeout: slowWait},
 		targets: slices.Sorted(slices.Values(targets)),
 	}
 }
 
 // check fails the test unless /metrics, /api/v1/targets and /api/v1/status
-// each answer in full within slowWebTimeout, while what names something
-// stuck.
+// each answer in full, while what names something stuck.
 func (p *webProbe) check(t *testing.T, while string) {
 	t.Helper()
 	body := p.get(t, "/metrics", while)
@@ -101,7 +97,7 @@ func (p *webProbe) get(t *testing.T, path, while string) []byte {
 	t.Helper()
 	resp, err := p.client.Get(p.base + path)
 	if err != nil {
-		t.Fatalf("GET %s while %s: %v (client timeout %v)", path, while, err, slowWebTimeout)
+		t.Fatalf("GET %s while %s: %v (client timeout %v)", path, while, err, slowWait)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -111,84 +107,35 @@ func (p *webProbe) get(t *testing.T, path, while string) []byte {
 	return body
 }
 
-// redisSleeper keeps one Redis busy in DEBUG SLEEP, back to back, from a
-// connection of its own: the server's single thread runs nothing else, so
-// every client, the agent included, waits.
-type redisSleeper struct {
-	client *goredis.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-	errc   chan error // the first error while not stopping
-}
-
-// startSleeper puts r to sleep for d at a time until stop. r must run with
-// --enable-debug-command.
-func startSleeper(t *testing.T, r *harness.Redis, d time.Duration) *redisSleeper {
+// checkWithinOneScrape fails the test unless, in one round, every endpoint
+// answers while a single scrape of a frozen target stays in flight: its
+// count of ended scrapes (finished) is the same after the round as before.
+// That target's scrape times out after the whole interval and the next
+// begins at once, so a round that has to wait for a scrape to end (a lock
+// the scrape holds) never fits in one; a round that does not wait fits,
+// however slow the machine, on some try.
+func (p *webProbe) checkWithinOneScrape(t *testing.T, while string, finished func() float64) {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{
-		Addr: r.Addr(), PoolSize: 1, MaxRetries: -1,
-		ReadTimeout: d + 10*time.Second, // a sleep is an answer that takes d
+	harness.WaitFor(t, slowWait, "every endpoint answering within one scrape of the frozen Redis", func() (bool, error) {
+		before := finished()
+		p.check(t, while)
+		ended := finished() - before
+		return ended == 0, fmt.Errorf("%v scrapes of the frozen Redis ended during the last round of requests", ended)
 	})
-	secs := strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
-	if err := c.Do(t.Context(), "DEBUG", "SLEEP", "0").Err(); err != nil {
-		c.Close()
-		t.Fatalf("DEBUG SLEEP on %s: %v (is --enable-debug-command on?)", r.Addr(), err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &redisSleeper{client: c, cancel: cancel, done: make(chan struct{}), errc: make(chan error, 1)}
-	go func() {
-		defer close(s.done)
-		for ctx.Err() == nil {
-			if err := c.Do(ctx, "DEBUG", "SLEEP", secs).Err(); err != nil && ctx.Err() == nil {
-				s.errc <- fmt.Errorf("DEBUG SLEEP %s on %s: %w", secs, r.Addr(), err)
-				return
-			}
-		}
-	}()
-	t.Cleanup(s.stop)
-	return s
 }
 
-// failed fails the test if the sleeper stopped on an error: then Redis is
-// not kept asleep and the test would prove nothing.
-func (s *redisSleeper) failed(t *testing.T) {
-	t.Helper()
-	select {
-	case err := <-s.errc:
-		t.Fatalf("the sleeper stopped: %v", err)
-	default:
-	}
-}
-
-// stop ends the loop without waiting for the sleep in progress: closing
-// the connection ends the wait for its answer. Redis itself sleeps on
-// until that sleep is over. Idempotent.
-func (s *redisSleeper) stop() {
-	s.cancel()
-	s.client.Close()
-	<-s.done
-}
-
-// TestSlowRedisDoesNotBlockOthers: one of three Redis is kept asleep
-// (DEBUG SLEEP, longer than the scrape timeout, over and over). Its scrapes
-// time out, and while they do the other two are scraped as before, their
-// samples reach the receiver, and every HTTP endpoint answers. Once it
-// wakes up it is scraped successfully again.
+// TestSlowRedisDoesNotBlockOthers: one of three Redis is frozen (SIGSTOP:
+// it answers nothing until thawed). Its scrapes time out, and while they
+// do the other two are scraped as before, their samples reach the
+// receiver, and every HTTP endpoint answers, within a single scrape of the
+// frozen one. Thawed, it is scraped successfully again.
 //
-// The scrape timeout equals the interval and exceeds slowWebTimeout, so
-// the slow target has a scrape in flight nearly all the time and a
-// handler that waits for it (a lock the scrape holds) misses the client
-// timeout. With the default 1 s interval the timeout would be 0.8 s, and
-// such a handler would only look slow.
+// The scrape timeout equals the interval, so the frozen target always has
+// a scrape in flight: a handler that waits for it (a lock the scrape
+// holds) is seen waiting, however fast or slow the machine.
 func TestSlowRedisDoesNotBlockOthers(t *testing.T) {
-	const (
-		interval = 3 * time.Second
-		// asleep is one DEBUG SLEEP. Between two of them Redis answers
-		// what waits, so a scrape spanning the gap succeeds; a sleep
-		// several scrape timeouts long makes most scrapes time out.
-		asleep = 10 * time.Second
-	)
-	slow := harness.StartRedis(t, harness.WithArgs("--enable-debug-command", "yes"))
+	const interval = 3 * time.Second
+	slow := harness.StartRedis(t)
 	healthy := []*harness.Redis{harness.StartRedis(t), harness.StartRedis(t)}
 	prom := harness.StartPrometheus(t)
 	targets := []redis.TargetConfig{{Addr: slow.URL()}}
@@ -220,26 +167,30 @@ func TestSlowRedisDoesNotBlockOthers(t *testing.T) {
 	timedOut := func() float64 {
 		return gathered(t, a.reg, "redwire_target_scrape_errors_total", map[string]string{"target": slow.Addr(), "phase": redis.PhaseTimeout})
 	}
+	// Every scrape of the slow target that ends counts once here, taken
+	// or failed.
+	ended := func() float64 {
+		return gathered(t, a.reg, "redwire_target_scrapes_total", map[string]string{"target": slow.Addr()}) +
+			gathered(t, a.reg, "redwire_target_scrape_errors_total", map[string]string{"target": slow.Addr()})
+	}
 	awake := timedOut()
-	sleeper := startSleeper(t, slow, asleep)
-	harness.WaitFor(t, slowWait, "a scrape of the sleeping Redis timed out", func() (bool, error) {
-		sleeper.failed(t)
-		web.check(t, "a Redis is asleep")
+	slow.Freeze()
+	harness.WaitFor(t, slowWait, "a scrape of the frozen Redis timed out", func() (bool, error) {
+		web.check(t, "a Redis is frozen")
 		n := timedOut()
 		return n > awake, fmt.Errorf("%v timed-out scrapes", n)
 	})
+	web.checkWithinOneScrape(t, "a Redis is frozen", ended)
 
-	// From here until `to` the slow Redis is asleep but for the gaps
-	// between two sleeps.
+	// From here until `to` the slow Redis is frozen.
 	from := time.Now()
 	scrapes0 := byTarget(t, a.reg, "redwire_target_scrapes_total")
 	skipped0 := byTarget(t, a.reg, "redwire_target_scrapes_skipped_total")
 	errors0 := byTarget(t, a.reg, "redwire_target_scrape_errors_total")
 	timedOut0 := timedOut()
-	what := fmt.Sprintf("%d more scrapes of each awake Redis and 2 more timed-out ones of the sleeping one", slowProgress)
+	what := fmt.Sprintf("%d more scrapes of each awake Redis and 2 more timed-out ones of the frozen one", slowProgress)
 	harness.WaitFor(t, slowWait, what, func() (bool, error) {
-		sleeper.failed(t)
-		web.check(t, "a Redis is asleep")
+		web.check(t, "a Redis is frozen")
 		scrapes := byTarget(t, a.reg, "redwire_target_scrapes_total")
 		for _, r := range healthy {
 			if d := scrapes[r.Addr()] - scrapes0[r.Addr()]; d < slowProgress {
@@ -247,7 +198,7 @@ func TestSlowRedisDoesNotBlockOthers(t *testing.T) {
 			}
 		}
 		if d := timedOut() - timedOut0; d < 2 {
-			return false, fmt.Errorf("sleeping %s: %v more timed-out scrapes", slow.Addr(), d)
+			return false, fmt.Errorf("frozen %s: %v more timed-out scrapes", slow.Addr(), d)
 		}
 		return true, nil
 	})
@@ -259,19 +210,19 @@ func TestSlowRedisDoesNotBlockOthers(t *testing.T) {
 	for _, r := range healthy {
 		n := r.Addr()
 		if d := skipped[n] - skipped0[n]; d != 0 {
-			t.Errorf("awake %s: %v scrapes skipped while the other Redis slept, want 0", n, d)
+			t.Errorf("awake %s: %v scrapes skipped while the other Redis was frozen, want 0", n, d)
 		}
 		if d := errs[n] - errors0[n]; d != 0 || failures[n] != 0 {
-			t.Errorf("awake %s: %v failed scrapes while the other Redis slept (%v in a row), want 0", n, d, failures[n])
+			t.Errorf("awake %s: %v failed scrapes while the other Redis was frozen (%v in a row), want 0", n, d, failures[n])
 		}
 	}
 
-	// What the awake targets took while the other slept is in the
+	// What the awake targets took while the other was frozen is in the
 	// receiver: of the scrapes counted after `from`, at most the one in
 	// flight then began before it.
 	for _, r := range healthy {
 		want := slowProgress - 1
-		harness.WaitFor(t, slowWait, fmt.Sprintf("redis_up of %s in Prometheus for the time the other Redis slept", r.Addr()), func() (bool, error) {
+		harness.WaitFor(t, slowWait, fmt.Sprintf("redis_up of %s in Prometheus for the time the other Redis was frozen", r.Addr()), func() (bool, error) {
 			n, err := storedBetween(prom, r.Addr(), from, to)
 			if err != nil {
 				return false, err
@@ -280,15 +231,24 @@ func TestSlowRedisDoesNotBlockOthers(t *testing.T) {
 		})
 	}
 
-	// Awake again, the slow Redis is scraped successfully: its loop was
-	// not wedged by the timeouts.
-	sleeper.stop()
-	harness.WaitFor(t, slowWait, "a successful scrape of the Redis that slept", func() (bool, error) {
-		web.check(t, "a Redis wakes up")
+	// Thawed, the slow Redis is scraped successfully: its loop was not
+	// wedged by the timeouts.
+	slow.Thaw()
+	harness.WaitFor(t, slowWait, "a successful scrape of the Redis that was frozen", func() (bool, error) {
+		web.check(t, "a Redis thaws")
 		n := gathered(t, a.reg, "redwire_target_consecutive_failures", map[string]string{"target": slow.Addr()})
 		return n == 0, fmt.Errorf("%v failed scrapes in a row", n)
 	})
 	assertNoRejections(t, prom)
+}
+
+// closeOnce closes c unless it is closed already.
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
 }
 
 // storedBetween counts the redis_up samples of instance that Prometheus
@@ -309,43 +269,66 @@ func storedBetween(prom *harness.Prometheus, instance string, from, to time.Time
 	return n, nil
 }
 
-// TestSlowReceiverDoesNotBlockScraping: the receiver holds every write for
-// seconds, within remote_timeout, so each one succeeds, late. While one
-// write is held, every target is scraped several times and every HTTP
-// endpoint answers; once the receiver is fast again, everything taken
+// holdWrites passes each request to next only once release is closed (or
+// the request is abandoned): a receiver that holds writes for as long as
+// the test wants.
+func holdWrites(release <-chan struct{}, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+			next.ServeHTTP(w, r)
+		case <-r.Context().Done():
+			http.Error(w, "abandoned", http.StatusServiceUnavailable)
+		}
+	})
+}
+
+// TestSlowReceiverDoesNotBlockScraping: the receiver holds the writes,
+// within remote_timeout, so each one succeeds, late. While one write is
+// held, every target is scraped several times and every HTTP endpoint
+// answers; once the receiver lets the writes through, everything taken
 // arrives: taken = sent + dropped + pending with nothing dropped or
 // pending, every sample sent is in Prometheus, and Prometheus refused
 // none. (A receiver slower than remote_timeout is
 // TestFaultSlowReceiverTimesOutAndRetries.)
 func TestSlowReceiverDoesNotBlockScraping(t *testing.T) {
-	const (
-		// held is how long the receiver holds each write: several scrape
-		// intervals, and more than slowWebTimeout.
-		held          = 8 * time.Second
-		remoteTimeout = 10 * time.Second
-	)
+	// remoteTimeout outlasts every wait here: the held write ends when
+	// the test releases it, not by a timeout.
+	const remoteTimeout = 5 * slowWait
 	rs := []*harness.Redis{harness.StartRedis(t), harness.StartRedis(t), harness.StartRedis(t)}
 	prom := harness.StartPrometheus(t)
-	proxy := harness.StartProxy(t, prom.URL())
-	gate, writeURL := startRequestCounter(t, proxy.URL())
+	upstream, err := url.Parse(prom.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	rp.Transport = tr
+	gate := &requestCounter{next: holdWrites(release, rp)}
+	srv := httptest.NewServer(gate)
+	t.Cleanup(func() {
+		closeOnce(release)
+		srv.Close()
+		tr.CloseIdleConnections()
+	})
 	var targets []redis.TargetConfig
 	var names []string
 	for _, r := range rs {
 		targets = append(targets, redis.TargetConfig{Addr: r.URL()})
 		names = append(names, r.Addr())
 	}
-	cfg := editedTestConfig(t, writeURL, func(c *Config) {
+	cfg := editedTestConfig(t, srv.URL+"/api/v1/write", func(c *Config) {
 		c.RemoteWrite[0].RemoteTimeout = model.Duration(remoteTimeout)
 		off := false
 		c.SelfMetrics.Enabled = &off // only Redis samples: counts stay exact
 	}, targets...)
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
-	proxy.Delay(held)
 	a := runAgent(t, cfg)
 	web := newWebProbe(t, cfg, names)
 
-	// The sender is inside one request from now until the receiver
-	// answers it, `held` after it arrived.
+	// The sender is inside one request from now until the test releases
+	// it.
 	harness.WaitFor(t, slowWait, "a write held by the receiver", func() (bool, error) {
 		begun, answered := gate.counts()
 		return begun == 1 && answered == 0, fmt.Errorf("%d writes begun, %d answered", begun, answered)
@@ -355,10 +338,10 @@ func TestSlowReceiverDoesNotBlockScraping(t *testing.T) {
 	harness.WaitFor(t, slowWait, what, func() (bool, error) {
 		web.check(t, "a write is held by the receiver")
 		scrapes := byTarget(t, a.reg, "redwire_target_scrapes_total")
-		// Read after the scrapes: a scrape counted above happened while
-		// the write was still held.
+		// Read after the scrapes and the requests: they happened while
+		// the write was still held, not after the agent gave up on it.
 		if begun, answered := gate.counts(); begun != 1 || answered != 0 {
-			t.Fatalf("the held write was answered (%d begun, %d answered) before every target was scraped %d more times: scrapes %v, before %v",
+			t.Fatalf("the held write was abandoned (%d begun, %d answered) before every target was scraped %d more times: scrapes %v, before %v",
 				begun, answered, slowProgress, scrapes, scrapes0)
 		}
 		for _, n := range names {
@@ -369,7 +352,7 @@ func TestSlowReceiverDoesNotBlockScraping(t *testing.T) {
 		return true, nil
 	})
 
-	proxy.Clear()
+	closeOnce(release)
 	harness.WaitFor(t, slowWait, "every sample taken sent once the receiver is fast again", func() (bool, error) {
 		web.check(t, "the receiver catches up")
 		acc := sampleAccount(t, a.reg, ep)
