@@ -7,10 +7,12 @@ import (
 	"maps"
 	"net/url"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/buffer"
@@ -48,30 +50,74 @@ func replayBacklog(t *testing.T, instance string, scrapes, perScrape int) (*harn
 	return prom, store, client
 }
 
+// hookedSender passes every request to next, running before ahead of it
+// and after with its answer; either may be nil.
+type hookedSender struct {
+	next   remotewrite.Sender
+	before func()
+	after  func(err error)
+}
+
+func (h hookedSender) Send(ctx context.Context, body []byte) error {
+	if h.before != nil {
+		h.before()
+	}
+	err := h.next.Send(ctx, body)
+	if h.after != nil {
+		h.after(err)
+	}
+	return err
+}
+
 // TestReplayRateLimit: with replay.max_samples_per_second set, a backlog
 // drains no faster than the limit (a receiver's ingestion limit would
-// otherwise reject the excess), in order, and completely.
+// otherwise reject the excess), in order, and completely. The pace is read
+// from the waits the sender asks for, not from a clock: before each
+// request, the waits asked so far cover every sample sent before it at the
+// limit, and in all they come to the backlog at the limit.
 func TestReplayRateLimit(t *testing.T) {
 	const (
 		scrapes    = 10
 		perScrape  = 100
-		rate       = 500.0 // samples/s: the backlog needs ≥ 2 s
+		rate       = 500.0 // samples/s: the backlog owes 2 s of waits
 		instanceID = "rate-limited"
 	)
 	prom, store, client := replayBacklog(t, instanceID, scrapes, perScrape)
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, Deadline: time.Second})
 	defer buf.Close()
-	e := &sender{name: "rl", client: client, buf: buf, threshold: 3,
+	m := newMetrics(prometheus.NewRegistry())
+	sent := func() float64 { return testutil.ToFloat64(m.rwSamples.WithLabelValues("rl", "success")) }
+	// owed is the wait n samples owe at the limit; each wait asked is
+	// rounded down to the nanosecond, hence the slack of 1 ns a wait.
+	owed := func(n float64) time.Duration { return time.Duration(n / rate * float64(time.Second)) }
+	var (
+		paced           time.Duration
+		waits, requests int
+	)
+	hooked := hookedSender{next: client, before: func() {
+		requests++
+		if n := sent(); paced+time.Duration(waits) < owed(n) {
+			t.Errorf("request %d went out after %v samples, owing %v of waits at %v/s; %v were asked", requests, n, owed(n), rate, paced)
+		}
+	}}
+	e := &sender{name: "rl", client: hooked, buf: buf, threshold: 3,
 		policy: remotewrite.Policy{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, replayRate: rate, modes: newModes(),
-		m: newMetrics(prometheus.NewRegistry()), log: slog.New(slog.DiscardHandler)}
+		m: m, log: slog.New(slog.DiscardHandler),
+		pace: func(ctx context.Context, d time.Duration) bool {
+			paced += d
+			waits++
+			return ctx.Err() == nil
+		}}
 
-	t0 := time.Now()
 	ctx := context.Background()
 	buf.Drain()
 	e.run(ctx)
 	total := float64(scrapes * perScrape)
-	if min := time.Duration(total / rate * float64(time.Second)); time.Since(t0) < min {
-		t.Errorf("drained %v samples in %s; the %v/s limit allows no less than %s", total, time.Since(t0), rate, min)
+	if want := owed(total); paced > want || paced+time.Duration(waits) < want {
+		t.Errorf("drained %v samples asking %v of waits in %d; the %v/s limit needs %v", total, paced, waits, rate, want)
+	}
+	if requests < 2 {
+		t.Errorf("%d requests: a backlog of one request tests no pace", requests)
 	}
 	vec, err := prom.Query(ctx, fmt.Sprintf(`count(count_over_time(redis_test_series{instance=%q}[5m]) == %d)`, instanceID, scrapes))
 	if err != nil || len(vec) != 1 || vec[0].Value != perScrape {
@@ -83,8 +129,10 @@ func TestReplayRateLimit(t *testing.T) {
 // prepared while the one before is in flight and acked in the background
 // while the next is sent: every sample must reach the receiver, and
 // none twice (a read of the store before an ack landed would resend).
-// Acks are slowed down, as on a busy disk, so that they are still
-// pending when the sender looks at the store.
+// Every ack is held, as on a stuck disk, until the sender waits for acks:
+// so they are all still pending whenever it looks at the store without
+// waiting, which is forced, not made likely; and the whole backlog must
+// go out with no ack landed, since acks never hold up a send.
 func TestReplaySendsEveryBatchOnce(t *testing.T) {
 	const (
 		scrapes    = 40
@@ -92,16 +140,48 @@ func TestReplaySendsEveryBatchOnce(t *testing.T) {
 		instanceID = "acked-behind"
 	)
 	prom, store, client := replayBacklog(t, instanceID, scrapes, perScrape)
-	// 250 samples a request: 16 requests, each but the first prepared ahead.
+	// At most 250 samples (whole scrapes: 200) a request: 20 requests,
+	// each but the first prepared ahead.
 	buf := buffer.New(store, buffer.Options{Capacity: 1000, MaxBatch: 250, StoreBatch: 250, Deadline: time.Second})
 	defer buf.Close()
 	reg := prometheus.NewRegistry()
-	e := &sender{name: "once", client: client, buf: buf, threshold: 3,
-		policy: remotewrite.Policy{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, modes: newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler),
-		slowAcks: func() { time.Sleep(20 * time.Millisecond) }}
+	m := newMetrics(reg)
+	release := make(chan struct{}) // closed: held acks land
+	let := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(let)
+	sentAtWait := -1.0
+	hooked := hookedSender{next: client, after: func(err error) {
+		if err != nil {
+			// A resend refused as out of order: the store was read with
+			// acks pending. Let them land so the run ends; the checks
+			// below tell what went wrong.
+			let()
+		}
+	}}
+	e := &sender{name: "once", client: hooked, buf: buf, threshold: 3,
+		policy: remotewrite.Policy{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, modes: newModes(), m: m, log: slog.New(slog.DiscardHandler),
+		holdAck: func() {
+			bound := time.NewTimer(time.Minute) // only ends a broken run
+			defer bound.Stop()
+			select {
+			case <-release:
+			case <-bound.C:
+				t.Errorf("an ack was held a minute and the sender never said it waits for acks: it blocks on an ack in line")
+				let()
+			}
+		},
+		awaitAcks: func() {
+			if sentAtWait < 0 {
+				sentAtWait = testutil.ToFloat64(m.rwSamples.WithLabelValues("once", "success"))
+			}
+			let()
+		}}
 	buf.Drain()
 	e.run(context.Background())
 
+	if sentAtWait != scrapes*perScrape {
+		t.Errorf("the sender first waited for acks with %v of %d samples sent, want all: acks held up sending", sentAtWait, scrapes*perScrape)
+	}
 	if e.state.mode == modeReplay {
 		t.Error("the backlog was sent but the replay never ended (its end was judged before the acks were in)")
 	}

@@ -48,9 +48,15 @@ type sender struct {
 	// nil if none is pending. Acks stay in order: each waits for the one
 	// before.
 	acking chan struct{}
-	// slowAcks, if set, runs before every ack: tests play a slow disk
-	// with it, to hold acks pending while the sender moves on.
-	slowAcks func()
+	// Test seams, nil in the agent. holdAck runs before every ack: tests
+	// hold acks pending with it while the sender moves on. awaitAcks runs
+	// when the sender is about to wait for acks still pending: where a
+	// test must let them land. pace waits d between replay requests
+	// (replay.max_samples_per_second) and reports whether ctx is still
+	// on; nil is pause.For.
+	holdAck   func()
+	awaitAcks func()
+	pace      func(ctx context.Context, d time.Duration) bool
 }
 
 // outgoing is a lease with the encoder for its requests and, if it was
@@ -161,7 +167,11 @@ func (s *sender) send(ctx context.Context, o outgoing, ackLater bool) {
 		s.ack(o.l)
 	}
 	if o.l.FromStore && s.replayRate > 0 && t.taken > 0 {
-		pause.For(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
+		pace := pause.For
+		if s.pace != nil {
+			pace = s.pace
+		}
+		pace(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
 	}
 	if !ackLater {
 		s.checkBacklog()
@@ -316,8 +326,8 @@ func (s *sender) ackInBackground(l *buffer.Lease) {
 }
 
 func (s *sender) ackNow(l *buffer.Lease) {
-	if s.slowAcks != nil {
-		s.slowAcks()
+	if s.holdAck != nil {
+		s.holdAck()
 	}
 	if err := s.buf.Ack(l); err != nil {
 		s.log.Error("removing a sent batch from the buffer failed; it may be sent twice", "err", err)
@@ -327,6 +337,9 @@ func (s *sender) ackNow(l *buffer.Lease) {
 // waitAcks returns once every background ack is done.
 func (s *sender) waitAcks() {
 	if s.acking != nil {
+		if s.awaitAcks != nil {
+			s.awaitAcks()
+		}
 		<-s.acking
 		s.acking = nil
 	}
