@@ -67,6 +67,7 @@ type Options struct {
 func Run(ctx context.Context, cfg *Config, opts Options) error {
 	opts.setDefaults()
 	log, m := opts.Logger, newMetrics(opts.Registry)
+	m.buffers.now = opts.Now
 	a := &agentRun{cfg: cfg, log: log, m: m, modes: newModes(), now: opts.Now}
 	defer a.close()
 	if err := a.open(opts.Version); err != nil {
@@ -283,6 +284,7 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 		policy:     remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
 		threshold:  cfg.Degraded.FailureThreshold,
 		replayRate: cfg.Replay.MaxSamplesPerSecond,
+		prog:       a.m.buffers.progressOf(name),
 		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
 	}
 }
@@ -291,7 +293,11 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 // once the agent runs.
 func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
 	a.outputs = append(a.outputs, output{name: name, buf: buf})
-	a.m.buffers.add(name, buf)
+	var prog *progress // an endpoint's delivery; the local buffer delivers nothing
+	if name != localBuffer {
+		prog = &progress{}
+	}
+	a.m.buffers.add(name, buf, prog)
 	a.m.initEndpoint(name)
 }
 

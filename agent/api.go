@@ -66,6 +66,11 @@ type endpointStatus struct {
 	BacklogBytes   int64     `json:"backlog_bytes"`
 	MemorySamples  int       `json:"memory_samples"`
 	Oldest         time.Time `json:"oldest,omitzero"`
+	// DeliveryLag is the age of the newest sample the receiver took;
+	// BacklogDrain how long the backlog takes at the current replay's
+	// pace. Absent when not known.
+	DeliveryLag  *float64 `json:"delivery_lag_seconds,omitempty"`
+	BacklogDrain *float64 `json:"backlog_drain_estimate_seconds,omitempty"`
 }
 
 // status is GET /api/v1/status.
@@ -88,6 +93,18 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 		es.Degraded = a.modes.isDown(es.Name)
 		if s.Store.OldestT > 0 {
 			es.Oldest = time.UnixMilli(s.Store.OldestT).UTC()
+		}
+		if p := a.m.buffers.progressOf(o.name); p != nil {
+			now := time.Now()
+			if a.now != nil {
+				now = a.now()
+			}
+			if lag, ok := p.lag(now); ok {
+				es.DeliveryLag = &lag
+			}
+			if d, ok := p.drainEstimate(s.Store.Samples, now); ok {
+				es.BacklogDrain = &d
+			}
 		}
 		st.Endpoints = append(st.Endpoints, es)
 	}

@@ -129,6 +129,10 @@ func TestSenderReceiverAnswers(t *testing.T) {
 			if tc.mode == modeDegraded && held.Store.Samples == 0 {
 				t.Error("degraded, but nothing went to disk")
 			}
+			lag, ok := rig.s.prog.lag(time.Now())
+			if ok != (tc.taken > 0) || lag < 0 {
+				t.Errorf("delivery lag %v (known %v) after %d samples taken", lag, ok, tc.taken)
+			}
 		})
 	}
 }
@@ -204,7 +208,7 @@ func newSenderRig(t *testing.T, answers []int) *senderRig {
 	fake := &fakeReceiver{answers: answers}
 	s := &sender{name: "fake", client: fake, buf: buf, threshold: 3,
 		policy: remotewrite.Policy{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
-		modes:  newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler)}
+		modes:  newModes(), m: newMetrics(reg), log: slog.New(slog.DiscardHandler), prog: &progress{}}
 	s.m.initEndpoint(s.name)
 	return &senderRig{s: s, buf: buf, fake: fake, reg: reg}
 }

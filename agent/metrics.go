@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -104,6 +105,8 @@ type bufferCollector struct {
 	mu    sync.Mutex // a reload adds and removes buffers
 	names []string
 	bufs  []*buffer.Buffer
+	progs []*progress // nil for the buffer-only mode's buffer
+	now   func() time.Time
 }
 
 var (
@@ -117,11 +120,23 @@ var (
 )
 
 // add is called before the collector is first gathered.
-func (c *bufferCollector) add(name string, b *buffer.Buffer) {
+func (c *bufferCollector) add(name string, b *buffer.Buffer, p *progress) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.names = append(c.names, name)
 	c.bufs = append(c.bufs, b)
+	c.progs = append(c.progs, p)
+}
+
+// progressOf is the delivery progress of the named endpoint; nil if it
+// has none.
+func (c *bufferCollector) progressOf(name string) *progress {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.names, name); i >= 0 {
+		return c.progs[i]
+	}
+	return nil
 }
 
 // remove stops reporting the named buffer (an endpoint removed by reload).
@@ -131,11 +146,12 @@ func (c *bufferCollector) remove(name string) {
 	if i := slices.Index(c.names, name); i >= 0 {
 		c.names = slices.Delete(c.names, i, i+1)
 		c.bufs = slices.Delete(c.bufs, i, i+1)
+		c.progs = slices.Delete(c.progs, i, i+1)
 	}
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc} {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc, lagDesc, drainDesc} {
 		ch <- d
 	}
 }
@@ -152,6 +168,18 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
 		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
+		if p := c.progs[i]; p != nil {
+			now := time.Now()
+			if c.now != nil {
+				now = c.now()
+			}
+			if lag, ok := p.lag(now); ok {
+				ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, lag, n)
+			}
+			if d, ok := p.drainEstimate(st.Store.Samples, now); ok {
+				ch <- prometheus.MustNewConstMetric(drainDesc, prometheus.GaugeValue, d, n)
+			}
+		}
 	}
 }
 

@@ -37,8 +37,9 @@ type sender struct {
 	buf        *buffer.Buffer
 	encs       [2]remotewrite.Encoder // the current request's and the next one's
 	policy     remotewrite.Policy
-	threshold  int     // degraded.failure_threshold
-	replayRate float64 // replay.max_samples_per_second; 0: no limit
+	threshold  int       // degraded.failure_threshold
+	replayRate float64   // replay.max_samples_per_second; 0: no limit
+	prog       *progress // what the receiver has taken; nil in tests that do not look
 	modes      *modes
 	m          *metrics
 	log        *slog.Logger
@@ -222,6 +223,9 @@ func (s *sender) handle(ev event, err error) effect {
 		s.log.Info("endpoint answers again: replaying the backlog oldest-first", "backlog_samples", s.buf.Stats().Store.Samples)
 	}
 	if fx&replayDone != 0 {
+		if s.prog != nil {
+			s.prog.replayEnded()
+		}
 		s.log.Info("backlog replayed; back to normal")
 		if err := s.buf.Compact(); err != nil {
 			s.log.Warn("compacting the drained buffer file failed", "err", err)
@@ -283,6 +287,9 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 		return
 	}
 	t.taken += n
+	if s.prog != nil {
+		s.prog.taken(part, t.l.FromStore, time.Now())
+	}
 	if t.l.FromStore {
 		s.m.replaySamples.WithLabelValues(s.name).Add(float64(n))
 		s.handle(evSentStored, nil)
