@@ -284,6 +284,7 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 		policy:     remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
 		threshold:  cfg.Degraded.FailureThreshold,
 		replayRate: cfg.Replay.MaxSamplesPerSecond,
+		probeEvery: max(0, time.Duration(cfg.Degraded.ProbeInterval)),
 		prog:       a.m.buffers.progressOf(name),
 		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
 	}

@@ -34,6 +34,9 @@ const (
 	DefaultMaxConcurrentScrapes = 64
 	// DefaultFailureThreshold consecutive failures open the breaker.
 	DefaultFailureThreshold = 3
+	// DefaultProbeInterval: a down receiver's return is noticed within
+	// about 2 s, at about 30 small requests a minute while it is away.
+	DefaultProbeInterval = model.Duration(2 * time.Second)
 	// degradedFactor × scrape_interval is the default degraded interval.
 	degradedFactor = 4
 	// scrapeTimeoutShare of the interval is the default scrape timeout:
@@ -98,6 +101,13 @@ type DegradedConfig struct {
 	// Metrics, if set, keeps only the families whose name matches
 	// (anchored regex) while degraded. redwire's own metrics are kept.
 	Metrics *relabel.Regexp `yaml:"metrics,omitempty"`
+	// ProbeInterval is how often, while the endpoint is down and its
+	// batch waits out a backoff, an empty write request asks whether the
+	// receiver is back (jittered; at most one in flight). An answer cuts
+	// the backoff short, so a return is noticed within about this long
+	// rather than max_backoff. 0: the default; max_backoff or more: no
+	// probes.
+	ProbeInterval model.Duration `yaml:"probe_interval,omitempty"`
 }
 
 // ReplayConfig shapes the drain of a backlog.
@@ -254,6 +264,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Degraded.Interval == 0 {
 		c.Degraded.Interval = g.ScrapeInterval * degradedFactor
+	}
+	if c.Degraded.ProbeInterval == 0 {
+		c.Degraded.ProbeInterval = DefaultProbeInterval
 	}
 	if c.Web.ListenAddress == "" {
 		c.Web.ListenAddress = DefaultListenAddress

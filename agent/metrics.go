@@ -26,6 +26,7 @@ type metrics struct {
 	rwSamples           *prometheus.CounterVec // endpoint, result
 	rwRequests          *prometheus.CounterVec // endpoint, result
 	rwRetries           *prometheus.CounterVec // endpoint
+	rwProbes            *prometheus.CounterVec // endpoint, result
 	rwDuration          *prometheus.HistogramVec
 	lastSendSuccess     *prometheus.GaugeVec   // endpoint
 	replaySamples       *prometheus.CounterVec // endpoint
@@ -59,6 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRequests:          counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRetries:           counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
+		rwProbes:            counter("redwire_remote_write_probes_total", "Empty write requests asking a down endpoint whether it is back, by result (success, or the failure class).", "endpoint", "result"),
 		rwDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "redwire_remote_write_request_duration_seconds",
 			Help:    "Duration of remote-write requests, whatever their result.",
@@ -77,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Timestamp of the last successful configuration reload (or of the start)."}),
 	}
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
-		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwDuration,
+		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
 		m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m

@@ -37,9 +37,10 @@ type sender struct {
 	buf        *buffer.Buffer
 	encs       [2]remotewrite.Encoder // the current request's and the next one's
 	policy     remotewrite.Policy
-	threshold  int       // degraded.failure_threshold
-	replayRate float64   // replay.max_samples_per_second; 0: no limit
-	prog       *progress // what the receiver has taken; nil in tests that do not look
+	threshold  int           // degraded.failure_threshold
+	replayRate float64       // replay.max_samples_per_second; 0: no limit
+	probeEvery time.Duration // degraded.probe_interval; 0: no probes
+	prog       *progress     // what the receiver has taken; nil in tests that do not look
 	modes      *modes
 	m          *metrics
 	log        *slog.Logger
@@ -295,6 +296,43 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 		s.handle(evSentStored, nil)
 	} else {
 		s.handle(evSent, nil)
+	}
+}
+
+// Wait waits out the policy's wait before the next try. While the
+// endpoint is down, it asks every probeEvery (jittered) with an empty
+// request whether the receiver is back, and ends the wait at the first
+// one answered 2xx: a return is noticed in about probeEvery, not after a
+// backoff grown to max_backoff. It never probes a receiver that asked for
+// a pause (429, Retry-After), nor one that refuses our credentials (a
+// probe cannot mend them), and never has more than one request out.
+func (t *leaseTry) Wait(ctx context.Context, d time.Duration, err error) bool {
+	s := t.s
+	var re *remotewrite.Error
+	asked := remotewrite.ClassOf(err) == remotewrite.RateLimited || (errors.As(err, &re) && re.RetryAfter > 0)
+	if s.probeEvery <= 0 || s.state.mode != modeDegraded || s.state.paused || asked || d <= s.probeEvery {
+		return pause.For(ctx, d)
+	}
+	end := time.Now().Add(d)
+	for {
+		if !pause.For(ctx, min(remotewrite.Jitter(s.probeEvery), time.Until(end))) {
+			return false
+		}
+		if !time.Now().Before(end) {
+			return true
+		}
+		err := s.client.Send(ctx, remotewrite.ProbeBody)
+		result := "success"
+		if err != nil {
+			result = remotewrite.ClassOf(err).String()
+		}
+		s.m.rwProbes.WithLabelValues(s.name, result).Inc()
+		switch {
+		case err == nil:
+			return true
+		case ctx.Err() != nil:
+			return false
+		}
 	}
 }
 

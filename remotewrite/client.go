@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/common/config"
 )
 
@@ -119,6 +120,11 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 	}
 	return e
 }
+
+// ProbeBody is an empty write request: a receiver that answers it 2xx
+// is up and taking requests, whatever it thinks of a batch. A sender
+// probes a down receiver with it instead of resending a large batch.
+var ProbeBody = snappy.Encode(nil, nil)
 
 // Class says what to do with a batch a receiver did not accept.
 type Class int

@@ -58,6 +58,13 @@ type Handler interface {
 	Failed(err error, wait time.Duration) bool
 }
 
+// Waiter is a Handler that waits between tries itself: it may end the
+// wait early, as the agent does when a probe finds a down receiver back.
+// It must honour a Retry-After in err. Wait reports false if ctx ended.
+type Waiter interface {
+	Wait(ctx context.Context, d time.Duration, err error) bool
+}
+
 // Deliver sends b until the receiver has answered for all of it. body is
 // b's encoding by enc if it was prepared ahead, nil otherwise. It returns
 // nil once every sample was answered for (h.Answered says how), ctx's
@@ -88,7 +95,11 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 		if !h.Failed(err, wait) {
 			return err
 		}
-		if !pause.For(ctx, wait) {
+		waitFor := pause.For
+		if w, ok := h.(Waiter); ok {
+			waitFor = func(ctx context.Context, d time.Duration) bool { return w.Wait(ctx, d, err) }
+		}
+		if !waitFor(ctx, wait) {
 			return ctx.Err()
 		}
 	}
@@ -133,7 +144,7 @@ func (p Policy) wait(err error, bo backoff.BackOff) time.Duration {
 	if ClassOf(err) == Unauthorized {
 		// An expired token or a wrong URL needs an operator: probe at the
 		// slowest pace until one fixes it.
-		return jitter(p.MaxBackoff)
+		return Jitter(p.MaxBackoff)
 	}
 	var re *Error
 	if errors.As(err, &re) && re.RetryAfter > 0 {
@@ -142,8 +153,8 @@ func (p Policy) wait(err error, bo backoff.BackOff) time.Duration {
 	return bo.NextBackOff() // randomised ±50%: the jitter
 }
 
-// jitter spreads d over [d/2, d), so that many agents do not retry in
+// Jitter spreads d over [d/2, d), so that many agents do not retry in
 // step.
-func jitter(d time.Duration) time.Duration {
+func Jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }

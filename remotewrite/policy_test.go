@@ -242,3 +242,34 @@ func TestPolicyUsesTheBodyPreparedAhead(t *testing.T) {
 type senderFunc func(context.Context, []byte) error
 
 func (f senderFunc) Send(ctx context.Context, body []byte) error { return f(ctx, body) }
+
+// waitingRecorder is a Handler that waits between tries itself, and ends
+// each wait at once.
+type waitingRecorder struct {
+	recorder
+	waits []error
+}
+
+func (w *waitingRecorder) Wait(_ context.Context, _ time.Duration, err error) bool {
+	w.waits = append(w.waits, err)
+	return true
+}
+
+// TestPolicyLetsTheHandlerWait: a Handler that is a Waiter waits between
+// tries itself (the agent's probes end a long backoff early), and hears
+// why it waits.
+func TestPolicyLetsTheHandlerWait(t *testing.T) {
+	s := &fakeSender{answers: []error{status(503, Retry), status(0, Retry)}}
+	var w waitingRecorder
+	var enc Encoder
+	hour := Policy{MinBackoff: time.Hour, MaxBackoff: time.Hour}
+	if err := hour.Deliver(context.Background(), s, &enc, testBatch(2), nil, &w); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.waits) != 2 || ClassOf(w.waits[0]) != Retry {
+		t.Fatalf("Wait heard %v, want the two failures", w.waits)
+	}
+	if len(s.sent) != 3 {
+		t.Errorf("%d requests, want 3", len(s.sent))
+	}
+}

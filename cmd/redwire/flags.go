@@ -215,6 +215,8 @@ func addDegradedFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, n int) { c.Degraded.FailureThreshold = n })
 	o.duration(app.Flag("degraded.interval", "Scrape interval while an endpoint is down (default 4x scrape.interval)."),
 		func(c *agent.Config, d model.Duration) { c.Degraded.Interval = d })
+	o.duration(app.Flag("degraded.probe-interval", "While an endpoint is down, ask this often with an empty request whether it is back (default 2s; max_backoff or more: never)."),
+		func(c *agent.Config, d model.Duration) { c.Degraded.ProbeInterval = d })
 	var metricsSet bool
 	keep := app.Flag("degraded.metrics", "Regex of metric families kept while degraded (default: all).").
 		IsSetByUser(&metricsSet).String()
