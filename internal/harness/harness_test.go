@@ -60,14 +60,19 @@ func TestWaitFor(t *testing.T) {
 		t.Errorf("cond called %d times, want 3", calls)
 	}
 
-	start := time.Now()
+	// Giving up: it polls at most once a waitInterval (a ticker drops the
+	// ticks a slow machine misses, never adds any), so the calls bound it
+	// from above, whatever the speed; returning at all is the timeout.
+	const timeout = 3 * waitInterval
+	calls = 0
 	msg := fatalMessage(t, func(tb testing.TB) {
-		WaitFor(tb, 300*time.Millisecond, "the impossible", func() (bool, error) {
+		WaitFor(tb, timeout, "the impossible", func() (bool, error) {
+			calls++
 			return false, fmt.Errorf("still 2 series")
 		})
 	})
-	if elapsed := time.Since(start); elapsed > 2*time.Second {
-		t.Errorf("WaitFor with a 300ms timeout took %v", elapsed)
+	if most := int(timeout/waitInterval) + 1; calls < 1 || calls > most {
+		t.Errorf("cond called %d times in a %v WaitFor polling every %v, want 1 to %d", calls, timeout, waitInterval, most)
 	}
 	if !strings.Contains(msg, "the impossible") || !strings.Contains(msg, "still 2 series") {
 		t.Errorf("failure message %q does not name what was awaited and the last error", msg)

@@ -97,27 +97,25 @@ func TestProxyRetryAfterHeader(t *testing.T) {
 }
 
 // TestProxyDelayHonoursClientTimeout: a client that gives up ends the
-// delay at once, and the request is not forwarded.
+// delay at once, and the request is not forwarded. The delay is far
+// longer than the wait for the request to be recorded, so its being
+// recorded at all shows the client's leaving ended it.
 func TestProxyDelayHonoursClientTimeout(t *testing.T) {
 	t.Parallel()
 	up, forwarded := upstream(t)
 	p := StartProxy(t, up.URL)
-	p.Delay(time.Minute)
+	p.Delay(time.Hour)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/api/v1/write?x=1", strings.NewReader(""))
-	start := time.Now()
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 		t.Fatalf("delayed request answered %d", resp.StatusCode)
 	}
-	WaitFor(t, 5*time.Second, "the abandoned request to be recorded", func() (bool, error) {
+	WaitFor(t, time.Minute, "the abandoned request to be recorded", func() (bool, error) {
 		return len(p.Requests()) == 1, nil
 	})
-	if elapsed := time.Since(start); elapsed > 5*time.Second {
-		t.Errorf("abandoned request took %v to end", elapsed)
-	}
 	r := p.Requests()[0]
 	if r.Forwarded || r.Status != 0 || !errors.Is(r.Err, context.Canceled) {
 		t.Errorf("abandoned request recorded as forwarded %v status %d error %v", r.Forwarded, r.Status, r.Err)

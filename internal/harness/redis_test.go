@@ -176,18 +176,19 @@ func TestRedisStartAfterShutdown(t *testing.T) {
 }
 
 // TestRedisStartFailureShowsOutput: a server that cannot start fails the
-// test at once (not after the deadline) with its own explanation.
+// test at once (not after the deadline) with its own explanation. "At
+// once" is read from the cause, not a clock: the start ended because the
+// process exited, not because the deadline came ("not ready after").
 func TestRedisStartFailureShowsOutput(t *testing.T) {
 	t.Parallel()
-	start := time.Now()
 	msg := fatalMessage(t, func(tb testing.TB) { StartRedis(tb, WithArgs("--no-such-directive", "1")) })
-	if elapsed := time.Since(start); elapsed > 10*time.Second {
-		t.Errorf("failing start took %v", elapsed)
-	}
 	for _, want := range []string{"did not become ready", "exited before becoming ready", "no-such-directive"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("failure message does not contain %q:\n%s", want, msg)
 		}
+	}
+	if strings.Contains(msg, "not ready after") {
+		t.Errorf("the start waited for its deadline:\n%s", msg)
 	}
 }
 
