@@ -360,3 +360,62 @@ func (j *journal) close() error {
 	}
 	return err
 }
+
+// The Buffer's side of the journal.
+
+func (b *Buffer) openJournal() {
+	j, held, err := openJournal(journalPath(b.opts.JournalDir, StoreFile{Path: b.store.path}))
+	if err != nil {
+		b.journalErr = err
+		return
+	}
+	b.journal, b.recovered = j, len(held)
+	for len(held) > 0 {
+		n := min(len(held), max(b.opts.MaxBatch, 1))
+		if _, err := b.store.Append(sample.Batch{Samples: held[:n]}); err != nil {
+			// The disk cannot take them now: memory keeps them, and the
+			// journal keeps them as memory's.
+			b.mem.push(held)
+			j.rewrite(held)
+			return
+		}
+		held = held[n:]
+	}
+	j.reset()
+}
+
+// Journal reports the crash journal: how many samples it gave back at
+// New (taken by a process that stopped before sending them), and why
+// there is none or why it stopped (nil while it works or if none was
+// asked for).
+func (b *Buffer) Journal() (recovered int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.journal != nil && b.journal.err != nil {
+		return b.recovered, fmt.Errorf("crash journal %s: %w", b.journal.path, b.journal.err)
+	}
+	return b.recovered, b.journalErr
+}
+
+// journaled reports whether memory's samples are safe in a working
+// journal; mu must be held.
+func (b *Buffer) journaled() bool { return b.journal != nil && b.journal.err == nil }
+
+// held returns what memory holds, oldest first: the batch in flight, then
+// the queue; mu must be held.
+func (b *Buffer) held() []sample.Sample {
+	var s []sample.Sample
+	if b.inflight != nil {
+		s = append(s, b.inflight.Batch.Samples...)
+	}
+	return append(s, b.mem.peek(b.mem.len())...)
+}
+
+// journalFront records that the oldest n samples of memory left it; mu
+// must be held.
+func (b *Buffer) journalFront(n int) {
+	if b.journal != nil {
+		b.journal.front(n)
+		b.journal.compact(b.held)
+	}
+}
