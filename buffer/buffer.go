@@ -56,6 +56,9 @@ type Buffer struct {
 	closed   bool
 	wake     chan struct{} // closed and replaced whenever state changes
 
+	// entries recycles the buffers of journal entries made by Append.
+	entries sync.Pool
+
 	// leasedDrops are drops of records a lease still holds (settle).
 	leasedDrops []leasedDrop
 
@@ -83,6 +86,7 @@ type Lease struct {
 // everything stored.
 func New(store *Store, opts Options) *Buffer {
 	b := &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
+	b.entries.New = func() any { return new([]byte) }
 	if opts.JournalDir != "" && !opts.Always {
 		b.openJournal()
 	}
@@ -94,6 +98,15 @@ func New(store *Store, opts Options) *Buffer {
 // returned after the batch has been kept in memory, so nothing is lost
 // silently.
 func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
+	// The journal entry is made before the lock: every scrape loop
+	// appends to this buffer, and would otherwise queue behind the
+	// others' encoding. b.journal is set once, by New.
+	var entry *[]byte
+	if b.journal != nil && len(batch.Samples) > 0 {
+		entry = b.entries.Get().(*[]byte)
+		*entry = pushEntry((*entry)[:0], batch.Samples)
+		defer b.entries.Put(entry)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	defer b.signal()
@@ -104,8 +117,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
-		if b.journal != nil {
-			b.journal.push(batch.Samples)
+		if entry != nil {
+			b.journal.pushed(*entry, batch.Len())
 		}
 		return nil, nil
 	}
@@ -121,8 +134,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	// The store cannot take it (disk full, I/O error): keep the newest
 	// samples in memory, up to capacity, and count what falls out.
 	b.mem.push(batch.Samples)
-	if b.journal != nil {
-		b.journal.push(batch.Samples)
+	if entry != nil {
+		b.journal.pushed(*entry, batch.Len())
 	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		b.mem.dropOldest(over)

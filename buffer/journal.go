@@ -51,7 +51,10 @@ type journal struct {
 	buf  []byte
 	size int64 // bytes written to f
 	live int   // samples the memory tier holds, as the journal knows it
-	err  error // the first write error; the journal is off from then on
+	// inFile counts the samples the file's entries push: live of them
+	// are still held, the rest is dead weight a rewrite drops.
+	inFile int
+	err    error // the first write error; the journal is off from then on
 }
 
 const (
@@ -98,7 +101,7 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
 	}
-	j := &journal{path: path, f: f, live: len(held)}
+	j := &journal{path: path, f: f, live: len(held), inFile: len(held)}
 	if j.size, err = f.Seek(0, io.SeekEnd); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
@@ -251,12 +254,26 @@ func (r *journalReader) uint64() uint64 {
 
 // push records samples pushed at the end of the memory tier.
 func (j *journal) push(s []sample.Sample) {
-	if j.err != nil || len(s) == 0 {
+	if len(s) == 0 {
 		return
 	}
-	j.buf = appendJournalSamples(append(j.buf[:0], journalPush, 0, 0, 0, 0), s)
-	j.seal()
-	j.live += len(s)
+	j.buf = pushEntry(j.buf[:0], s)
+	j.pushed(j.buf, len(s))
+}
+
+// pushEntry appends the sealed 'P' entry of s to dst. It needs no lock:
+// Append encodes before it takes the buffer's, so that scrapes appending
+// at once do not queue behind each other's encoding.
+func pushEntry(dst []byte, s []sample.Sample) []byte {
+	return sealEntry(appendJournalSamples(append(dst, journalPush, 0, 0, 0, 0), s))
+}
+
+// pushed writes entry, made by pushEntry for n samples pushed at the end
+// of the memory tier.
+func (j *journal) pushed(entry []byte, n int) {
+	j.write(entry)
+	j.live += n
+	j.inFile += n
 }
 
 // front records that the oldest n samples left the memory tier: taken by
@@ -284,18 +301,27 @@ func (j *journal) numbers(kind byte, vals ...uint64) {
 	for _, v := range vals {
 		j.buf = binary.LittleEndian.AppendUint64(j.buf, v)
 	}
-	j.seal()
+	j.buf = sealEntry(j.buf)
+	j.write(j.buf)
 }
 
-// seal adds the length and checksum to the entry in buf and writes it.
-func (j *journal) seal() {
-	j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[5:], castagnoli))
-	binary.LittleEndian.PutUint32(j.buf[1:], uint32(len(j.buf)-5))
-	if _, err := j.f.Write(j.buf); err != nil {
+// sealEntry adds its length and checksum to the entry e.
+func sealEntry(e []byte) []byte {
+	e = binary.LittleEndian.AppendUint32(e, crc32.Checksum(e[5:], castagnoli))
+	binary.LittleEndian.PutUint32(e[1:], uint32(len(e)-5))
+	return e
+}
+
+// write appends a sealed entry to the file.
+func (j *journal) write(e []byte) {
+	if j.err != nil {
+		return
+	}
+	if _, err := j.f.Write(e); err != nil {
 		j.err = err
 		return
 	}
-	j.size += int64(len(j.buf))
+	j.size += int64(len(e))
 }
 
 // compact keeps the journal small: empty once memory is, and rewritten
@@ -306,7 +332,10 @@ func (j *journal) compact(held func() []sample.Sample) {
 	case j.err != nil:
 	case j.live == 0 && j.size > 0:
 		j.reset()
-	case j.size > journalRewrite:
+	case j.size > journalRewrite && 2*j.live < j.inFile:
+		// At least half of what the file pushes is gone: a rewrite costs
+		// at most what was appended since the last one, however much
+		// memory holds (many targets, a receiver that keeps up slowly).
 		j.rewrite(held())
 	}
 }
@@ -324,7 +353,7 @@ func (j *journal) reset() {
 		j.err = err
 		return
 	}
-	j.size, j.live = 0, 0
+	j.size, j.live, j.inFile = 0, 0, 0
 }
 
 // rewrite replaces the journal with one push of held. A crash part way
@@ -338,7 +367,7 @@ func (j *journal) rewrite(held []sample.Sample) {
 		return
 	}
 	old := *j
-	j.f, j.size, j.live = f, 0, 0
+	j.f, j.size, j.live, j.inFile = f, 0, 0, 0
 	j.push(held)
 	if j.err == nil {
 		j.err = os.Rename(tmp, j.path)
