@@ -1,15 +1,14 @@
 package buffer
 
 import (
-	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/sample"
 )
 
@@ -118,25 +117,6 @@ func TestStoreMinFreeBytes(t *testing.T) {
 	checkInvariants(t, s)
 }
 
-// mountTmpfs mounts a tmpfs of the given size (e.g. "2m") on a fresh
-// directory, or fails the test if it may not: a full disk is a promise
-// only a real full filesystem verifies, so the test never skips (make
-// test runs as root, as CI does; make deps installs mount).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cannot mount a %s tmpfs to fill up (needs root or CAP_SYS_ADMIN on Linux, and mount): %v: %s", size, err, bytes.TrimSpace(out))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // fill writes a file of n bytes.
 func fill(t *testing.T, path string, n int) {
 	t.Helper()
@@ -150,7 +130,7 @@ func fill(t *testing.T, path string, n int) {
 // after a reopen on the full disk), and appends work again once space is
 // freed.
 func TestStoreENOSPC(t *testing.T) {
-	dir := mountTmpfs(t, "2m")
+	dir := harness.MountTmpfs(t, "2m")
 	path := filepath.Join(dir, "ep.bbolt")
 	fill(t, filepath.Join(dir, "filler"), 1<<20)
 	opts := testOptions()
@@ -230,7 +210,7 @@ func TestStoreENOSPC(t *testing.T) {
 // TestStoreMinFreeBytesStatfs checks the guard against a real filesystem's
 // statfs: it refuses before the disk is full and writes nothing.
 func TestStoreMinFreeBytesStatfs(t *testing.T) {
-	dir := mountTmpfs(t, "4m")
+	dir := harness.MountTmpfs(t, "4m")
 	opts := testOptions()
 	opts.MinFreeBytes = 1 << 20
 	s := openT(t, filepath.Join(dir, "ep.bbolt"), opts)
