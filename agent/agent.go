@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +111,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	rl := &reloader{a: a, reg: opts.Registry, reloads: reloads, self: selfLoops, load: opts.Reload, log: log, ctx: ctx}
 	web.setReload(rl.reload)
 	started := time.Now().UTC()
-	web.setAPI(func() any { return tm.view.targets() }, func() any { return a.status(&tm.view, started) })
+	web.setAPI(func() any { return tm.view.targets() }, func() any { return a.status(&tm.view, started) },
+		func() any { return a.gaps() })
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
 	if cfg.Registration.Enabled() {
@@ -191,6 +194,9 @@ type agentRun struct {
 	now     func() time.Time // stamps scraped samples; nil: time.Now
 	// journalDir holds the buffers' crash journals; "" for none.
 	journalDir string
+	// last says when each target was last scraped, this run and the
+	// previous one: agent_down ranges.
+	last *lastScrapes
 
 	// mu guards the outputs below: scrapes deliver to them while a
 	// reload may add, replace or remove endpoints.
@@ -233,6 +239,9 @@ func (a *agentRun) open(version string) error {
 	}
 	if a.journalDir, err = a.cfg.Buffer.CrashJournalDir(); err != nil {
 		a.log.Warn("no crash journal: a crash of the process loses the samples waiting in memory", "err", err)
+	}
+	if a.last, err = openLastScrapes(a.lastScrapesPaths()); err != nil {
+		a.log.Warn("when targets were last scraped is not known: a gap before this start is not reported as agent_down", "err", err)
 	}
 	for _, field := range a.cfg.insecureTLS() {
 		a.log.Warn("TLS certificate verification is off (insecure_skip_verify): anyone on the path can read and change the traffic", "field", field)
@@ -298,7 +307,12 @@ func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
 	if name != localBuffer {
 		prog = &progress{}
 	}
-	a.m.buffers.add(name, buf, prog)
+	saved, err := buf.Gaps()
+	if err != nil {
+		a.log.Warn("the lost ranges saved in the buffer file do not read: starting a new list", "endpoint", name, "err", err)
+	}
+	g := a.cfg.Global
+	a.m.buffers.add(name, buf, prog, newGapLog(time.Duration(g.ScrapeInterval), time.Duration(a.cfg.Degraded.Interval), saved))
 	a.m.initEndpoint(name)
 }
 
@@ -352,7 +366,7 @@ func (a *agentRun) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSet
 			degradedInterval: time.Duration(cfg.Degraded.Interval),
 			timeout:          time.Duration(g.ScrapeTimeout),
 			modes:            a.modes, sink: a.enqueue, slots: slots, m: a.m,
-			log: a.log.With("target", s.Name()), now: a.now, discard: a.discard,
+			log: a.log.With("target", s.Name()), now: a.now, discard: a.discard, taken: a.scrapedAt,
 		}
 		if keep {
 			l.keep = cfg.Degraded.Metrics
@@ -433,6 +447,9 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 			// anyone: let the registrar compare its value once per interval.
 			r.Changed()
 		}
+		if err := a.last.save(false); err != nil {
+			a.log.Debug("saving when targets were last scraped failed", "err", err)
+		}
 		a.mu.RLock()
 		for _, o := range a.outputs {
 			d, err := o.buf.Expire()
@@ -440,8 +457,58 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 				a.log.Warn("expiring old buffered data failed", "endpoint", o.name, "err", err)
 			}
 			a.m.countDropped(o.name, []buffer.Dropped{d})
+			a.saveGaps(o.name, o.buf)
 		}
 		a.mu.RUnlock()
+	}
+}
+
+// lastScrapesPaths are where lastScrapes keeps its file: in the crash
+// journal's directory under a name that carries a hash of buffer.path (as
+// the journals do, so that agents sharing the tmpfs never share it), and
+// in buffer.path.
+func (a *agentRun) lastScrapesPaths() (tmp, disk string) {
+	if a.journalDir != "" {
+		abs, err := filepath.Abs(a.cfg.Buffer.Path)
+		if err != nil {
+			abs = a.cfg.Buffer.Path
+		}
+		tmp = filepath.Join(a.journalDir, fmt.Sprintf("last-scrapes-%08x.json", crc32.ChecksumIEEE([]byte(abs))))
+	}
+	return tmp, filepath.Join(a.cfg.Buffer.Path, lastScrapesFile)
+}
+
+// scrapedAt notes that target was scraped at t (ms). A target's first
+// scrape of this run that comes more than an interval and a half after
+// its last of the previous run ends an agent_down range.
+func (a *agentRun) scrapedAt(target string, t int64, interval time.Duration) {
+	prev, ok := a.last.scraped(target, t)
+	if !ok || time.Duration(t-prev)*time.Millisecond <= interval*3/2 {
+		return
+	}
+	from, to := time.UnixMilli(prev), time.UnixMilli(t)
+	a.log.Info("target was not scraped while the agent was down: recorded as a lost range", "target", target,
+		"from", from.UTC(), "to", to.UTC(), "down", to.Sub(from).Round(time.Millisecond))
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, o := range a.outputs {
+		if secs := a.m.buffers.gapsOf(o.name).down(target, from, to); secs > 0 {
+			a.m.lostSeconds.WithLabelValues(o.name, target, buffer.GapAgentDown).Add(secs)
+		}
+	}
+}
+
+// saveGaps writes an endpoint's lost ranges to its buffer file if they
+// changed.
+func (a *agentRun) saveGaps(name string, buf *buffer.Buffer) {
+	g := a.m.buffers.gapsOf(name)
+	gs, changed := g.changed()
+	if !changed {
+		return
+	}
+	err := buf.SaveGaps(gs)
+	if g.saved(err) {
+		a.log.Warn("saving the lost ranges to the buffer file failed; kept in memory, saved again later", "endpoint", name, "err", err)
 	}
 }
 
@@ -450,7 +517,13 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 func (a *agentRun) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.last != nil {
+		if err := a.last.save(true); err != nil {
+			a.log.Warn("saving when targets were last scraped failed: the next start may overstate the time the agent was down", "err", err)
+		}
+	}
 	for _, o := range a.outputs {
+		a.saveGaps(o.name, o.buf)
 		dropped, err := o.buf.Close()
 		a.m.countDropped(o.name, dropped)
 		if err != nil {

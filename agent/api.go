@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/sources/redis"
 )
 
@@ -111,8 +112,29 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 	return st
 }
 
+// gap is one lost range in GET /api/v1/gaps.
+type gap struct {
+	Endpoint string `json:"endpoint"`
+	buffer.Gap
+}
+
+// gaps is GET /api/v1/gaps: the lost ranges of every endpoint, newest
+// first.
+func (a *agentRun) gaps() []gap {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := []gap{}
+	for _, o := range a.outputs {
+		for _, g := range a.m.buffers.gapsOf(o.name).list() {
+			out = append(out, gap{Endpoint: o.name, Gap: g})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b gap) int { return b.To.Compare(a.To) })
+	return out
+}
+
 // apiHandlers serve the agent's state as JSON for tooling.
-func apiHandlers(mux *http.ServeMux, targets func() any, status func() any) {
+func apiHandlers(mux *http.ServeMux, targets, status, gaps func() any) {
 	serve := func(get func() any) http.HandlerFunc {
 		return func(rw http.ResponseWriter, _ *http.Request) {
 			rw.Header().Set("Content-Type", "application/json")
@@ -123,4 +145,5 @@ func apiHandlers(mux *http.ServeMux, targets func() any, status func() any) {
 	}
 	mux.Handle("GET /api/v1/targets", serve(targets))
 	mux.Handle("GET /api/v1/status", serve(status))
+	mux.Handle("GET /api/v1/gaps", serve(gaps))
 }

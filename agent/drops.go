@@ -8,11 +8,16 @@ import "github.com/redwire/redwire/buffer"
 // only when it happens.
 var dropReasons = []string{buffer.DropRejected, buffer.DropBufferFull, buffer.DropTooOld, buffer.DropDiskFull, buffer.DropOutOfOrder}
 
-// countDropped is the one place drops are counted.
+// countDropped is the one place drops are counted: as samples, and as
+// lost ranges with the seconds they lost.
 func (m *metrics) countDropped(endpoint string, ds []buffer.Dropped) {
+	gaps := m.buffers.gapsOf(endpoint)
 	for _, d := range ds {
 		if d.Samples > 0 {
 			m.samplesDropped.WithLabelValues(endpoint, d.Reason).Add(float64(d.Samples))
+		}
+		for target, secs := range gaps.lost(d.Reason, d.Spans) {
+			m.lostSeconds.WithLabelValues(endpoint, target, d.Reason).Add(secs)
 		}
 	}
 }

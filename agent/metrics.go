@@ -23,6 +23,7 @@ type metrics struct {
 	scrapesSkipped      *prometheus.CounterVec // target
 	samplesQueued       *prometheus.CounterVec // endpoint
 	samplesDropped      *prometheus.CounterVec // endpoint, reason
+	lostSeconds         *prometheus.CounterVec // endpoint, target, reason
 	rwSamples           *prometheus.CounterVec // endpoint, result
 	rwRequests          *prometheus.CounterVec // endpoint, result
 	rwRetries           *prometheus.CounterVec // endpoint
@@ -57,6 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		scrapesSkipped:      counter("redwire_target_scrapes_skipped_total", "Scrapes of the target skipped because no slot of global.max_concurrent_scrapes was free before the next one was due.", "target"),
 		samplesQueued:       counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
 		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown), out_of_order (scraped while the wall clock was behind the last sent scrape of the target, never sent).", "endpoint", "reason"),
+		lostSeconds:         counter("redwire_lost_seconds_total", "Seconds of a target's data lost, by reason: the reasons of redwire_samples_dropped_total, and agent_down (the agent was not running; the scrapes due meanwhile). Each lost range counts its length plus one scrape interval; GET /api/v1/gaps lists the ranges.", "endpoint", "target", "reason"),
 		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRequests:          counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRetries:           counter("redwire_remote_write_retries_total", "Remote-write requests that resent a batch already tried.", "endpoint"),
@@ -79,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Timestamp of the last successful configuration reload (or of the start)."}),
 	}
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
-		m.samplesDropped, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
+		m.samplesDropped, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
 		m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
@@ -108,6 +110,7 @@ type bufferCollector struct {
 	names []string
 	bufs  []*buffer.Buffer
 	progs []*progress // nil for the buffer-only mode's buffer
+	gaps  []*gapLog
 	now   func() time.Time
 }
 
@@ -122,12 +125,23 @@ var (
 )
 
 // add is called before the collector is first gathered.
-func (c *bufferCollector) add(name string, b *buffer.Buffer, p *progress) {
+func (c *bufferCollector) add(name string, b *buffer.Buffer, p *progress, g *gapLog) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.names = append(c.names, name)
 	c.bufs = append(c.bufs, b)
 	c.progs = append(c.progs, p)
+	c.gaps = append(c.gaps, g)
+}
+
+// gapsOf is the lost ranges of the named endpoint; nil if it is gone.
+func (c *bufferCollector) gapsOf(name string) *gapLog {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.names, name); i >= 0 {
+		return c.gaps[i]
+	}
+	return nil
 }
 
 // progressOf is the delivery progress of the named endpoint; nil if it
@@ -149,6 +163,7 @@ func (c *bufferCollector) remove(name string) {
 		c.names = slices.Delete(c.names, i, i+1)
 		c.bufs = slices.Delete(c.bufs, i, i+1)
 		c.progs = slices.Delete(c.progs, i, i+1)
+		c.gaps = slices.Delete(c.gaps, i, i+1)
 	}
 }
 

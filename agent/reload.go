@@ -306,6 +306,7 @@ func (p *endpointPlan) commit() {
 			a.removeOutput(e.name)
 			a.modes.set(e.name, false)
 			st := e.buf.Stats()
+			a.saveGaps(e.name, e.buf)
 			dropped, err := e.buf.Close()
 			a.m.countDropped(e.name, dropped)
 			path := buffer.EndpointFile(a.cfg.Buffer.Path, e.name).Path

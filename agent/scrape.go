@@ -54,7 +54,10 @@ type scrapeLoop struct {
 	// discard counts samples given up on before any buffer saw them
 	// against every endpoint, so taken = sent + dropped + pending holds
 	// for each; nil counts them nowhere (loops built by hand in tests).
-	discard func(samples int, reason string)
+	discard func(samples []sample.Sample, reason string)
+	// taken, if set, hears of every scrape handed to the sink: its
+	// target (the instance label) and time, for agent_down ranges.
+	taken func(target string, t int64, interval time.Duration)
 	// sentT is the timestamp (ms) of the last scrape handed to the sink;
 	// 0 before the first. Invariant: every scrape handed on is stamped
 	// strictly after it. A wall clock stepped back (NTP, VM restore) would
@@ -177,7 +180,7 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 	// health, soft-failure window and logs carry on as usual.
 	if !l.admit(sc.T, len(sc.Samples)) {
 		if l.discard != nil {
-			l.discard(len(sc.Samples), buffer.DropOutOfOrder)
+			l.discard(sc.Samples, buffer.DropOutOfOrder)
 		}
 		// Taken and dropped at once: counted after the drop, as a
 		// buffered scrape is counted after its buffers took it.
@@ -190,6 +193,9 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 		l.last = append(l.last, s.Labels)
 	}
 	l.sink(batch)
+	if l.taken != nil && len(batch.Samples) > 0 {
+		l.taken(batch.Samples[0].Labels.Get(sample.TargetLabel), sc.T, l.interval)
+	}
 	// Counted once buffered: in degraded mode that means committed to
 	// disk, so a scrape counted here survives a kill -9.
 	l.m.samplesScraped.WithLabelValues(name).Add(float64(len(sc.Samples)))
@@ -224,14 +230,15 @@ func (l *scrapeLoop) admit(t int64, samples int) bool {
 // discard counts samples of a scrape that no buffer took as dropped for
 // reason on every endpoint: the counterpart of deliver for a scrape given
 // up on before it.
-func (a *agentRun) discard(samples int, reason string) {
-	if samples == 0 {
+func (a *agentRun) discard(samples []sample.Sample, reason string) {
+	if len(samples) == 0 {
 		return
 	}
+	d := buffer.Dropped{Reason: reason, Samples: len(samples), Spans: sample.AddSpans(nil, samples)}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	for _, o := range a.outputs {
-		a.m.countDropped(o.name, []buffer.Dropped{{Reason: reason, Samples: samples}})
+		a.m.countDropped(o.name, []buffer.Dropped{d})
 	}
 }
 

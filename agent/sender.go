@@ -284,7 +284,7 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 		if s.handle(evRefused, err)&warnRefused != 0 {
 			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", n)...)
 		}
-		s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: n}})
+		s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: n, Spans: sample.AddSpans(nil, part.Samples)}})
 		return
 	}
 	t.taken += n

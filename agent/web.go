@@ -57,7 +57,8 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 		}
 	}
 	apiHandlers(mux, get(func(s *apiSource) func() any { return s.targets }),
-		get(func(s *apiSource) func() any { return s.status }))
+		get(func(s *apiSource) func() any { return s.status }),
+		get(func(s *apiSource) func() any { return s.gaps }))
 	mux.HandleFunc("/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "redwire is healthy.")
 	})
@@ -106,10 +107,10 @@ func (w *webServer) setReady() { w.ready.Store(true) }
 func (w *webServer) setReload(f func() error) { w.reload.Store(&f) }
 
 // apiSource is what the JSON API reports, set once the agent runs.
-type apiSource struct{ targets, status func() any }
+type apiSource struct{ targets, status, gaps func() any }
 
-func (w *webServer) setAPI(targets, status func() any) {
-	w.api.Store(&apiSource{targets: targets, status: status})
+func (w *webServer) setAPI(targets, status, gaps func() any) {
+	w.api.Store(&apiSource{targets: targets, status: status, gaps: gaps})
 }
 
 func (w *webServer) stop(ctx context.Context) error {

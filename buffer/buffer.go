@@ -138,8 +138,9 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		b.journal.pushed(*entry, batch.Len())
 	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
+		spans := sample.AddSpans(nil, b.mem.peek(over))
 		b.mem.dropOldest(over)
-		dropped = append(dropped, Dropped{Reason: DropDiskFull, Samples: over})
+		dropped = append(dropped, Dropped{Reason: DropDiskFull, Samples: over, Spans: spans})
 		if b.journal != nil {
 			// mem's oldest stand behind the batch in flight.
 			inflight := 0
@@ -432,11 +433,13 @@ func (b *Buffer) Close() ([]Dropped, error) {
 	dropped, err := b.spillMemory()
 	dropped = append(dropped, b.givenUp()...)
 	if err != nil && !b.journaled() {
-		n := b.mem.len()
+		d := Dropped{Reason: DropShutdown, Samples: b.mem.len()}
 		if b.inflight != nil {
-			n += b.inflight.Batch.Len()
+			d.Samples += b.inflight.Batch.Len()
+			d.Spans = sample.AddSpans(d.Spans, b.inflight.Batch.Samples)
 		}
-		dropped = append(dropped, Dropped{Reason: DropShutdown, Samples: n})
+		d.Spans = sample.AddSpans(d.Spans, b.mem.peek(b.mem.len()))
+		dropped = append(dropped, d)
 	}
 	// With a working journal, what the store could not take stays in it
 	// for the next start.

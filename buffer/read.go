@@ -23,6 +23,9 @@ type ReadOptions struct {
 	// TempDir holds the snapshot copy while it is read; default
 	// os.TempDir(). It needs room for the whole buffer file.
 	TempDir string
+	// Gaps, if set, receives the lost ranges the agent saved in the file
+	// (see Gap), read in the same pass as the records.
+	Gaps *[]Gap
 }
 
 // FileRecord is one record of a buffer file as ReadStore finds it: a
@@ -60,6 +63,13 @@ type FileRecord struct {
 // file.
 func ReadStore(path string, opts ReadOptions, fn func(FileRecord) error) (snapshot bool, quarantined int64, err error) {
 	snapshot, err = viewStore(path, opts, func(tx *bolt.Tx) error {
+		if opts.Gaps != nil {
+			gs, err := gapsIn(tx)
+			if err != nil {
+				return err
+			}
+			*opts.Gaps = gs
+		}
 		if fn == nil {
 			return nil
 		}

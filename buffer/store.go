@@ -98,6 +98,10 @@ type Dropped struct {
 	Reason  string
 	Samples int
 	Batches int
+	// Spans say which targets' samples were lost, and from when to when:
+	// the agent reports them as lost ranges. A record whose body no
+	// longer decodes is counted without them.
+	Spans []sample.Span
 }
 
 // leasedDrop is the part of a drop that fell on the records of the lease

@@ -109,6 +109,9 @@ func (s *Store) rebuild(records bool) error {
 				if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(s.next)); err != nil {
 					return err
 				}
+				if err := copyGaps(old, tx); err != nil {
+					return err
+				}
 				if v := old.Bucket(bucketMeta).Get(keyConsumed); records && v != nil {
 					if err := tx.Bucket(bucketMeta).Put(keyConsumed, bytes.Clone(v)); err != nil {
 						return err

@@ -51,8 +51,10 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	switch {
 	case expiring && h.MaxT < cutoff:
 		write, tooOld.Samples, tooOld.Batches = false, int(h.Samples), 1
+		tooOld.Spans = sample.AddSpans(nil, b.Samples)
 	case s.opts.MaxBytes > 0 && int64(len(rec)) > s.opts.MaxBytes:
 		write, tooBig.Samples, tooBig.Batches = false, int(h.Samples), 1
+		tooBig.Spans = sample.AddSpans(nil, b.Samples)
 	}
 	if write && s.opts.MinFreeBytes > 0 {
 		// Checked before writing: bbolt may need several pages more than

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/redwire/redwire/internal/codec"
+	"github.com/redwire/redwire/sample"
 )
 
 // headTx removes records from the head of the FIFO within one write
@@ -25,6 +26,7 @@ type headTx struct {
 	smallBelow  int64    // a segment of fewer samples is small (see merge)
 	pins        []uint64 // the store's, when the transaction began
 	leased      []leasedDrop
+	dec         codec.BatchDecoder // reads dropped records for their spans
 }
 
 func (s *Store) headTx() *headTx {
@@ -64,9 +66,7 @@ func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h codec.Header) bool) e
 		if !drop(seq, h) {
 			break
 		}
-		if len(ht.pins) > 0 {
-			ht.leased = ht.leasedOf(ht.leased, d.Reason, seq, v, h)
-		}
+		ht.spansOf(d, seq, v, h)
 		if err := ht.deleteHead(cur, seq, h, int64(len(v)), batches, samples); err != nil {
 			return err
 		}
@@ -76,32 +76,63 @@ func (ht *headTx) drop(d *Dropped, drop func(seq uint64, h codec.Header) bool) e
 	return nil
 }
 
-// leasedOf adds to ds the samples of the record at key, dropped for
-// reason and not yet delivered, that a lease holds, by that lease.
-func (ht *headTx) leasedOf(ds []leasedDrop, reason string, key uint64, rec []byte, h codec.Header) []leasedDrop {
+// spansOf adds where the record at key lay in time, per target, to d,
+// or, for the batches a lease holds, to that lease's held-back drop
+// (see Buffer.settle): a lost range is reported once it is lost. A
+// record whose body does not decode is still counted, by its header,
+// but without spans.
+func (ht *headTx) spansOf(d *Dropped, key uint64, rec []byte, h codec.Header) {
+	recs, err := decodeRecords(&ht.dec, key, rec, ht.counts.consumed)
+	if err != nil {
+		if len(ht.pins) > 0 {
+			ht.leasedOf(d.Reason, key, rec, h)
+		}
+		return
+	}
+	for _, r := range recs {
+		held := ht.heldBy(r.Seq, d.Reason)
+		if held == nil {
+			d.Spans = sample.AddSpans(d.Spans, r.Batch.Samples)
+			continue
+		}
+		held.Samples += r.Batch.Len()
+		held.Spans = sample.AddSpans(held.Spans, r.Batch.Samples)
+	}
+}
+
+// heldBy is the held-back drop for reason of the lease that holds the
+// batch seq, nil if no lease holds it.
+func (ht *headTx) heldBy(seq uint64, reason string) *Dropped {
+	i, _ := slices.BinarySearch(ht.pins, seq)
+	if seq <= ht.counts.consumed || i == len(ht.pins) {
+		return nil
+	}
+	if n := len(ht.leased); n > 0 && ht.leased[n-1].upTo == ht.pins[i] && ht.leased[n-1].d.Reason == reason {
+		return &ht.leased[n-1].d
+	}
+	ht.leased = append(ht.leased, leasedDrop{upTo: ht.pins[i], d: Dropped{Reason: reason}})
+	return &ht.leased[len(ht.leased)-1].d
+}
+
+// leasedOf is spansOf for a record that does not decode: the samples of
+// the record at key that a lease holds, by that lease, from its index.
+func (ht *headTx) leasedOf(reason string, key uint64, rec []byte, h codec.Header) {
 	add := func(seq uint64, samples int64) {
-		i, _ := slices.BinarySearch(ht.pins, seq)
-		if seq <= ht.counts.consumed || i == len(ht.pins) {
-			return
+		if held := ht.heldBy(seq, reason); held != nil {
+			held.Samples += int(samples)
 		}
-		if n := len(ds); n > 0 && ds[n-1].upTo == ht.pins[i] && ds[n-1].d.Reason == reason {
-			ds[n-1].d.Samples += int(samples)
-			return
-		}
-		ds = append(ds, leasedDrop{upTo: ht.pins[i], d: Dropped{Reason: reason, Samples: int(samples)}})
 	}
 	if !h.Segment {
 		add(key, h.Samples)
-		return ds
+		return
 	}
 	entries, _, err := codec.SegmentIndex(key, rec, h)
 	if err != nil {
-		return ds // remaining, which parsed it just before, would have failed
+		return // remaining, which parsed it just before, would have failed
 	}
 	for _, e := range entries {
 		add(e.Seq, e.Samples)
 	}
-	return ds
 }
 
 // ack deletes the batches with seq <= upTo: whole records, and in a

@@ -49,12 +49,15 @@ type StoreInspection struct {
 	// Corrupt records are still in the FIFO but fail their checksum or do
 	// not decode; the agent quarantines them when it reaches them.
 	Corrupt int64 `json:"corrupt"`
+	// Gaps are the lost ranges the agent recorded, newest first.
+	Gaps []buffer.Gap `json:"gaps"`
 }
 
 // InspectStore reads the buffer file f without changing it, safely even
 // while an agent runs on it (then Mode is ReadSnapshot).
 func InspectStore(f buffer.StoreFile, opts buffer.ReadOptions) (StoreInspection, error) {
-	in := StoreInspection{Name: f.Name, Path: f.Path, FileBytes: fileSize(f.Path)}
+	in := StoreInspection{Name: f.Name, Path: f.Path, FileBytes: fileSize(f.Path), Gaps: []buffer.Gap{}}
+	opts.Gaps = &in.Gaps
 	series := make(map[uint64]struct{})
 	snapshot, quarantined, err := buffer.ReadStore(f.Path, opts, func(r buffer.FileRecord) error {
 		if r.Err != nil {

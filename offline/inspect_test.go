@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,7 +34,7 @@ func TestInspectWhileAgentRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.Mode = ReadSnapshot
-	if live != in {
+	if !reflect.DeepEqual(live, in) {
 		t.Fatalf("running agent:\n got %+v\nwant %+v", live, in)
 	}
 	res, err := Export(context.Background(), filepath.Join(t.TempDir(), "x"), []buffer.StoreFile{sf}, ExportOptions{})

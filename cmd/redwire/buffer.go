@@ -102,7 +102,30 @@ func inspectCmd(cfg *agent.Config, asJSON bool, stdout, stderr io.Writer) int {
 			fmtMs(in.OldestT, in.Batches), fmtMs(in.NewestT, in.Batches), in.Quarantined, in.Corrupt, in.Mode)
 	}
 	_ = tw.Flush()
+	printGaps(stdout, out)
 	return code
+}
+
+// printGaps lists the lost ranges of every buffer file, newest first.
+func printGaps(stdout io.Writer, ins []offline.StoreInspection) {
+	n := 0
+	for _, in := range ins {
+		n += len(in.Gaps)
+	}
+	if n == 0 {
+		fmt.Fprintln(stdout, "\nno lost ranges recorded")
+		return
+	}
+	fmt.Fprintf(stdout, "\nlost ranges (%d), newest first:\n", n)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENDPOINT\tTARGET\tREASON\tFROM\tTO\tSAMPLES")
+	for _, in := range ins {
+		for _, g := range in.Gaps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", in.Name, g.Target, g.Reason,
+				g.From.Format(time.RFC3339), g.To.Format(time.RFC3339), g.Samples)
+		}
+	}
+	_ = tw.Flush()
 }
 
 func fmtMs(ms, n int64) string {
