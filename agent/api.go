@@ -20,6 +20,10 @@ type targetInfo struct {
 	Labels              map[string]string `json:"labels,omitempty"`
 	Up                  bool              `json:"up"`
 	ConsecutiveFailures int               `json:"consecutive_failures"`
+	// LastError is the last scrape's error, absent when it succeeded;
+	// LastSuccess the stamp of the last successful scrape, absent before.
+	LastError   string    `json:"last_error,omitempty"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
 }
 
 // targetView is what the HTTP API reads of the target manager: copies
@@ -32,7 +36,7 @@ type targetView struct {
 type publishedTarget struct {
 	cfg    redis.TargetConfig
 	source string
-	target *redis.Target // Up and ConsecutiveFailures are safe to call
+	target *redis.Target // its health methods are safe to call
 }
 
 func (v *targetView) publish(running map[string]*managedTarget) {
@@ -51,10 +55,15 @@ func (v *targetView) targets() []targetInfo {
 	}
 	out := make([]targetInfo, 0, len(*p))
 	for _, t := range *p {
-		out = append(out, targetInfo{
+		ti := targetInfo{
 			Instance: t.cfg.Instance(), Addr: redis.RedactAddr(t.cfg.Addr), Source: t.source,
 			Labels: t.cfg.Labels, Up: t.target.Up(), ConsecutiveFailures: t.target.ConsecutiveFailures(),
-		})
+			LastSuccess: t.target.LastSuccess().UTC(),
+		}
+		if err := t.target.LastError(); err != nil {
+			ti.LastError = err.Error()
+		}
+		out = append(out, ti)
 	}
 	return out
 }

@@ -30,11 +30,14 @@ type Target struct {
 	softFail int  // consecutive failures before redis_up turns 0
 
 	// health guards the soft state apart from mu, which a scrape holds
-	// until its deadline: Up and ConsecutiveFailures serve the HTTP API
-	// and must answer while the server is slow.
-	health   sync.Mutex
-	failures int  // consecutive failed scrapes so far
-	everUp   bool // a scrape has succeeded since start
+	// until its deadline: Up, ConsecutiveFailures, LastError and
+	// LastSuccess serve the HTTP API and must answer while the server is
+	// slow.
+	health      sync.Mutex
+	failures    int       // consecutive failed scrapes so far
+	everUp      bool      // a scrape has succeeded since start
+	lastErr     error     // the last scrape's; nil if it succeeded
+	lastSuccess time.Time // the stamp of the last successful scrape
 
 	collectors []collector
 	optional   optionalCommands
@@ -152,8 +155,9 @@ func (t *Target) Scrape(ctx context.Context, now time.Time) (*sample.Scrape, err
 		t.failures++
 		err = &ScrapeError{Target: t.name, Phase: phaseOf(err), Err: err}
 	} else {
-		t.failures, t.everUp = 0, true
+		t.failures, t.everUp, t.lastSuccess = 0, true, now
 	}
+	t.lastErr = err
 	up := t.up()
 	t.health.Unlock()
 	sc.Gauge("redis_up", "Whether Redis answers: 0 only after soft_fail_threshold consecutive failed scrapes (or before the first success).", boolFloat(up))
@@ -180,6 +184,22 @@ func (t *Target) ConsecutiveFailures() int {
 	t.health.Lock()
 	defer t.health.Unlock()
 	return t.failures
+}
+
+// LastError is the error of the last scrape, nil if it succeeded. It
+// does not wait for a scrape in flight.
+func (t *Target) LastError() error {
+	t.health.Lock()
+	defer t.health.Unlock()
+	return t.lastErr
+}
+
+// LastSuccess is when the last successful scrape was taken (its samples'
+// stamp); zero before the first. It does not wait for a scrape in flight.
+func (t *Target) LastSuccess() time.Time {
+	t.health.Lock()
+	defer t.health.Unlock()
+	return t.lastSuccess
 }
 
 func boolFloat(b bool) float64 {

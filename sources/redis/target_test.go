@@ -37,7 +37,11 @@ func TestSoftFailure(t *testing.T) {
 	}
 	defer tg.Close()
 	ctx := context.Background()
-	sc, err := tg.Scrape(ctx, time.Now())
+	if !tg.LastSuccess().IsZero() || tg.LastError() != nil {
+		t.Errorf("before any scrape: LastSuccess %v, LastError %v; want zero, nil", tg.LastSuccess(), tg.LastError())
+	}
+	okAt := time.Now()
+	sc, err := tg.Scrape(ctx, okAt)
 	if err != nil || value(t, sc, "redis_up") != 1 {
 		t.Fatalf("healthy scrape: up %v, err %v", value(t, sc, "redis_up"), err)
 	}
@@ -61,13 +65,24 @@ func TestSoftFailure(t *testing.T) {
 		if got := tg.ConsecutiveFailures(); got != i+1 {
 			t.Errorf("failure %d: ConsecutiveFailures = %d", i+1, got)
 		}
+		if got := tg.LastError(); got == nil || got.Error() != err.Error() {
+			t.Errorf("failure %d: LastError = %v, want %v", i+1, got, err)
+		}
+		if got := tg.LastSuccess(); !got.Equal(okAt) {
+			t.Errorf("failure %d: LastSuccess = %v, want the healthy scrape's stamp %v", i+1, got, okAt)
+		}
 	}
 
 	r.Start()
+	var backAt time.Time
 	harness.WaitFor(t, 30*time.Second, "redis_up back to 1", func() (bool, error) {
-		sc, err := tg.Scrape(ctx, time.Now())
+		backAt = time.Now()
+		sc, err := tg.Scrape(ctx, backAt)
 		return err == nil && value(t, sc, "redis_up") == 1 && tg.ConsecutiveFailures() == 0, err
 	})
+	if tg.LastError() != nil || !tg.LastSuccess().Equal(backAt) {
+		t.Errorf("back up: LastError %v, LastSuccess %v; want nil, %v", tg.LastError(), tg.LastSuccess(), backAt)
+	}
 }
 
 // TestNeverUpIsDownAtOnce: a target that never answered has nothing to
