@@ -211,6 +211,8 @@ type agentRun struct {
 
 	outputs []output  // where every scrape goes: each endpoint's buffer, or the local one
 	senders []*sender // one per remote-write endpoint
+
+	changes changeLog // the senders' recent state changes
 }
 
 // output is a buffer that every scrape goes to, by endpoint name.
@@ -295,6 +297,7 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 		replayRate: cfg.Replay.MaxSamplesPerSecond,
 		probeEvery: max(0, time.Duration(cfg.Degraded.ProbeInterval)),
 		prog:       a.m.buffers.progressOf(name),
+		changes:    &a.changes,
 		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
 	}
 }

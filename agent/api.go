@@ -70,8 +70,13 @@ func (v *targetView) targets() []targetInfo {
 
 // endpointStatus is one endpoint (or the local buffer) in /api/v1/status.
 type endpointStatus struct {
-	Name           string    `json:"name"`
-	Degraded       bool      `json:"degraded"`
+	Name     string `json:"name"`
+	Degraded bool   `json:"degraded"`
+	// Mode is the delivery state machine's (delivery.go): normal,
+	// degraded or replay; absent for the local buffer, which sends
+	// nothing. Paused: the receiver refuses our credentials or URL.
+	Mode           string    `json:"mode,omitempty"`
+	Paused         bool      `json:"paused"`
 	BacklogSamples int64     `json:"backlog_samples"`
 	BacklogBytes   int64     `json:"backlog_bytes"`
 	MemorySamples  int       `json:"memory_samples"`
@@ -81,6 +86,8 @@ type endpointStatus struct {
 	// pace. Absent when not known.
 	DeliveryLag  *float64 `json:"delivery_lag_seconds,omitempty"`
 	BacklogDrain *float64 `json:"backlog_drain_estimate_seconds,omitempty"`
+	// LastSend is when the receiver last took samples; absent before.
+	LastSend time.Time `json:"last_successful_send,omitzero"`
 }
 
 // status is GET /api/v1/status.
@@ -90,17 +97,27 @@ type status struct {
 	Degraded  bool             `json:"degraded"`
 	Targets   int              `json:"targets"`
 	Endpoints []endpointStatus `json:"endpoints"`
+	// RecentChanges are the endpoints' last state changes, newest first
+	// (changes.go).
+	RecentChanges []stateChange `json:"recent_changes"`
 }
 
 func (a *agentRun) status(v *targetView, started time.Time) status {
 	degraded, _ := a.modes.degraded()
-	st := status{Version: a.version, StartedAt: started, Degraded: degraded, Targets: len(v.targets())}
+	st := status{Version: a.version, StartedAt: started, Degraded: degraded, Targets: len(v.targets()),
+		RecentChanges: a.changes.recent()}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	for _, o := range a.outputs {
 		s := o.buf.Stats()
 		es := endpointStatus{Name: o.name, BacklogSamples: s.Store.Samples, BacklogBytes: s.Store.Bytes, MemorySamples: s.MemorySamples}
 		es.Degraded = a.modes.isDown(es.Name)
+		for _, snd := range a.senders {
+			if snd.name == o.name {
+				d := snd.shownState()
+				es.Mode, es.Paused = d.mode.String(), d.paused
+			}
+		}
 		if s.Store.OldestT > 0 {
 			es.Oldest = time.UnixMilli(s.Store.OldestT).UTC()
 		}
@@ -114,6 +131,9 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 			}
 			if d, ok := p.drainEstimate(s.Store.Samples, now); ok {
 				es.BacklogDrain = &d
+			}
+			if t := p.lastSent(); !t.IsZero() {
+				es.LastSend = t.UTC()
 			}
 		}
 		st.Endpoints = append(st.Endpoints, es)

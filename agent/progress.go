@@ -17,6 +17,8 @@ import (
 type progress struct {
 	mu      sync.Mutex
 	newestT int64 // ms; 0 until the receiver took a sample
+	// lastTaken is when the receiver last took samples; zero before.
+	lastTaken time.Time
 	// The current replay: when its first batch from the store was taken,
 	// and how many samples from the store were taken since.
 	replayFrom time.Time
@@ -27,6 +29,7 @@ type progress struct {
 func (p *progress) taken(part *sample.Batch, fromStore bool, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lastTaken = now
 	for i := range part.Samples {
 		p.newestT = max(p.newestT, part.Samples[i].T)
 	}
@@ -43,6 +46,14 @@ func (p *progress) replayEnded() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.replayFrom, p.replayed = time.Time{}, 0
+}
+
+// lastSent is when the receiver last took samples; zero before it took
+// any.
+func (p *progress) lastSent() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastTaken
 }
 
 // lag is now minus the newest sample the receiver took; ok is false

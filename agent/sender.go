@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redwire/redwire/buffer"
@@ -46,6 +47,10 @@ type sender struct {
 	log        *slog.Logger
 
 	state delivery
+	// published is state for other goroutines (the status page), and
+	// changes where its moves are listed (nil: nowhere); see changes.go.
+	published atomic.Pointer[delivery]
+	changes   *changeLog
 	// acking is closed once the last ack made in the background is done;
 	// nil if none is pending. Acks stay in order: each waits for the one
 	// before.
@@ -74,6 +79,8 @@ type outgoing struct {
 // shutdown).
 func (s *sender) run(ctx context.Context) {
 	defer s.waitAcks()
+	// Show a state that a reload handed over before any answer moves it.
+	s.report(s.state, nil)
 	var ahead chan outgoing // the next batch of a backlog, being prepared
 	for {
 		var o outgoing
@@ -193,7 +200,9 @@ func (s *sender) checkBacklog() {
 // what was refused. err is the answer behind ev, if any.
 func (s *sender) handle(ev event, err error) effect {
 	var fx effect
+	before := s.state
 	s.state, fx = s.state.on(ev, s.threshold)
+	s.report(before, err)
 	if fx&warnFailing != 0 {
 		s.log.Warn("remote write failing; retrying with backoff", errAttrs(err)...)
 	}
