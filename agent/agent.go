@@ -111,8 +111,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	rl := &reloader{a: a, reg: opts.Registry, reloads: reloads, self: selfLoops, load: opts.Reload, log: log, ctx: ctx}
 	web.setReload(rl.reload)
 	started := time.Now().UTC()
-	web.setAPI(func() any { return tm.view.targets() }, func() any { return a.status(&tm.view, started) },
-		func() any { return a.gaps() })
+	web.setAPI(tm.view.targets, func() status { return a.status(&tm.view, started) }, a.gaps)
 	var watching sync.WaitGroup
 	watching.Go(func() { rl.watch(ctx, opts) })
 	if cfg.Registration.Enabled() {

@@ -62,7 +62,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"/metrics":     metricsText(t, cfg),
 		"check-config": cfg.String(),
 	}
-	for _, path := range []string{"/api/v1/targets", "/api/v1/status"} {
+	for _, path := range []string{"/api/v1/targets", "/api/v1/status", "/"} {
 		resp, err := http.Get("http://" + cfg.Web.ListenAddress + path)
 		if err != nil {
 			t.Fatal(err)

@@ -16,11 +16,13 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 )
 
-// webServer serves /metrics, /-/healthy and /-/ready.
+// webServer serves the status page at /, /metrics, the JSON API,
+// /-/healthy, /-/ready and /-/reload, all behind the same
+// --web.config.file TLS and auth.
 type webServer struct {
 	srv    *http.Server
 	reload atomic.Pointer[func() error] // POST /-/reload; nil until set
-	api    atomic.Pointer[apiSource]    // GET /api/v1/*; nil until set
+	api    atomic.Pointer[apiSource]    // GET /api/v1/* and /; nil until set
 	ln     net.Listener
 	ready  atomic.Bool
 	done   chan error
@@ -48,17 +50,23 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	get := func(pick func(*apiSource) func() any) func() any {
-		return func() any {
-			if src := w.api.Load(); src != nil {
-				return pick(src)()
-			}
-			return nil
+	apiHandlers(mux, func() any {
+		if src := w.api.Load(); src != nil {
+			return src.targets()
 		}
-	}
-	apiHandlers(mux, get(func(s *apiSource) func() any { return s.targets }),
-		get(func(s *apiSource) func() any { return s.status }),
-		get(func(s *apiSource) func() any { return s.gaps }))
+		return nil
+	}, func() any {
+		if src := w.api.Load(); src != nil {
+			return src.status()
+		}
+		return nil
+	}, func() any {
+		if src := w.api.Load(); src != nil {
+			return src.gaps()
+		}
+		return nil
+	})
+	mux.Handle("GET /{$}", statusPage(w.api.Load, cfg.EnablePprof))
 	mux.HandleFunc("/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "redwire is healthy.")
 	})
@@ -86,13 +94,6 @@ func startWeb(cfg WebConfig, reg *prometheus.Registry, log *slog.Logger) (*webSe
 		}
 		fmt.Fprintln(rw, "config reloaded.")
 	})
-	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(rw, r)
-			return
-		}
-		fmt.Fprintln(rw, `<html><head><title>redwire</title></head><body><h1>redwire</h1><p><a href="/metrics">Metrics</a></p></body></html>`)
-	})
 	w.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	addrs, systemd := []string{cfg.ListenAddress}, false
 	flags := &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &systemd, WebConfigFile: &cfg.ConfigFile}
@@ -106,10 +107,15 @@ func (w *webServer) setReady() { w.ready.Store(true) }
 
 func (w *webServer) setReload(f func() error) { w.reload.Store(&f) }
 
-// apiSource is what the JSON API reports, set once the agent runs.
-type apiSource struct{ targets, status, gaps func() any }
+// apiSource is what the JSON API and the status page report, set once
+// the agent runs.
+type apiSource struct {
+	targets func() []targetInfo
+	status  func() status
+	gaps    func() []gap
+}
 
-func (w *webServer) setAPI(targets, status, gaps func() any) {
+func (w *webServer) setAPI(targets func() []targetInfo, status func() status, gaps func() []gap) {
 	w.api.Store(&apiSource{targets: targets, status: status, gaps: gaps})
 }
 
