@@ -13,7 +13,7 @@ LDFLAGS  := -s -w \
 TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
 	victoria-metrics=victoria-metrics prometheus-redis-exporter=prometheus-redis-exporter \
 	redis-sentinel=redis-sentinel etcd=etcd-server systemd-analyze=systemd \
-	unshare=util-linux setpriv=util-linux mount=mount umount=mount
+	unshare=util-linux setpriv=util-linux mount=mount umount=mount chromium=chromium
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
 .PHONY: all build test deps demo bench soak fuzz clean
