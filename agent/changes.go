@@ -12,8 +12,9 @@ import (
 // move of its delivery state (delivery.go) here; the list is bounded, so
 // a flapping receiver costs a fixed amount of memory.
 
-// maxChanges is how many changes are kept: enough for a day of ordinary
-// outages, and a page a phone still shows at once.
+// maxChanges is how many changes are kept: an outage is three (down,
+// replay, normal), so the last sixteen or so, and a list a phone still
+// scrolls through.
 const maxChanges = 50
 
 // stateChange is one move of an endpoint's delivery state.
