@@ -16,12 +16,20 @@ TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=promethe
 	unshare=util-linux setpriv=util-linux mount=mount umount=mount chromium=chromium
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
-.PHONY: all build test deps demo bench soak fuzz clean
+.PHONY: all build release test deps demo bench soak fuzz clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/redwire ./cmd/redwire
+
+# Static binaries and a .deb per edge architecture (amd64, arm64, armv7 =
+# armhf), built with build's flags, and SHA256SUMS, into DIST. nfpm comes
+# through the module proxy (scripts/release.sh). RELEASE_ARCHES=amd64 for one.
+DIST ?= dist
+RELEASE_ARCHES ?= amd64 arm64 armv7
+release:
+	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST='$(DIST)' RELEASE_ARCHES='$(RELEASE_ARCHES)' scripts/release.sh
 
 deps:
 	@scripts/install-deps.sh $(TEST_DEPS)
