@@ -6,11 +6,11 @@
 //	demotimeline wait -redwire URL [-timeout 60s]
 //	    until redwire is back to normal with nothing on disk, telling each
 //	    change of mode
-//	demotimeline report -redwire URL -receiver URL -from MS -down-from MS -down-to MS
+//	demotimeline report -redwire URL -receiver URL -from MS -down-from MS -down-to MS -png FILE
 //	    every scrape of the Redis target as the receiver holds it, one
-//	    column a scrape with the outage marked, and the bottom line:
-//	    samples taken (redwire's counters), delivered (the receiver's
-//	    samples) and lost
+//	    column a scrape with the outage marked, the same as a PNG, and the
+//	    bottom line: samples taken (redwire's counters), delivered (the
+//	    receiver's samples) and lost
 //
 // Times (MS) are unix milliseconds. report exits 1 if anything redwire
 // took is not in the receiver; every command exits 1 on an error.
@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		from := fs.Int64("from", 0, "when redwire started, unix ms: the timeline starts there")
 		downFrom := fs.Int64("down-from", 0, "when the receiver was stopped, unix ms")
 		downTo := fs.Int64("down-to", 0, "when the receiver was back, unix ms")
+		fs.StringVar(&o.png, "png", "", "write the timeline as a PNG here")
 		fs.DurationVar(&o.interval, "interval", time.Second, "redwire's scrape interval")
 		fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the receiver to hold every scrape redwire counted")
 		fs.IntVar(&o.width, "width", 72, "columns of timeline a row")
@@ -139,6 +140,7 @@ type reportOptions struct {
 	receiverURL string
 	from        time.Time
 	down        span
+	png         string
 	interval    time.Duration
 	timeout     time.Duration
 	width       int
@@ -192,6 +194,11 @@ func report(ctx context.Context, rw redwire, o reportOptions, w io.Writer) error
 	}
 	if c.Dropped > 0 {
 		fmt.Fprintf(w, "  redwire counted %s samples dropped (redwire_samples_dropped_total)\n", grouped(c.Dropped))
+	}
+	if o.png != "" {
+		if err := drawChart(o.png, tl, h.Values, o.down, t); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(w, "%d taken, %d delivered, %d lost\n", t.Taken, t.Delivered, t.Lost())
 	if t.Lost() != 0 || t.Missing > 0 || !complete {

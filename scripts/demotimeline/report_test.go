@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +71,7 @@ func fakeReceiver(t *testing.T, ts []time.Time) *httptest.Server {
 	return srv
 }
 
-func runReport(t *testing.T, rw, recv *httptest.Server) (string, int) {
+func runReport(t *testing.T, rw, recv *httptest.Server, pngPath string) (string, int) {
 	t.Helper()
 	var out, errs strings.Builder
 	code := run(context.Background(), []string{"report",
@@ -76,7 +79,7 @@ func runReport(t *testing.T, rw, recv *httptest.Server) (string, int) {
 		"-from", fmt.Sprint(t0.Add(-time.Second).UnixMilli()),
 		"-down-from", fmt.Sprint(t0.Add(5500 * time.Millisecond).UnixMilli()),
 		"-down-to", fmt.Sprint(t0.Add(15500 * time.Millisecond).UnixMilli()),
-		"-timeout", "0s",
+		"-png", pngPath, "-timeout", "0s",
 	}, &out, &errs)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
 	return out.String(), code
@@ -90,7 +93,8 @@ func lastLine(s string) string {
 func TestReportNothingLost(t *testing.T) {
 	// 20 scrapes of 2 samples counted; the receiver holds them and one more.
 	rw, recv := fakeRedwire(t, 40, 20, 0), fakeReceiver(t, stamps(21, 2*time.Millisecond))
-	out, code := runReport(t, rw, recv)
+	pngPath := filepath.Join(t.TempDir(), "timeline.png")
+	out, code := runReport(t, rw, recv, pngPath)
 	if code != 0 {
 		t.Errorf("exit %d, want 0", code)
 	}
@@ -100,11 +104,12 @@ func TestReportNothingLost(t *testing.T) {
 	if !strings.Contains(out, strings.Repeat(cellPresent, 21)) {
 		t.Error("the timeline does not show 21 scrapes in a row")
 	}
+	assertPNG(t, pngPath)
 }
 
 func TestReportLostScrapeFails(t *testing.T) {
 	rw, recv := fakeRedwire(t, 40, 20, 2), fakeReceiver(t, stamps(21, 0, 8))
-	out, code := runReport(t, rw, recv)
+	out, code := runReport(t, rw, recv, filepath.Join(t.TempDir(), "timeline.png"))
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -123,12 +128,28 @@ func TestReportWaitsNoLongerThanItsTimeout(t *testing.T) {
 	// the 21st: the report gives up after -timeout (0 here) and counts
 	// the rest lost.
 	rw, recv := fakeRedwire(t, 42, 21, 0), fakeReceiver(t, stamps(20, 0))
-	out, code := runReport(t, rw, recv)
+	out, code := runReport(t, rw, recv, filepath.Join(t.TempDir(), "timeline.png"))
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
 	if got, want := lastLine(out), "42 taken, 40 delivered, 2 lost"; got != want {
 		t.Errorf("last line %q, want %q", got, want)
+	}
+}
+
+func assertPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("no PNG: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s is no PNG: %v", path, err)
+	}
+	if b := img.Bounds(); b.Dx() < 800 || b.Dy() < 300 {
+		t.Errorf("%s is %dx%d, want a picture at least 800x300", path, b.Dx(), b.Dy())
 	}
 }
 
