@@ -41,8 +41,12 @@ test: deps
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# A throwaway Redis and Prometheus receiver on free loopback ports, redwire
-# between them; Ctrl-C stops everything.
+# The story in about a minute (scripts/demo.sh): a loaded Redis, a real
+# Prometheus receiver, redwire between them scraping every second. The
+# receiver is stopped for 20 s and brought back; then the receiver itself
+# shows that every scrape arrived: a timeline, demo-timeline.png and
+# "N taken, N delivered, 0 lost". Exits 0 only if nothing was lost.
+# DEMO_KEEP=1 leaves everything running until Ctrl-C.
 demo: build
 	@scripts/install-deps.sh $(DEMO_DEPS)
 	@scripts/demo.sh bin/redwire
