@@ -24,10 +24,10 @@ var (
 )
 
 // drawChart writes the timeline as a PNG: time across, one bar per
-// redis_up sample the receiver holds (green when it was sent as it was
-// scraped, blue when it was scraped while the receiver was down and came
-// from redwire's disk buffer), a red cross per missing scrape, and the
-// outage shaded. The title carries the bottom line.
+// redis_up sample the receiver holds (blue when it was scraped while the
+// receiver was down, so it came from redwire's disk buffer; green
+// otherwise), a red cross per missing scrape, and the outage shaded. The
+// title carries the bottom line.
 func drawChart(path string, tl timeline, values map[int64]int64, down span, t tally) error {
 	if len(tl.Slots) == 0 {
 		return fmt.Errorf("chart %s: the receiver holds no scrape to draw", path)
@@ -94,8 +94,8 @@ func drawChart(path string, tl timeline, values map[int64]int64, down span, t ta
 		}
 	}
 	p.Add(shade, live, replayed, note)
-	p.Legend.Add("sent as scraped", live)
-	p.Legend.Add("scraped while the receiver was down, replayed from redwire's disk buffer", replayed)
+	p.Legend.Add("scraped while the receiver was up", live)
+	p.Legend.Add("scraped while it was down: kept in redwire's disk buffer, replayed", replayed)
 	if len(missing) > 0 {
 		crosses, err := plotter.NewScatter(missing)
 		if err != nil {
