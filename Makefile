@@ -13,7 +13,7 @@ LDFLAGS  := -s -w \
 TEST_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus \
 	victoria-metrics=victoria-metrics prometheus-redis-exporter=prometheus-redis-exporter \
 	redis-sentinel=redis-sentinel etcd=etcd-server systemd-analyze=systemd \
-	unshare=util-linux setpriv=util-linux mount=mount umount=mount chromium=chromium
+	unshare=util-linux setpriv=util-linux mount=mount umount=mount curl=curl chromium=chromium
 DEMO_DEPS := redis-server=redis-server redis-cli=redis-tools prometheus=prometheus curl=curl
 
 .PHONY: all build release test deps demo bench soak fuzz clean
@@ -104,4 +104,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSentinelReplies$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./sources/redis/
 
 clean:
-	rm -rf bin bench.out
+	rm -rf bin dist bench.out demo-timeline.png
