@@ -369,6 +369,7 @@ func (a *agentRun) scrapeSetup(cfg *Config, reg *prometheus.Registry) (targetSet
 			timeout:          time.Duration(g.ScrapeTimeout),
 			modes:            a.modes, sink: a.enqueue, slots: slots, m: a.m,
 			log: a.log.With("target", s.Name()), now: a.now, discard: a.discard, taken: a.scrapedAt,
+			thinned: a.thinned,
 		}
 		if keep {
 			l.keep = cfg.Degraded.Metrics
@@ -497,6 +498,16 @@ func (a *agentRun) scrapedAt(target string, t int64, interval time.Duration) {
 		if secs := a.m.buffers.gapsOf(o.name).down(target, from, to); secs > 0 {
 			a.m.lostSeconds.WithLabelValues(o.name, target, buffer.GapAgentDown).Add(secs)
 		}
+	}
+}
+
+// thinned notes a scrape of target at t (ms) taken at the degraded pace:
+// every endpoint gets it, the healthy ones too.
+func (a *agentRun) thinned(target string, t int64, every time.Duration) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, o := range a.outputs {
+		a.m.buffers.gapsOf(o.name).thinned(target, t, every)
 	}
 }
 

@@ -65,6 +65,18 @@ func (g *gapLog) down(target string, from, to time.Time) float64 {
 	return g.add(buffer.Gap{Target: target, From: from.UTC(), To: to.UTC(), Reason: buffer.GapAgentDown}, -g.interval).Seconds()
 }
 
+// thinned records that target was scraped at t (ms) at the degraded
+// pace, every every: one range per stretch of degraded mode.
+func (g *gapLog) thinned(target string, t int64, every time.Duration) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at := time.UnixMilli(t).UTC()
+	g.add(buffer.Gap{Target: target, From: at, To: at, Reason: buffer.GapThinned, KeptEverySeconds: every.Seconds()}, 0)
+}
+
 // add merges gap into the list and returns the time it adds to it; last
 // is what the range's length misses (a lost scrape's own interval), or
 // gives back (the scrape that ends an agent_down range was taken). mu

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,4 +183,51 @@ func TestRestartAfterKill9ReportsOneAgentDownRange(t *testing.T) {
 	if i := slices.IndexFunc(again, func(a gap) bool { return a.From.Equal(g.From) && a.To.Equal(g.To) }); i < 0 {
 		t.Errorf("after a clean restart, gaps = %+v; want the agent_down range %v – %v among them", again, g.From, g.To)
 	}
+}
+
+// TestDegradedModeListsAThinnedRange: an outage that degraded mode rode
+// out at its slower pace lost nothing, and says where it took fewer
+// samples: one thinned range, at degraded.interval, and no lost seconds.
+func TestDegradedModeListsAThinnedRange(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	cfg := outageConfig(t, prom.WriteURL(), r)
+	a := runAgent(t, cfg)
+	queryOne(t, prom, `redis_up`, nil)
+	beginOutage(t, a, prom, cfg, r.Addr(), 3)
+	endOutage(t, a, prom, cfg)
+	gaps := apiGaps(t, cfg.Web.ListenAddress)
+	page := get(t, "http://"+cfg.Web.ListenAddress+"/")
+	a.stop()
+	if !strings.Contains(page, "thinned: kept one scrape every") || !strings.Contains(page, r.Addr()) {
+		t.Errorf("the status page does not show the thinned range of %s", r.Addr())
+	}
+
+	every := time.Duration(cfg.Degraded.Interval)
+	if len(gaps) != 1 || gaps[0].Reason != buffer.GapThinned || gaps[0].Target != r.Addr() ||
+		gaps[0].KeptEverySeconds != every.Seconds() || gaps[0].Samples != 0 {
+		t.Fatalf("gaps = %+v; want one thinned range of %s, kept every %v", gaps, r.Addr(), every)
+	}
+	if d := gaps[0].To.Sub(gaps[0].From); d < 2*every {
+		t.Errorf("thinned range %v – %v is shorter than the 3 degraded scrapes", gaps[0].From, gaps[0].To)
+	}
+	if v := gathered(t, a.reg, "redwire_lost_seconds_total", nil); v != 0 {
+		t.Errorf("redwire_lost_seconds_total = %v after an outage that lost nothing", v)
+	}
+}
+
+// get returns the body of a 200 answer to GET url.
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
+	}
+	return string(body)
 }

@@ -58,6 +58,9 @@ type scrapeLoop struct {
 	// taken, if set, hears of every scrape handed to the sink: its
 	// target (the instance label) and time, for agent_down ranges.
 	taken func(target string, t int64, interval time.Duration)
+	// thinned, if set, hears of every scrape taken at the degraded pace
+	// or with degraded.metrics' filter: GapThinned ranges.
+	thinned func(target string, t int64, every time.Duration)
 	// sentT is the timestamp (ms) of the last scrape handed to the sink;
 	// 0 before the first. Invariant: every scrape handed on is stamped
 	// strictly after it. A wall clock stepped back (NTP, VM restore) would
@@ -193,8 +196,14 @@ func (l *scrapeLoop) scrapeOnce(ctx context.Context, start, stamp time.Time, deg
 		l.last = append(l.last, s.Labels)
 	}
 	l.sink(batch)
-	if l.taken != nil && len(batch.Samples) > 0 {
-		l.taken(batch.Samples[0].Labels.Get(sample.TargetLabel), sc.T, l.interval)
+	if len(batch.Samples) > 0 {
+		target := batch.Samples[0].Labels.Get(sample.TargetLabel)
+		if l.taken != nil {
+			l.taken(target, sc.T, l.interval)
+		}
+		if degraded && l.thinned != nil && (l.degradedInterval > l.interval || l.keep != nil) {
+			l.thinned(target, sc.T, max(l.interval, l.degradedInterval))
+		}
 	}
 	// Counted once buffered: in degraded mode that means committed to
 	// disk, so a scrape counted here survives a kill -9.

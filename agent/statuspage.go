@@ -42,8 +42,12 @@ type statusPageData struct {
 	Ready   bool
 	Status  status
 	Targets []targetInfo
+	Gaps    []gap // the newest of GET /api/v1/gaps
 	Links   []pageLink
 }
+
+// pageGaps is how many lost ranges the page shows; the API has them all.
+const pageGaps = 20
 
 // pageLink is a path the page links to, and what it holds.
 type pageLink struct{ Path, What string }
@@ -55,6 +59,7 @@ func statusPage(source func() *apiSource, pprof bool) http.Handler {
 		{"/metrics", "Prometheus metrics of the agent"},
 		{"/api/v1/targets", "targets (JSON)"},
 		{"/api/v1/status", "endpoints, buffers and recent changes (JSON)"},
+		{"/api/v1/gaps", "lost and thinned ranges (JSON)"},
 		{"/-/healthy", "liveness"},
 		{"/-/ready", "readiness"},
 	}
@@ -65,6 +70,8 @@ func statusPage(source func() *apiSource, pprof bool) http.Handler {
 		d := statusPageData{Now: time.Now().UTC(), Links: links}
 		if src := source(); src != nil {
 			d.Ready, d.Targets, d.Status = true, src.targets(), src.status()
+			d.Gaps = src.gaps()
+			d.Gaps = d.Gaps[:min(len(d.Gaps), pageGaps)]
 		}
 		// Rendered whole before anything is written, so that a failure
 		// is a 500 rather than half a page.

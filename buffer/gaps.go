@@ -18,14 +18,25 @@ type Gap struct {
 	Target string    `json:"target"`
 	From   time.Time `json:"from"`
 	To     time.Time `json:"to"`
-	// Samples lost; 0 for GapAgentDown, whose scrapes were never taken.
+	// Samples lost; 0 for GapAgentDown, whose scrapes were never taken,
+	// and for GapThinned, which lost none.
 	Samples int64  `json:"samples"`
 	Reason  string `json:"reason"`
+	// KeptEverySeconds, for GapThinned, is how often the target was
+	// scraped in the range instead of every scrape interval.
+	KeptEverySeconds float64 `json:"kept_every_seconds,omitempty"`
 }
 
 // GapAgentDown is the reason of a gap between the last scrape of a target
 // before the agent stopped or crashed and the first after it started.
 const GapAgentDown = "agent_down"
+
+// GapThinned is the reason of a range in which degraded mode scraped a
+// target less often (degraded.interval) or kept fewer families
+// (degraded.metrics) to stretch the disk: no sample taken was lost, but
+// fewer were taken. It is listed with the lost ranges, never counted
+// with them.
+const GapThinned = "thinned"
 
 // keyGaps holds the gaps in the meta bucket, as JSON: a short list that
 // changes only when something is lost.
