@@ -218,6 +218,9 @@ type agentRun struct {
 type output struct {
 	name string
 	buf  *buffer.Buffer
+	// full is the buffer's NoSpace as maintain last saw it, to log
+	// when the disk fills and when it has room again, once each.
+	full *atomic.Bool
 }
 
 func (a *agentRun) open(version string) error {
@@ -304,7 +307,7 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 // addOutput makes buf receive every scrape from now on; mu must be held
 // once the agent runs.
 func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
-	a.outputs = append(a.outputs, output{name: name, buf: buf})
+	a.outputs = append(a.outputs, output{name: name, buf: buf, full: new(atomic.Bool)})
 	var prog *progress // an endpoint's delivery; the local buffer delivers nothing
 	if name != localBuffer {
 		prog = &progress{}
@@ -322,8 +325,9 @@ func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
 func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer, error) {
 	path := buffer.EndpointFile(a.cfg.Buffer.Path, name).Path
 	store, info, err := buffer.OpenStore(path, buffer.StoreOptions{
-		MaxBytes: int64(a.cfg.Buffer.MaxBytes),
-		MaxAge:   time.Duration(a.cfg.Buffer.MaxAge),
+		MaxBytes:     int64(a.cfg.Buffer.MaxBytes),
+		MaxAge:       time.Duration(a.cfg.Buffer.MaxAge),
+		MinFreeBytes: a.cfg.Buffer.StoreMinFree(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer of endpoint %s: %w", name, err)
@@ -461,6 +465,7 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 			}
 			a.m.countDropped(o.name, []buffer.Dropped{d})
 			a.saveGaps(o.name, o.buf)
+			a.noteSpace(o)
 		}
 		a.mu.RUnlock()
 	}
@@ -508,6 +513,19 @@ func (a *agentRun) thinned(target string, t int64, every time.Duration) {
 	defer a.mu.RUnlock()
 	for _, o := range a.outputs {
 		a.m.buffers.gapsOf(o.name).thinned(target, t, every)
+	}
+}
+
+// noteSpace logs when an output's disk fills up and when it has room
+// again: the setting in the way is in the buffer's error.
+func (a *agentRun) noteSpace(o output) {
+	err := o.buf.Stats().NoSpace
+	switch full := err != nil; {
+	case full && !o.full.Swap(true):
+		a.log.Warn("buffer disk full: the newest samples wait in memory (capacity) and older ones are dropped (reason disk_full); free space or lower buffer.min_free_bytes",
+			"endpoint", o.name, "err", err)
+	case !full && o.full.Swap(false):
+		a.log.Info("buffer disk has room again: writing to it", "endpoint", o.name)
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/alecthomas/units"
 	"github.com/prometheus/common/model"
 
 	"github.com/redwire/redwire/buffer"
@@ -144,6 +146,9 @@ func TestDiskFullDropsAndCounts(t *testing.T) {
 	if n := gathered(t, a.reg, "redwire_buffer_batches", endpoint); n != 0 {
 		t.Fatalf("%v batches on a full disk", n)
 	}
+	harness.WaitFor(t, time.Minute, "the disk-full warning", func() (bool, error) {
+		return a.logs.Count("buffer disk full") == 1, nil
+	})
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -152,8 +157,50 @@ func TestDiskFullDropsAndCounts(t *testing.T) {
 		n := gathered(t, a.reg, "redwire_buffer_batches", endpoint)
 		return n > 0, fmt.Errorf("%v batches on disk", n)
 	})
+	harness.WaitFor(t, time.Minute, "the room-again line", func() (bool, error) {
+		return a.logs.Count("buffer disk has room again") == 1, nil
+	})
+	gaps := apiGaps(t, cfg.Web.ListenAddress)
 	replayAndStop(t, a, prom, ep)
 
 	acc := assertAccounted(t, a.reg, ep, buffer.DropDiskFull)
 	assertReceiverHoldsSent(t, prom, acc)
+	if n := a.logs.Count("buffer disk full"); n != 1 || !strings.Contains(a.logs.String(), "buffer.min_free_bytes") {
+		t.Errorf("%d disk-full warnings, naming buffer.min_free_bytes: %v; want one that does", n, strings.Contains(a.logs.String(), "buffer.min_free_bytes"))
+	}
+	// The drops are lost ranges of the target, as many samples as counted.
+	var lost int64
+	for _, g := range gaps {
+		if g.Reason == buffer.DropDiskFull && g.Target == r.Addr() {
+			lost += g.Samples
+		}
+	}
+	if dropped := gathered(t, a.reg, "redwire_samples_dropped_total", map[string]string{"endpoint": ep, "reason": buffer.DropDiskFull}); float64(lost) != dropped {
+		t.Errorf("disk_full ranges hold %d samples; %v were dropped; ranges %+v", lost, dropped, gaps)
+	}
+}
+
+// TestMinFreeBytesIsASetting: buffer.min_free_bytes above what the
+// filesystem has free makes every write to the store a full disk, as a
+// full disk would.
+func TestMinFreeBytesIsASetting(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheus(t)
+	huge := units.Base2Bytes(1 << 50)
+	cfg := limitConfig(t, prom.WriteURL(), r, func(c *Config) {
+		c.Buffer.MinFreeBytes = &huge
+		q := &c.RemoteWrite[0].QueueConfig
+		q.Capacity, q.MaxSamplesPerSend = 1000, 500
+	})
+	a := runAgent(t, cfg)
+	ep := cfg.RemoteWrite[0].Label()
+	queryOne(t, prom, `redis_up`, nil)
+	outageUntilDropped(t, a, prom, ep, buffer.DropDiskFull)
+	if n := gathered(t, a.reg, "redwire_buffer_batches", map[string]string{"endpoint": ep}); n != 0 {
+		t.Fatalf("%v batches stored past buffer.min_free_bytes", n)
+	}
+	harness.WaitFor(t, time.Minute, "the disk-full warning", func() (bool, error) {
+		return a.logs.Count("buffer.min_free_bytes") > 0, nil
+	})
 }

@@ -51,8 +51,9 @@ type Buffer struct {
 	inflight *Lease // leased from memory, not yet acked
 	released bool   // inflight was given back: Next hands it out again
 	meta     metadataSet
-	spill    bool // endpoint down: appends go to the store
-	draining bool // shutting down: partial batches leave at once
+	spill    bool  // endpoint down: appends go to the store
+	noSpace  error // why the store last refused a write for room; nil if it took it
+	draining bool  // shutting down: partial batches leave at once
 	closed   bool
 	wake     chan struct{} // closed and replaced whenever state changes
 
@@ -128,6 +129,7 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		d, err = b.store.Append(batch)
 		dropped = append(dropped, b.settle(d)...)
 		if err == nil {
+			b.noSpace = nil
 			return dropped, nil
 		}
 	}
@@ -151,6 +153,7 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		}
 	}
 	if errors.Is(err, ErrNoSpace) {
+		b.noSpace = err
 		return dropped, nil
 	}
 	return dropped, fmt.Errorf("buffer store: %w", err)
@@ -454,6 +457,10 @@ func (b *Buffer) Close() ([]Dropped, error) {
 type Stats struct {
 	MemorySamples int // in memory, including a lease not yet acked
 	Store         StoreStats
+	// NoSpace says why the last write to the store was refused for room
+	// (a full filesystem, or less than MinFreeBytes left), nil if it was
+	// not: meanwhile memory holds the newest samples, up to capacity.
+	NoSpace error
 }
 
 // Stats is cheap: no I/O.
@@ -464,7 +471,7 @@ func (b *Buffer) Stats() Stats {
 	if b.inflight != nil {
 		n += b.inflight.Batch.Len()
 	}
-	return Stats{MemorySamples: n, Store: b.store.Stats()}
+	return Stats{MemorySamples: n, Store: b.store.Stats(), NoSpace: b.noSpace}
 }
 
 func (b *Buffer) signal() {

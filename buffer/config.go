@@ -45,6 +45,11 @@ type Config struct {
 	MaxBytes units.Base2Bytes `yaml:"max_bytes,omitempty"`
 	// MaxAge drops buffered data older than this (reason="too_old").
 	MaxAge model.Duration `yaml:"max_age,omitempty"`
+	// MinFreeBytes is the free space a write to the buffer must leave on
+	// its filesystem, for the rest of the host (logs, Redis itself): a
+	// write that would leave less is refused as a full disk. Unset means
+	// DefaultMinFreeBytes; 0 keeps nothing back.
+	MinFreeBytes *units.Base2Bytes `yaml:"min_free_bytes,omitempty"`
 	// Mode is "spill" (default) or "always".
 	Mode string `yaml:"mode,omitempty"`
 	// CrashJournal is where spill mode keeps a journal of what memory
@@ -54,6 +59,21 @@ type Config struct {
 	// $XDG_RUNTIME_DIR/redwire, /dev/shm/redwire that can be used) or
 	// "off".
 	CrashJournal string `yaml:"crash_journal,omitempty"`
+}
+
+// DefaultMinFreeBytes is buffer.min_free_bytes when it is not set.
+const DefaultMinFreeBytes = defaultMinFreeBytes
+
+// StoreMinFree is MinFreeBytes as StoreOptions takes it: 0 for the
+// default, negative for none.
+func (c *Config) StoreMinFree() int64 {
+	switch {
+	case c.MinFreeBytes == nil:
+		return 0
+	case *c.MinFreeBytes == 0:
+		return -1
+	}
+	return int64(*c.MinFreeBytes)
 }
 
 // CrashJournalDir is the directory of the crash journals, "" if there is

@@ -62,7 +62,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 		// rollback that rescans the whole file.
 		dir := filepath.Dir(s.path)
 		if free, known, _ := s.freeSpace(dir); known && free-int64(len(rec)) < s.opts.MinFreeBytes {
-			return nil, fmt.Errorf("%w: %s has %d bytes free; a %d-byte record would leave less than the %d kept free",
+			return nil, fmt.Errorf("%w: %s has %d bytes free; a %d-byte record would leave less than the %d that buffer.min_free_bytes keeps free",
 				ErrNoSpace, dir, free, len(rec), s.opts.MinFreeBytes)
 		}
 	}

@@ -226,7 +226,7 @@ func TestStoreMinFreeBytesStatfs(t *testing.T) {
 			break
 		}
 	}
-	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "kept free") {
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "buffer.min_free_bytes") {
 		t.Fatalf("after %d appends: %v, want ErrNoSpace from the free-space guard", n, err)
 	}
 	free, _, _ := diskFree(dir)
