@@ -466,6 +466,7 @@ func (a *agentRun) maintain(ctx context.Context, every time.Duration) {
 			a.m.countDropped(o.name, []buffer.Dropped{d})
 			a.saveGaps(o.name, o.buf)
 			a.noteSpace(o)
+			a.noteFill(o)
 		}
 		a.mu.RUnlock()
 	}
@@ -526,6 +527,24 @@ func (a *agentRun) noteSpace(o output) {
 			"endpoint", o.name, "err", err)
 	case !full && o.full.Swap(false):
 		a.log.Info("buffer disk has room again: writing to it", "endpoint", o.name)
+	}
+}
+
+// noteFill follows how fast o's disk buffer grows, and warns once an
+// outage when at that pace it fills before the outage has lasted as long
+// again.
+func (a *agentRun) noteFill(o output) {
+	f := a.m.buffers.fillOf(o.name)
+	if f == nil {
+		return
+	}
+	now := time.Now()
+	f.observe(now, o.buf.Stats().Store.Bytes)
+	ttf, known := f.timeToFull(o.buf.Room())
+	down := a.modes.isDown(o.name) || o.name == localBuffer
+	if warn, lasted := f.outage(now, down, ttf, known); warn {
+		a.log.Warn("the buffer will be full before long: at the current pace it reaches buffer.max_bytes or the disk's buffer.min_free_bytes sooner than the outage has lasted so far; the oldest data will then be dropped",
+			"endpoint", o.name, "time_to_full", (time.Duration(ttf) * time.Second).Round(time.Second), "outage_so_far", lasted.Round(time.Second))
 	}
 }
 

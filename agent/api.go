@@ -86,6 +86,9 @@ type endpointStatus struct {
 	// pace. Absent when not known.
 	DeliveryLag  *float64 `json:"delivery_lag_seconds,omitempty"`
 	BacklogDrain *float64 `json:"backlog_drain_estimate_seconds,omitempty"`
+	// TimeToFull is how long the disk buffer lasts at its recent pace of
+	// growth; absent while it is not growing.
+	TimeToFull *float64 `json:"time_to_full_seconds,omitempty"`
 	// LastSend is when the receiver last took samples; absent before.
 	LastSend time.Time `json:"last_successful_send,omitzero"`
 }
@@ -135,6 +138,9 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 			if t := p.lastSent(); !t.IsZero() {
 				es.LastSend = t.UTC()
 			}
+		}
+		if ttf, ok := a.m.buffers.fillOf(o.name).timeToFull(o.buf.Room()); ok {
+			es.TimeToFull = &ttf
 		}
 		st.Endpoints = append(st.Endpoints, es)
 	}

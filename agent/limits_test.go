@@ -200,7 +200,15 @@ func TestMinFreeBytesIsASetting(t *testing.T) {
 	if n := gathered(t, a.reg, "redwire_buffer_batches", map[string]string{"endpoint": ep}); n != 0 {
 		t.Fatalf("%v batches stored past buffer.min_free_bytes", n)
 	}
-	harness.WaitFor(t, time.Minute, "the disk-full warning", func() (bool, error) {
-		return a.logs.Count("buffer.min_free_bytes") > 0, nil
+	harness.WaitFor(t, time.Minute, "the disk-full and will-be-full warnings", func() (bool, error) {
+		return a.logs.Count("buffer disk full") == 1 && a.logs.Count("the buffer will be full before long") == 1, nil
 	})
+	// No room at all: full now, in /metrics and in the status.
+	metrics := get(t, "http://"+cfg.Web.ListenAddress+"/metrics")
+	if want := fmt.Sprintf("redwire_buffer_time_to_full_seconds{endpoint=%q} 0\n", ep); !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
+	if status := get(t, "http://"+cfg.Web.ListenAddress+"/api/v1/status"); !strings.Contains(status, `"time_to_full_seconds": 0`) {
+		t.Errorf("/api/v1/status lacks time_to_full_seconds 0:\n%s", status)
+	}
 }

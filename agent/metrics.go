@@ -111,6 +111,7 @@ type bufferCollector struct {
 	bufs  []*buffer.Buffer
 	progs []*progress // nil for the buffer-only mode's buffer
 	gaps  []*gapLog
+	fills []*fillRate
 	now   func() time.Time
 }
 
@@ -121,6 +122,7 @@ var (
 	bufSamplesDesc = prometheus.NewDesc("redwire_buffer_samples", "Samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
 	bufOldestDesc  = prometheus.NewDesc("redwire_buffer_oldest_timestamp_seconds", "Timestamp of the oldest sample in the endpoint's disk buffer; 0 when empty.", []string{"endpoint"}, nil)
 	quarantineDesc = prometheus.NewDesc("redwire_buffer_quarantined_records_total", "Buffered records whose checksum failed, moved to the file's quarantine bucket (kept, never sent) since start.", []string{"endpoint"}, nil)
+	timeToFullDesc = prometheus.NewDesc("redwire_buffer_time_to_full_seconds", "At the pace the endpoint's disk buffer has grown lately, how long until it reaches buffer.max_bytes or the disk's buffer.min_free_bytes; absent while it is not growing.", []string{"endpoint"}, nil)
 	memSamplesDesc = prometheus.NewDesc("redwire_queue_samples", "Samples waiting in the endpoint's memory queue, including a batch in flight.", []string{"endpoint"}, nil)
 )
 
@@ -132,6 +134,18 @@ func (c *bufferCollector) add(name string, b *buffer.Buffer, p *progress, g *gap
 	c.bufs = append(c.bufs, b)
 	c.progs = append(c.progs, p)
 	c.gaps = append(c.gaps, g)
+	c.fills = append(c.fills, &fillRate{})
+}
+
+// fillOf is how fast the named endpoint's buffer grows; nil if it is
+// gone.
+func (c *bufferCollector) fillOf(name string) *fillRate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.names, name); i >= 0 {
+		return c.fills[i]
+	}
+	return nil
 }
 
 // gapsOf is the lost ranges of the named endpoint; nil if it is gone.
@@ -164,11 +178,12 @@ func (c *bufferCollector) remove(name string) {
 		c.bufs = slices.Delete(c.bufs, i, i+1)
 		c.progs = slices.Delete(c.progs, i, i+1)
 		c.gaps = slices.Delete(c.gaps, i, i+1)
+		c.fills = slices.Delete(c.fills, i, i+1)
 	}
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc, lagDesc, drainDesc} {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc, lagDesc, drainDesc, timeToFullDesc} {
 		ch <- d
 	}
 }
@@ -185,6 +200,9 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
 		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
+		if ttf, ok := c.fills[i].timeToFull(b.Room()); ok {
+			ch <- prometheus.MustNewConstMetric(timeToFullDesc, prometheus.GaugeValue, ttf, n)
+		}
 		if p := c.progs[i]; p != nil {
 			now := time.Now()
 			if c.now != nil {

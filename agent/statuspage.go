@@ -32,6 +32,7 @@ var statusTemplate = template.Must(template.New("statuspage.html").Funcs(templat
 	"bytes":   byteSize,
 	"count":   count,
 	"clock":   clock,
+	"zero":    func(p *float64) bool { return p != nil && *p == 0 },
 }).Parse(statusPageHTML))
 
 // statusPageData is what the template renders.

@@ -1,5 +1,7 @@
 package buffer
 
+import "path/filepath"
+
 // Maintenance the agent runs on a buffer besides moving samples. Each is
 // the store's, which locks itself: none touches memory, so none waits for
 // (or holds up) a scrape's Append or the sender's Next.
@@ -31,3 +33,22 @@ func (b *Buffer) Rename(path string) error { return b.store.Rename(path) }
 // Quarantined is the number of stored records set aside as unreadable
 // since the buffer was opened.
 func (b *Buffer) Quarantined() int64 { return b.store.Quarantined() }
+
+// Room is how many more record bytes the store can take before it drops
+// (buffer.max_bytes) or the disk refuses them (buffer.min_free_bytes),
+// whichever comes first; known is false if neither bounds it.
+func (b *Buffer) Room() (room int64, known bool) { return b.store.room() }
+
+func (s *Store) room() (room int64, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.MaxBytes > 0 {
+		room, known = s.opts.MaxBytes-s.counts.bytes, true
+	}
+	if free, ok, _ := s.freeSpace(filepath.Dir(s.path)); ok {
+		if disk := free - max(0, s.opts.MinFreeBytes); !known || disk < room {
+			room, known = disk, true
+		}
+	}
+	return max(0, room), known
+}
