@@ -31,8 +31,12 @@ RELEASE_ARCHES ?= amd64 arm64 armv7
 release:
 	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST='$(DIST)' RELEASE_ARCHES='$(RELEASE_ARCHES)' scripts/release.sh
 
+# Debian packages, then the receivers Debian lacks (Prometheus 3.x, Thanos),
+# built once into ${REDWIRE_CACHE:-~/.cache/redwire}/bin: ~20 min on a
+# fresh 2-core machine, nothing after.
 deps:
 	@scripts/install-deps.sh $(TEST_DEPS)
+	@scripts/build-receivers.sh
 
 # go vet and staticcheck, then every test (unit and real-server) with the
 # race detector.
