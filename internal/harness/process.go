@@ -96,7 +96,13 @@ func lookBinary(t testing.TB, name, pkg string) string {
 // sets args and probe (they usually need dir) and then calls start.
 func newServer(t testing.TB, name, pkg string) *server {
 	t.Helper()
-	bin := lookBinary(t, name, pkg)
+	return newServerAt(t, name, lookBinary(t, name, pkg))
+}
+
+// newServerAt is newServer for the binary at bin, found by the caller
+// (cachedBinary finds those that make deps builds).
+func newServerAt(t testing.TB, name, bin string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	s := &server{t: t, name: name, bin: bin, dir: dir, logPath: filepath.Join(dir, name+".log")}
 	// Registered after TempDir, so it runs before the dir is removed.

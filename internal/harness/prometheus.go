@@ -10,24 +10,49 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
-// Prometheus is a Prometheus server run for one test as a remote-write
-// receiver: it scrapes nothing, so everything in its TSDB was written to it.
+// Prometheus is a Prometheus server, Debian's 2.42 or a 3.x, run for one
+// test as a remote-write receiver: it scrapes nothing, so everything in
+// its TSDB was written to it.
 type Prometheus struct {
 	srv *server
 	api *apiClient
 }
 
-// prometheusConfig scrapes nothing; Prometheus refuses to start without a
-// config file.
-const prometheusConfig = "global: {}\nscrape_configs: []\n"
+// PrometheusOptions chooses which Prometheus StartPrometheusWith runs and
+// how. The zero value is StartPrometheus: Debian's 2.42 with its defaults.
+type PrometheusOptions struct {
+	// Version3 runs Prometheus 3.x (Prometheus3Version, built once by
+	// make deps) instead of Debian's 2.42; see StartPrometheus3.
+	Version3 bool
+	// OutOfOrderWindow is storage.tsdb.out_of_order_time_window: how far
+	// behind a series' newest sample a sample is still taken. 0 keeps
+	// Prometheus's default, which refuses every out-of-order sample.
+	OutOfOrderWindow time.Duration
+	// CPUs, if set, holds the server to these CPUs, as taskset -c takes
+	// them (e.g. "1"); see StartPrometheusOn.
+	CPUs string
+}
+
+// config is the server's config file. It scrapes nothing (Prometheus
+// refuses to start without a config file); the TSDB's out-of-order window
+// can only be set here, not by a flag.
+func (o PrometheusOptions) config() string {
+	c := "global: {}\nscrape_configs: []\n"
+	if o.OutOfOrderWindow > 0 {
+		c += "storage:\n  tsdb:\n    out_of_order_time_window: " + model.Duration(o.OutOfOrderWindow).String() + "\n"
+	}
+	return c
+}
 
 // StartPrometheus starts prometheus with the remote-write receiver enabled
 // on a free loopback port and returns once /-/ready answers 200.
 func StartPrometheus(t testing.TB) *Prometheus {
 	t.Helper()
-	return startPrometheus(t, FreePort(t))
+	return StartPrometheusWith(t, PrometheusOptions{})
 }
 
 // StartPrometheusOn is StartPrometheus with the server held to cpus (as
@@ -36,34 +61,39 @@ func StartPrometheus(t testing.TB) *Prometheus {
 // the agent's drain are measured apart from each other's CPU use.
 func StartPrometheusOn(t testing.TB, cpus string) *Prometheus {
 	t.Helper()
-	return startPrometheusOn(t, FreePort(t), cpus)
+	return StartPrometheusWith(t, PrometheusOptions{CPUs: cpus})
 }
 
-// startPrometheus is StartPrometheus on a chosen first port.
-func startPrometheus(t testing.TB, port int) *Prometheus {
+// StartPrometheusWith is StartPrometheus as opts say.
+func StartPrometheusWith(t testing.TB, opts PrometheusOptions) *Prometheus {
 	t.Helper()
-	return startPrometheusOn(t, port, "")
-}
-
-func startPrometheusOn(t testing.TB, port int, cpus string) *Prometheus {
-	t.Helper()
-	p := &Prometheus{srv: newServer(t, "prometheus", "prometheus"), api: newAPIClient("", nil)}
-	p.srv.cpus = cpus
+	var srv *server
+	if opts.Version3 {
+		srv = newServerAt(t, "prometheus", cachedBinary(t, "prometheus", Prometheus3Version))
+	} else {
+		srv = newServer(t, "prometheus", "prometheus")
+	}
+	p := &Prometheus{srv: srv, api: newAPIClient("", nil)}
+	p.srv.cpus = opts.CPUs
 	t.Cleanup(p.api.http.CloseIdleConnections)
 	config := filepath.Join(p.srv.dir, "prometheus.yml")
-	if err := os.WriteFile(config, []byte(prometheusConfig), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(opts.config()), 0o644); err != nil {
 		t.Fatalf("write prometheus config: %v", err)
 	}
 	p.srv.args = func(port int) []string {
-		return []string{
+		args := []string{
 			"--config.file=" + config,
 			"--storage.tsdb.path=" + p.dataDir(),
 			"--web.listen-address=127.0.0.1:" + strconv.Itoa(port),
 			"--web.enable-remote-write-receiver",
 		}
+		if opts.Version3 {
+			args = append(args, prometheus3Args...)
+		}
+		return args
 	}
 	p.srv.probe = p.probe
-	p.srv.start(port)
+	p.srv.start(FreePort(t))
 	p.api.base = p.URL()
 	return p
 }

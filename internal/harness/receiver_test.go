@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 type receiverCase struct {
 	name  string
 	start func(testing.TB) Receiver
+	// accepted is the status of a write taken whole: Prometheus and
+	// VictoriaMetrics answer 204, Thanos Receive 200.
+	accepted int
 	// rejected is the receiver's own counter of refused samples, pinned
 	// here because Metric reads an absent name as 0.
 	rejected string
@@ -30,6 +34,7 @@ var receiverCases = []receiverCase{
 	{
 		name:     "prometheus",
 		start:    func(t testing.TB) Receiver { return StartPrometheus(t) },
+		accepted: http.StatusNoContent,
 		rejected: "prometheus_tsdb_out_of_order_samples_total",
 		refusable: func(t0 time.Time) (prompb.Sample, int) {
 			return prompb.Sample{Value: 9, Timestamp: t0.Add(-time.Second).UnixMilli()}, http.StatusBadRequest
@@ -38,6 +43,7 @@ var receiverCases = []receiverCase{
 	{
 		name:     "victoria-metrics",
 		start:    func(t testing.TB) Receiver { return StartVictoriaMetrics(t) },
+		accepted: http.StatusNoContent,
 		rejected: `vm_log_messages_total{level="warn"}`,
 		// VictoriaMetrics accepts out-of-order samples but drops those
 		// older than its retention (1 month by default), answering 204;
@@ -55,55 +61,61 @@ func TestReceivers(t *testing.T) {
 	for _, rc := range receiverCases {
 		t.Run(rc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
-			recv := rc.start(t)
-			proxy := StartProxy(t, recv.URL())
-
-			t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
-			labels := map[string]string{"__name__": "harness_test_value", "job": "harness", "instance": "a:1"}
-			samples := []prompb.Sample{
-				{Value: 1.5, Timestamp: t0.UnixMilli()},
-				{Value: 2.25, Timestamp: t0.Add(10 * time.Second).UnixMilli()},
-				{Value: 1e10 + 0.5, Timestamp: t0.Add(20 * time.Second).UnixMilli()},
-			}
-			wr := writeRequest(labels, samples...)
-
-			proxy.Fail(1, http.StatusInternalServerError, http.Header{"Retry-After": {"1"}}, "injected")
-			if status, body := push(t, proxy.URL()+"/api/v1/write", wr); status != http.StatusInternalServerError || body != "injected" {
-				t.Fatalf("first push through the failing proxy: %d %q, want 500 injected", status, body)
-			}
-			if status, body := push(t, proxy.URL()+"/api/v1/write", wr); status != http.StatusNoContent {
-				t.Fatalf("second push: %d %q, want 204", status, body)
-			}
-			reqs := proxy.Requests()
-			if len(reqs) != 2 || reqs[0].Forwarded || reqs[0].Status != 500 || !reqs[1].Forwarded || reqs[1].Status != 204 {
-				t.Fatalf("proxy saw %+v", reqs)
-			}
-			if reqs[1].Write == nil || !reflect.DeepEqual(reqs[1].Write.Timeseries, wr.Timeseries) || reqs[1].Header.Get("X-Prometheus-Remote-Write-Version") != "0.1.0" {
-				t.Errorf("proxy recorded %+v (decode error %v), want the request sent", reqs[1].Write, reqs[1].DecodeErr)
-			}
-
-			checkStored(t, recv, labels, samples)
-			if n, err := recv.Metric(ctx, rc.rejected); err != nil || n != 0 {
-				t.Errorf("%s = %v, %v before any bad sample", rc.rejected, n, err)
-			}
-
-			recv.Stop()
-			recv.Stop()
-			recv.Start()
-			checkStored(t, recv, labels, samples)
-
-			bad, wantStatus := rc.refusable(t0)
-			if status, body := push(t, recv.WriteURL(), writeRequest(labels, bad)); status != wantStatus {
-				t.Errorf("pushing a refusable sample: %d %q, want %d", status, body, wantStatus)
-			}
-			// VictoriaMetrics may answer before it has counted the drop.
-			WaitFor(t, 10*time.Second, rc.rejected+" >= 1", func() (bool, error) {
-				n, err := recv.Metric(ctx, rc.rejected)
-				return n >= 1, err
-			})
+			testReceiver(t, rc)
 		})
 	}
+}
+
+// testReceiver is TestReceivers for one receiver.
+func testReceiver(t *testing.T, rc receiverCase) {
+	ctx := context.Background()
+	recv := rc.start(t)
+	proxy := StartProxy(t, recv.URL())
+	writePath := strings.TrimPrefix(recv.WriteURL(), recv.URL())
+
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	labels := map[string]string{"__name__": "harness_test_value", "job": "harness", "instance": "a:1"}
+	samples := []prompb.Sample{
+		{Value: 1.5, Timestamp: t0.UnixMilli()},
+		{Value: 2.25, Timestamp: t0.Add(10 * time.Second).UnixMilli()},
+		{Value: 1e10 + 0.5, Timestamp: t0.Add(20 * time.Second).UnixMilli()},
+	}
+	wr := writeRequest(labels, samples...)
+
+	proxy.Fail(1, http.StatusInternalServerError, http.Header{"Retry-After": {"1"}}, "injected")
+	if status, body := push(t, proxy.URL()+writePath, wr); status != http.StatusInternalServerError || body != "injected" {
+		t.Fatalf("first push through the failing proxy: %d %q, want 500 injected", status, body)
+	}
+	if status, body := push(t, proxy.URL()+writePath, wr); status != rc.accepted {
+		t.Fatalf("second push: %d %q, want %d", status, body, rc.accepted)
+	}
+	reqs := proxy.Requests()
+	if len(reqs) != 2 || reqs[0].Forwarded || reqs[0].Status != 500 || !reqs[1].Forwarded || reqs[1].Status != rc.accepted {
+		t.Fatalf("proxy saw %+v", reqs)
+	}
+	if reqs[1].Write == nil || !reflect.DeepEqual(reqs[1].Write.Timeseries, wr.Timeseries) || reqs[1].Header.Get("X-Prometheus-Remote-Write-Version") != "0.1.0" {
+		t.Errorf("proxy recorded %+v (decode error %v), want the request sent", reqs[1].Write, reqs[1].DecodeErr)
+	}
+
+	checkStored(t, recv, labels, samples)
+	if n, err := recv.Metric(ctx, rc.rejected); err != nil || n != 0 {
+		t.Errorf("%s = %v, %v before any bad sample", rc.rejected, n, err)
+	}
+
+	recv.Stop()
+	recv.Stop()
+	recv.Start()
+	checkStored(t, recv, labels, samples)
+
+	bad, wantStatus := rc.refusable(t0)
+	if status, body := push(t, recv.WriteURL(), writeRequest(labels, bad)); status != wantStatus {
+		t.Errorf("pushing a refusable sample: %d %q, want %d", status, body, wantStatus)
+	}
+	// VictoriaMetrics may answer before it has counted the drop.
+	WaitFor(t, 10*time.Second, rc.rejected+" >= 1", func() (bool, error) {
+		n, err := recv.Metric(ctx, rc.rejected)
+		return n >= 1, err
+	})
 }
 
 // checkStored reads the pushed series back through Query, Samples and
@@ -165,6 +177,12 @@ func writeRequest(labels map[string]string, samples ...prompb.Sample) *prompb.Wr
 // answer.
 func push(t *testing.T, url string, wr *prompb.WriteRequest) (int, string) {
 	t.Helper()
+	return pushWithHeader(t, url, wr, "", "")
+}
+
+// pushWithHeader is push with one more header, unless value is empty.
+func pushWithHeader(t *testing.T, url string, wr *prompb.WriteRequest, name, value string) (int, string) {
+	t.Helper()
 	raw, err := wr.Marshal()
 	if err != nil {
 		t.Fatalf("marshal write request: %v", err)
@@ -178,6 +196,9 @@ func push(t *testing.T, url string, wr *prompb.WriteRequest) (int, string) {
 	req.Header.Set("Content-Encoding", "snappy")
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	if value != "" {
+		req.Header.Set(name, value)
+	}
 	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
