@@ -32,8 +32,8 @@ release:
 	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST='$(DIST)' RELEASE_ARCHES='$(RELEASE_ARCHES)' scripts/release.sh
 
 # Debian packages, then the receivers Debian lacks (Prometheus 3.x, Thanos),
-# built once into ${REDWIRE_CACHE:-~/.cache/redwire}/bin: ~20 min on a
-# fresh 2-core machine, nothing after.
+# built once into ${REDWIRE_CACHE:-~/.cache/redwire}/bin: tens of minutes
+# on a fresh 2-core machine (see the script), nothing after.
 deps:
 	@scripts/install-deps.sh $(TEST_DEPS)
 	@scripts/build-receivers.sh
