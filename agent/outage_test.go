@@ -61,15 +61,15 @@ func gathered(t testing.TB, reg prometheus.Gatherer, name string, want map[strin
 }
 
 // delivered counts the redis_up samples of instance in the receiver.
-func delivered(t *testing.T, prom *harness.Prometheus, instance string) int {
+func delivered(t *testing.T, recv harness.Receiver, instance string) int {
 	t.Helper()
-	return samplesOf(t, prom, "redis_up", instance)
+	return samplesOf(t, recv, "redis_up", instance)
 }
 
 // samplesOf counts the samples of family{instance} in the receiver.
-func samplesOf(t *testing.T, prom *harness.Prometheus, family, instance string) int {
+func samplesOf(t *testing.T, recv harness.Receiver, family, instance string) int {
 	t.Helper()
-	series, err := prom.Samples(context.Background(), fmt.Sprintf(`%s{instance=%q}`, family, instance), outageWindow)
+	series, err := recv.Samples(context.Background(), fmt.Sprintf(`%s{instance=%q}`, family, instance), outageWindow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +94,10 @@ func assertNoRejections(t *testing.T, prom *harness.Prometheus) {
 // beginOutage stops the receiver and waits until the agent is degraded and
 // has taken n scrapes since: an outage measured in the agent's own
 // degraded scrapes rather than in wall-clock sleeps.
-func beginOutage(t *testing.T, a *testAgent, prom *harness.Prometheus, cfg *Config, target string, n int) {
+func beginOutage(t *testing.T, a *testAgent, recv harness.Receiver, cfg *Config, target string, n int) {
 	t.Helper()
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
-	prom.Stop()
+	recv.Stop()
 	harness.WaitFor(t, 30*time.Second, "degraded mode", func() (bool, error) {
 		return gathered(t, a.reg, "redwire_degraded", ep) == 1, nil
 	})
@@ -110,10 +110,10 @@ func beginOutage(t *testing.T, a *testAgent, prom *harness.Prometheus, cfg *Conf
 
 // endOutage starts the receiver again and waits until the backlog is
 // replayed and the agent is back to normal.
-func endOutage(t *testing.T, a *testAgent, prom *harness.Prometheus, cfg *Config) {
+func endOutage(t *testing.T, a *testAgent, recv harness.Receiver, cfg *Config) {
 	t.Helper()
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
-	prom.Start()
+	recv.Start()
 	harness.WaitFor(t, 2*time.Minute, "backlog replayed and normal mode", func() (bool, error) {
 		return gathered(t, a.reg, "redwire_degraded", ep) == 0 && gathered(t, a.reg, "redwire_buffer_batches", ep) == 0, nil
 	})
