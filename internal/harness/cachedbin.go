@@ -44,7 +44,7 @@ func cachedBinary(t testing.TB, name, version string) string {
 	bin := filepath.Join(cacheDir(t), "bin", name+"-"+version)
 	fi, err := os.Stat(bin)
 	if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		t.Fatalf("%s %s not found at %s: run `make deps` (%s builds it once, about 15 min for prometheus and 6 for thanos)",
+		t.Fatalf("%s %s not found at %s: run `make deps` (%s builds it once; the first build takes minutes)",
 			name, version, bin, buildScript)
 	}
 	return bin
