@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -240,12 +241,16 @@ func (th *ThanosReceive) storeChecked(ctx context.Context, base string) (time.Ti
 			continue
 		}
 		if s.LastError != nil {
-			return time.Time{}, fmt.Errorf("thanos query reaches receive %s with an error: %s", want, *s.LastError)
+			return time.Time{}, fmt.Errorf("%w: thanos query reaches receive %s with an error: %s", errStoreNotReached, want, *s.LastError)
 		}
 		return s.LastCheck, nil
 	}
-	return time.Time{}, fmt.Errorf("thanos query on %s does not list receive %s yet: %s", base, want, snippet(body))
+	return time.Time{}, fmt.Errorf("%w: thanos query on %s does not list receive %s yet: %s", errStoreNotReached, base, want, snippet(body))
 }
+
+// errStoreNotReached is a Query that answers but has not reached Receive
+// in its last refresh: worth waiting for, unlike a Query that is down.
+var errStoreNotReached = errors.New("receive not reached")
 
 // sync waits until Query's view of Receive is newer than the call: Query
 // picks the stores a query goes to by the time range each reported in its
@@ -256,25 +261,33 @@ func (th *ThanosReceive) storeChecked(ctx context.Context, base string) (time.Ti
 // Samples and Tenants call it, so they see every write that was answered
 // before they were called.
 func (th *ThanosReceive) sync(ctx context.Context) error {
+	// A refresh that failed (a slow machine can make the Info call time
+	// out) is waited past, but not for ever: ctx often has no deadline.
+	// A Query that does not answer at all fails the call at once.
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
 	base := th.QueryURL()
-	last, err := th.storeChecked(ctx, base)
-	if err != nil {
-		return err
-	}
 	tick := time.NewTicker(thanosSyncPoll)
 	defer tick.Stop()
-	for refreshes := 0; refreshes < 2; {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("thanos query did not refresh its view of receive: %w", ctx.Err())
-		case <-tick.C:
-		}
-		checked, err := th.storeChecked(ctx, base)
-		if err != nil {
+	var last time.Time
+	var err error
+	for refreshes := -1; refreshes < 2; {
+		var checked time.Time
+		checked, err = th.storeChecked(ctx, base)
+		if err != nil && !errors.Is(err, errStoreNotReached) {
 			return err
 		}
-		if checked.After(last) {
+		if err == nil && checked.After(last) {
 			refreshes, last = refreshes+1, checked
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("thanos query did not refresh its view of receive twice: %w", err)
+		case <-tick.C:
 		}
 	}
 	return nil
