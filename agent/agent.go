@@ -482,7 +482,7 @@ func (a *agentRun) lastScrapesPaths() (tmp, disk string) {
 		if err != nil {
 			abs = a.cfg.Buffer.Path
 		}
-		tmp = filepath.Join(a.journalDir, fmt.Sprintf("last-scrapes-%08x.json", crc32.ChecksumIEEE([]byte(abs))))
+		tmp = filepath.Join(a.journalDir, fmt.Sprintf("last-scrapes-%08x.slots", crc32.ChecksumIEEE([]byte(abs))))
 	}
 	return tmp, filepath.Join(a.cfg.Buffer.Path, lastScrapesFile)
 }
