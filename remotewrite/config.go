@@ -15,8 +15,9 @@ import (
 // Defaults for an endpoint; the only place these numbers live. They are
 // documented in configs/redwire.example.yml.
 var (
-	DefaultRemoteTimeout = model.Duration(30 * time.Second)
-	DefaultQueueConfig   = QueueConfig{
+	DefaultRemoteTimeout   = model.Duration(30 * time.Second)
+	DefaultProtobufMessage = MessageV1
+	DefaultQueueConfig     = QueueConfig{
 		Capacity:          10000,
 		MaxSamplesPerSend: 2000,
 		BatchSendDeadline: model.Duration(5 * time.Second),
@@ -34,6 +35,10 @@ type EndpointConfig struct {
 	RemoteTimeout model.Duration    `yaml:"remote_timeout,omitempty"`
 	Headers       map[string]string `yaml:"headers,omitempty"`
 	QueueConfig   QueueConfig       `yaml:"queue_config,omitempty"`
+	// ProtobufMessage is the message requests carry: remote write 1.0
+	// (the default) or 2.0, which falls back to 1.0 by itself when the
+	// receiver shows it does not take 2.0.
+	ProtobufMessage Message `yaml:"protobuf_message,omitempty"`
 
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
@@ -64,6 +69,9 @@ var reservedHeaders = map[string]bool{
 func (c *EndpointConfig) SetDefaults() {
 	if c.RemoteTimeout == 0 {
 		c.RemoteTimeout = DefaultRemoteTimeout
+	}
+	if c.ProtobufMessage == "" {
+		c.ProtobufMessage = DefaultProtobufMessage
 	}
 	q, d := &c.QueueConfig, DefaultQueueConfig
 	if q.Capacity == 0 {
@@ -113,6 +121,11 @@ func (c *EndpointConfig) Validate() error {
 	}
 	if c.RemoteTimeout < 0 {
 		return errors.New("remote_timeout: must not be negative")
+	}
+	if c.ProtobufMessage != "" {
+		if err := c.ProtobufMessage.validate(); err != nil {
+			return err
+		}
 	}
 	for h := range c.Headers {
 		if reservedHeaders[http.CanonicalHeaderKey(h)] {
