@@ -23,9 +23,17 @@ import (
 // per series alive between requests, most of the agent's live heap, and
 // marshalling them took two passes over copies.
 //
+// An Encoder writes remote write 2.0 instead once the policy has told it
+// to (Policy.Deliver, for an endpoint that speaks 2.0): see encode_v2.go.
+//
 // An Encoder reuses its buffers between calls, so the body it returns is
 // valid only until the next Encode. It is not safe for concurrent use.
 type Encoder struct {
+	// msg is the message Encode writes; "" is MessageV1. Only
+	// Policy.Deliver sets it, so a body prepared ahead with Encode is in
+	// the message msg still names when Deliver gets it.
+	msg    Message
+	v2     encoderV2
 	series []encSeries
 	// By index into series: the next series with the same label hash (-1:
 	// none), and the series that followed it in the batch. Scrapes repeat
@@ -55,12 +63,17 @@ type point struct {
 	t int64
 }
 
-// Encode returns the snappy-compressed body for b.
+// Encode returns the snappy-compressed body for b, a 1.0 WriteRequest
+// unless the policy asked the encoder for 2.0.
 func (e *Encoder) Encode(b *sample.Batch) ([]byte, error) {
 	e.build(b)
 	e.out = append(e.out[:0], make([]byte, binary.MaxVarintLen32)...)
 	e.written = 0
-	e.pb = e.flush(e.marshal(e.pb[:0], b.Metadata), true)
+	if e.msg == MessageV2 {
+		e.pb = e.flush(e.marshalV2(e.pb[:0], b.Metadata), true)
+	} else {
+		e.pb = e.flush(e.marshal(e.pb[:0], b.Metadata), true)
+	}
 	// The body starts with the length of the whole protobuf, as
 	// snappy.Encode of it would; the blocks are what it would write next.
 	var hdr [binary.MaxVarintLen32]byte // snappy bodies are under 4 GiB
