@@ -68,10 +68,19 @@ func NewClient(cfg EndpointConfig, version string) (*Client, error) {
 // Endpoint is the endpoint's label (name or redacted URL).
 func (c *Client) Endpoint() string { return c.label }
 
-// Send posts one snappy-compressed WriteRequest. A nil error means the
-// receiver accepted it (2xx). Otherwise the error is an *Error whose Class
-// says what the caller should do with the batch.
+// Send posts one snappy-compressed 1.0 WriteRequest. A nil error means
+// the receiver accepted it (2xx). Otherwise the error is an *Error whose
+// Class says what the caller should do with the batch.
 func (c *Client) Send(ctx context.Context, body []byte) error {
+	_, err := c.SendMessage(ctx, MessageV1, body)
+	return err
+}
+
+// SendMessage posts one snappy-compressed request of message m, as Send
+// does. To a 2.0 request it also returns what the receiver said it wrote
+// (Written.Reported false if it said nothing); an *Error carries the same
+// in its Written.
+func (c *Client) SendMessage(ctx context.Context, m Message, body []byte) (Written, error) {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -79,33 +88,40 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return &Error{Class: Reject, Err: err}
+		return Written{}, &Error{Class: Reject, Err: err}
 	}
 	for k, v := range c.headers {
 		req.Header.Set(k, v)
 	}
 	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Type", m.contentType())
 	req.Header.Set("User-Agent", c.ua)
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", m.version())
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return &Error{Class: Retry, Err: err}
+		return Written{}, &Error{Class: Retry, Err: err}
 	}
 	defer func() {
 		// Drain a little so the connection can be reused, but never much.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 		resp.Body.Close()
 	}()
+	var w Written
+	if m == MessageV2 {
+		w = writtenOf(resp.Header)
+	}
 	if resp.StatusCode/100 == 2 {
-		return nil
+		return w, nil
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := &Error{
 		StatusCode: resp.StatusCode,
 		Class:      classify(resp.StatusCode),
 		Body:       strings.ToValidUTF8(strings.TrimSpace(string(msg)), "?"),
+	}
+	if w.Reported {
+		e.Written = &w
 	}
 	if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
 		if u, err := url.Parse(loc); err == nil {
@@ -118,7 +134,7 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 		// receiver asking for a pause), as Prometheus' own client does.
 		e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
-	return e
+	return w, e
 }
 
 // ProbeBody is an empty write request: a receiver that answers it 2xx
@@ -144,6 +160,11 @@ const (
 	// Unauthorized: 401, 403, 404; a credential or URL problem that an
 	// operator must fix. Keep the data, pause sending.
 	Unauthorized
+	// Unsupported: the receiver does not take remote write 2.0 (415, or
+	// a 2xx without the Written headers). Only the policy makes this
+	// class, and sends the same samples again as 1.0; Handler.Request
+	// is the only one to hear it.
+	Unsupported
 )
 
 func (c Class) String() string {
@@ -158,6 +179,8 @@ func (c Class) String() string {
 		return "too_large"
 	case Unauthorized:
 		return "unauthorized"
+	case Unsupported:
+		return "unsupported_message"
 	}
 	return "unknown"
 }
@@ -185,6 +208,9 @@ type Error struct {
 	RetryAfter time.Duration // from a 429's Retry-After; 0 if absent
 	Body       string        // first KiB of the receiver's answer
 	Err        error         // the transport error, if any
+	// Written is what a 2.0 receiver said it wrote of the request
+	// despite the error; nil if it said nothing.
+	Written *Written
 }
 
 func (e *Error) Error() string {

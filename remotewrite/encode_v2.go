@@ -201,3 +201,11 @@ func metaV2Size(m seriesMeta) int {
 	}
 	return n
 }
+
+// message is what Encode writes now.
+func (e *Encoder) message() Message {
+	if e.msg == "" {
+		return MessageV1
+	}
+	return e.msg
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -35,9 +36,19 @@ type Sender interface {
 // again: a receiver refuses samples older than the newest it holds for a
 // series, so resending a half it took could have the whole request
 // refused, and the half it never had with it.
+//
+// An endpoint configured for remote write 2.0 falls back to 1.0 when the
+// receiver shows it does not take 2.0 (see Protocol); the part it showed
+// it with is sent again as 1.0 at once, and its first answer is not one
+// the Handler hears. A 2.0 receiver that refuses a request may say how
+// many of its samples it wrote anyway (Error.Written): Refused counts the
+// rest.
 type Policy struct {
 	// MinBackoff and MaxBackoff bound the wait between tries of a batch.
 	MinBackoff, MaxBackoff time.Duration
+	// Protocol is the endpoint's message, shared by every Deliver to
+	// it; nil sends 1.0.
+	Protocol *Protocol
 }
 
 // Handler hears what becomes of a batch while Deliver sends it. Deliver
@@ -66,7 +77,8 @@ type Waiter interface {
 }
 
 // Deliver sends b until the receiver has answered for all of it. body is
-// b's encoding by enc if it was prepared ahead, nil otherwise. It returns
+// b's encoding by enc if it was prepared ahead, nil otherwise; it is used
+// only if enc wrote it in the message the endpoint speaks now. It returns
 // nil once every sample was answered for (h.Answered says how), ctx's
 // error if ctx ended first, or the error h.Failed gave up on.
 func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Batch, body []byte, h Handler) error {
@@ -109,6 +121,16 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 // many of b's first samples were answered for (taken or refused): all of
 // them when err is nil.
 func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler) (int, error) {
+	ms, speaks2 := s.(MessageSender)
+	msg := p.Protocol.Message()
+	if !speaks2 {
+		msg = MessageV1
+	}
+	if enc.message() != msg {
+		// Prepared before a fall back, or by an encoder not yet told.
+		body = nil
+		enc.msg = msg
+	}
 	if body == nil {
 		var err error
 		if body, err = enc.Encode(b); err != nil {
@@ -117,7 +139,22 @@ func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 		}
 	}
 	start := time.Now()
-	err := s.Send(ctx, body)
+	var err error
+	if msg == MessageV2 {
+		var w Written
+		w, err = ms.SendMessage(ctx, msg, body)
+		if why := unsupported(w, err); why != nil {
+			h.Request(b.Len(), time.Since(start), why)
+			if p.Protocol.fallBack() {
+				if fh, ok := h.(FallbackHandler); ok {
+					fh.FellBack(msg, MessageV1, why)
+				}
+			}
+			return p.send(ctx, s, enc, b, nil, h) // as 1.0 now
+		}
+	} else {
+		err = s.Send(ctx, body)
+	}
 	h.Request(b.Len(), time.Since(start), err)
 	switch {
 	case err == nil, ClassOf(err) == Reject:
@@ -137,6 +174,20 @@ func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 	second := sample.Batch{Samples: b.Samples[half:]}
 	n, err := p.send(ctx, s, enc, &second, nil, h)
 	return half + n, err
+}
+
+// unsupported is the error of Class Unsupported that tells the answer w,
+// err to a 2.0 request came from a receiver that does not take 2.0, or
+// nil if it did not.
+func unsupported(w Written, err error) error {
+	var re *Error
+	switch {
+	case err == nil && !w.Reported:
+		return &Error{Class: Unsupported, Body: "answered 2xx without " + headerSamplesWritten + ": a remote write 1.x receiver, which wrote nothing of a 2.0 request"}
+	case errors.As(err, &re) && re.StatusCode == http.StatusUnsupportedMediaType:
+		return &Error{StatusCode: re.StatusCode, Class: Unsupported, Body: re.Body}
+	}
+	return nil
 }
 
 // wait is how long to wait after err before the next try.
