@@ -188,13 +188,13 @@ func TestRW2PartialWriteRefusesOnlyTheRest(t *testing.T) {
 	if len(r.refused) != 1 || len(r.refusedErrs) != 1 {
 		t.Fatalf("refused parts %v, want the one request's", r.refused)
 	}
-	if n := Refused(&b, r.refusedErrs[0]); n != 100 {
+	if n := Refused(b.Len(), r.refusedErrs[0]); n != 100 {
 		t.Errorf("Refused = %d, want 100 of 1000", n)
 	}
-	if n := Refused(&b, &Error{StatusCode: 400, Class: Reject}); n != 1000 {
+	if n := Refused(b.Len(), &Error{StatusCode: 400, Class: Reject}); n != 1000 {
 		t.Errorf("Refused without Written headers = %d, want all 1000", n)
 	}
-	if n := Refused(&b, &Error{StatusCode: 400, Class: Reject, Written: &Written{Samples: 5000, Reported: true}}); n != 0 {
+	if n := Refused(b.Len(), &Error{StatusCode: 400, Class: Reject, Written: &Written{Samples: 5000, Reported: true}}); n != 0 {
 		t.Errorf("Refused when the receiver claims more than it was sent = %d, want 0", n)
 	}
 	if len(r.fellBack) != 0 {

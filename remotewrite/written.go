@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-
-	"github.com/redwire/redwire/sample"
 )
 
 // The headers in which a remote write 2.0 receiver says what it stored of
@@ -47,17 +45,18 @@ func writtenOf(h http.Header) Written {
 	return w
 }
 
-// Refused is how many of part's samples err refused: all of them, unless
-// the receiver said how many it wrote anyway (remote write 2.0), then the
-// rest. redwire sends float samples only, so the samples count is the one
-// that matters. A receiver that claims more than it was sent refused none.
-func Refused(part *sample.Batch, err error) int {
+// Refused is how many of the n samples of a part err refused: all of
+// them, unless the receiver said how many it wrote anyway (remote write
+// 2.0), then the rest. redwire sends float samples only, so the samples
+// count is the one that matters. A receiver that claims more than it was
+// sent refused none.
+func Refused(n int, err error) int {
 	if err == nil {
 		return 0
 	}
 	var re *Error
 	if !errors.As(err, &re) || re.Written == nil {
-		return part.Len()
+		return n
 	}
-	return max(0, part.Len()-re.Written.Samples)
+	return max(0, n-re.Written.Samples)
 }
