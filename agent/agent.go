@@ -294,7 +294,8 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 	name, q := ec.Label(), ec.QueueConfig
 	return &sender{
 		name: name, cfg: ec, client: c, buf: buf,
-		policy:     remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff)},
+		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff),
+			Protocol: remotewrite.NewProtocol(ec.ProtobufMessage)},
 		threshold:  cfg.Degraded.FailureThreshold,
 		replayRate: cfg.Replay.MaxSamplesPerSecond,
 		probeEvery: max(0, time.Duration(cfg.Degraded.ProbeInterval)),

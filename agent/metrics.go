@@ -34,6 +34,7 @@ type metrics struct {
 	degraded            *prometheus.GaugeVec   // endpoint
 	circuitState        *prometheus.GaugeVec   // endpoint
 	paused              *prometheus.GaugeVec   // endpoint, reason
+	rwProtocol          *prometheus.GaugeVec   // endpoint, message
 	corruptions         *prometheus.CounterVec // endpoint
 	buffers             *bufferCollector
 	reloadSuccess       prometheus.Gauge
@@ -73,6 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		degraded:        gauge("redwire_degraded", "1 while the endpoint is down and the agent buffers to disk and samples less.", "endpoint"),
 		circuitState:    gauge("redwire_circuit_state", "Circuit breaker of the endpoint: 0 closed, 1 open, 2 half-open (probe in flight).", "endpoint"),
 		paused:          gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
+		rwProtocol:      gauge("redwire_remote_write_protocol", "1 for the protobuf message the endpoint is sent now: io.prometheus.write.v2.Request, or prometheus.WriteRequest (configured, or fallen back to when the receiver did not take 2.0).", "endpoint", "message"),
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_successful",
@@ -82,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
 		m.samplesDropped, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
-		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused,
+		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused, m.rwProtocol,
 		m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
 }

@@ -81,6 +81,7 @@ func (s *sender) run(ctx context.Context) {
 	defer s.waitAcks()
 	// Show a state that a reload handed over before any answer moves it.
 	s.report(s.state, nil)
+	s.showProtocol(s.policy.Protocol.Message())
 	var ahead chan outgoing // the next batch of a backlog, being prepared
 	for {
 		var o outgoing
@@ -244,6 +245,18 @@ func (s *sender) handle(ev event, err error) effect {
 	return fx
 }
 
+// showProtocol sets redwire_remote_write_protocol to m, over what a
+// sender of the endpoint before a reload showed.
+func (s *sender) showProtocol(m remotewrite.Message) {
+	for _, each := range []remotewrite.Message{remotewrite.MessageV1, remotewrite.MessageV2} {
+		v := 0.0
+		if each == m {
+			v = 1
+		}
+		s.m.rwProtocol.WithLabelValues(s.name, string(each)).Set(v)
+	}
+}
+
 // pauseUnauthorized is the reason label of redwire_remote_write_paused.
 const pauseUnauthorized = "unauthorized"
 
@@ -258,10 +271,32 @@ type leaseTry struct {
 // Send marks the circuit half-open while a probe of a down endpoint is
 // in flight.
 func (t *leaseTry) Send(ctx context.Context, body []byte) error {
+	t.halfOpen()
+	return t.s.client.Send(ctx, body)
+}
+
+// SendMessage is Send of a remote write 2.0 body. A client that cannot
+// say what the receiver wrote gets it as Send, and the policy falls back.
+func (t *leaseTry) SendMessage(ctx context.Context, m remotewrite.Message, body []byte) (remotewrite.Written, error) {
+	t.halfOpen()
+	if ms, ok := t.s.client.(remotewrite.MessageSender); ok {
+		return ms.SendMessage(ctx, m, body)
+	}
+	return remotewrite.Written{}, t.s.client.Send(ctx, body)
+}
+
+func (t *leaseTry) halfOpen() {
 	if t.s.state.mode == modeDegraded {
 		t.s.m.circuitState.WithLabelValues(t.s.name).Set(circuitHalfOpen)
 	}
-	return t.s.client.Send(ctx, body)
+}
+
+// FellBack says once, in the log and on redwire_remote_write_protocol,
+// that the receiver does not take remote write 2.0.
+func (t *leaseTry) FellBack(from, to remotewrite.Message, err error) {
+	s := t.s
+	s.showProtocol(to)
+	s.log.Warn("receiver does not take remote write 2.0: sending 1.0 from now on, the batch in flight included", append(errAttrs(err), "from", from, "to", to)...)
 }
 
 // Request records a request's outcome.
@@ -273,6 +308,13 @@ func (t *leaseTry) Request(samples int, took time.Duration, err error) {
 		result = remotewrite.ClassOf(err).String()
 	}
 	s.m.rwRequests.WithLabelValues(s.name, result).Inc()
+	if remotewrite.ClassOf(err) == remotewrite.Reject {
+		// What a 2.0 receiver wrote of a refused request was sent: the
+		// rest is what Answered counts dropped.
+		refused := remotewrite.Refused(samples, err)
+		s.m.rwSamples.WithLabelValues(s.name, "success").Add(float64(samples - refused))
+		samples = refused
+	}
 	s.m.rwSamples.WithLabelValues(s.name, result).Add(float64(samples))
 	if err == nil {
 		s.m.lastSendSuccess.WithLabelValues(s.name).SetToCurrentTime()
@@ -281,7 +323,8 @@ func (t *leaseTry) Request(samples int, took time.Duration, err error) {
 
 // Answered trims what the receiver answered for from the lease, so that
 // a retry, a spill when the endpoint goes down, or Close carries only
-// the rest; a refused part is dropped and counted.
+// the rest; a refused part is dropped and counted, less what a 2.0
+// receiver said it wrote of it.
 func (t *leaseTry) Answered(part *sample.Batch, err error) {
 	s, n := t.s, part.Len()
 	if err != nil {
@@ -290,10 +333,13 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 	}
 	s.buf.Taken(t.l, n)
 	if err != nil {
+		refused := remotewrite.Refused(n, err)
 		if s.handle(evRefused, err)&warnRefused != 0 {
-			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", n)...)
+			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", refused, "written", n-refused)...)
 		}
-		s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: n, Spans: sample.AddSpans(nil, part.Samples)}})
+		if refused > 0 {
+			s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: refused, Spans: sample.AddSpans(nil, part.Samples)}})
+		}
 		return
 	}
 	t.taken += n
