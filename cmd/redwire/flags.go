@@ -140,6 +140,10 @@ func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.RemoteTimeout = d })(c)
 		})
+	o.string(app.Flag("remote-write.protobuf-message", "Message of remote-write requests: prometheus.WriteRequest (1.0, default) or io.prometheus.write.v2.Request (2.0; falls back to 1.0 when the receiver does not take it)."),
+		func(c *agent.Config, s string) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.ProtobufMessage = remotewrite.Message(s) })(c)
+		})
 	o.int(app.Flag("remote-write.queue-config.capacity", "Samples held in memory per endpoint (default 10000)."),
 		func(c *agent.Config, n int) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.Capacity = n })(c)
