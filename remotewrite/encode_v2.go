@@ -49,6 +49,7 @@ type encoderV2 struct {
 	refs   []uint32       // every series' labels refs, one after another
 	meta   []seriesMeta   // by series
 	family map[string]int // family -> its index in the batch's metadata
+	prev   []prevLabel    // by place, the labels of the series before
 }
 
 // seriesMeta is where a series' labels refs end in encoderV2.refs, and its
@@ -87,24 +88,53 @@ func (e *Encoder) symbolize(md []sample.Metadata) {
 			v.family[m.Family] = i
 		}
 	}
+	// Series that follow each other mostly share label names and many
+	// values (the family's name, instance, job): a label equal to the one
+	// at its place in the series before reuses its ref, which spares the
+	// map most lookups. (Strings from one label cache compare by pointer.)
+	v.prev = v.prev[:0]
+	var prevName string
+	var prevMeta seriesMeta
 	for i := range e.series {
 		var name string
+		j := 0
 		e.series[i].ls.Range(func(l labels.Label) {
 			if l.Name == labels.MetricName {
 				name = l.Value
 			}
-			v.refs = append(v.refs, v.symbol(l.Name), v.symbol(l.Value))
+			if j == len(v.prev) {
+				v.prev = append(v.prev, prevLabel{})
+			}
+			p := &v.prev[j]
+			if p.ref == 0 || p.name != l.Name {
+				p.name, p.nameRef = l.Name, v.symbol(l.Name)
+				p.value, p.ref = l.Value, v.symbol(l.Value)
+			} else if p.value != l.Value {
+				p.value, p.ref = l.Value, v.symbol(l.Value)
+			}
+			v.refs = append(v.refs, p.nameRef, p.ref)
+			j++
 		})
 		sm := seriesMeta{refsEnd: len(v.refs)}
-		if j, ok := v.familyOf(name); ok {
-			m := md[j]
+		if i > 0 && name == prevName {
+			sm.typ, sm.help = prevMeta.typ, prevMeta.help
+		} else if k, ok := v.familyOf(name); ok {
+			m := md[k]
 			sm.typ = m.Type
 			if m.Help != "" {
 				sm.help = v.symbol(m.Help)
 			}
 		}
+		prevName, prevMeta = name, sm
 		v.meta = append(v.meta, sm)
 	}
+	clear(v.prev) // nor of their label sets
+}
+
+// prevLabel is a label of the series before, with its refs; ref 0: none.
+type prevLabel struct {
+	name, value  string
+	nameRef, ref uint32
 }
 
 // familySuffixes are what a series' name may add to its family's: the
