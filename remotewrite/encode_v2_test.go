@@ -247,3 +247,37 @@ func FuzzEncodeRW2(f *testing.F) {
 		requireV2(t, &e, &b)
 	})
 }
+
+// TestEncodeRW2CostsNoMoreThanRW1: for the batches a Redis target makes
+// (one scrape, five scrapes, a replay lease), the 2.0 body is no larger
+// than the 1.0 body of the same samples. (For a one-series toy request
+// 2.0 is a few bytes larger: the symbols table's "" and the refs' tag.)
+func TestEncodeRW2CostsNoMoreThanRW1(t *testing.T) {
+	var five sample.Batch
+	for i := range 5 {
+		s := batchtest.Redis(batchtest.T0+int64(i)*10_000, i)
+		five.Samples = append(five.Samples, s.Samples...)
+		five.Metadata = s.Metadata
+	}
+	for name, b := range map[string]sample.Batch{
+		"one scrape":   batchtest.Redis(batchtest.T0, 1),
+		"five scrapes": five,
+		"replay":       replayBatch(10000),
+	} {
+		var e Encoder
+		v1, err := e.Encode(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n1 := len(v1)
+		e.msg = MessageV2
+		v2, err := e.Encode(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v2) > n1 {
+			t.Errorf("%s: 2.0 body %d bytes, 1.0 body %d", name, len(v2), n1)
+		}
+		t.Logf("%s: %d samples, 1.0 %d B, 2.0 %d B (%.2f×)", name, b.Len(), n1, len(v2), float64(len(v2))/float64(n1))
+	}
+}
