@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/sample"
@@ -99,7 +100,7 @@ func (e *Encoder) symbolize(md []sample.Metadata) {
 		var name string
 		j := 0
 		e.series[i].ls.Range(func(l labels.Label) {
-			if l.Name == labels.MetricName {
+			if l.Name == model.MetricNameLabel {
 				name = l.Value
 			}
 			if j == len(v.prev) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -98,7 +99,7 @@ func wantV2(b *sample.Batch) []seriesV2 {
 			i = len(out)
 			index[k] = i
 			ns := seriesV2{labels: k}
-			name := s.Labels.Get(labels.MetricName)
+			name := s.Labels.Get(model.MetricNameLabel)
 			m, ok := family[name]
 			for _, suf := range []string{"_bucket", "_count", "_sum", "_total"} {
 				if !ok && len(name) > len(suf) && name[len(name)-len(suf):] == suf {
