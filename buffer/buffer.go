@@ -57,8 +57,9 @@ type Buffer struct {
 	closed   bool
 	wake     chan struct{} // closed and replaced whenever state changes
 
-	// entries recycles the buffers of journal entries made by Append.
-	entries sync.Pool
+	// hashes recycles the label set hashes Append computes for the
+	// journal.
+	hashes sync.Pool
 
 	// leasedDrops are drops of records a lease still holds (settle).
 	leasedDrops []leasedDrop
@@ -87,7 +88,7 @@ type Lease struct {
 // everything stored.
 func New(store *Store, opts Options) *Buffer {
 	b := &Buffer{opts: opts, store: store, wake: make(chan struct{}), meta: newMetadataSet()}
-	b.entries.New = func() any { return new([]byte) }
+	b.hashes.New = func() any { return new([]uint64) }
 	if opts.JournalDir != "" && !opts.Always {
 		b.openJournal()
 	}
@@ -99,14 +100,14 @@ func New(store *Store, opts Options) *Buffer {
 // returned after the batch has been kept in memory, so nothing is lost
 // silently.
 func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
-	// The journal entry is made before the lock: every scrape loop
-	// appends to this buffer, and would otherwise queue behind the
-	// others' encoding. b.journal is set once, by New.
-	var entry *[]byte
+	// The journal's hashing of label sets is done before the lock: every
+	// scrape loop appends to this buffer, and would otherwise queue
+	// behind the others'. b.journal is set once, by New.
+	var hashes *[]uint64
 	if b.journal != nil && len(batch.Samples) > 0 {
-		entry = b.entries.Get().(*[]byte)
-		*entry = pushEntry((*entry)[:0], batch.Samples)
-		defer b.entries.Put(entry)
+		hashes = b.hashes.Get().(*[]uint64)
+		*hashes = journalHashes((*hashes)[:0], batch.Samples)
+		defer b.hashes.Put(hashes)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -118,8 +119,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
-		if entry != nil {
-			b.journal.pushed(*entry, batch.Len())
+		if hashes != nil {
+			b.journal.push(batch.Samples, *hashes)
 		}
 		return nil, nil
 	}
@@ -136,8 +137,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	// The store cannot take it (disk full, I/O error): keep the newest
 	// samples in memory, up to capacity, and count what falls out.
 	b.mem.push(batch.Samples)
-	if entry != nil {
-		b.journal.pushed(*entry, batch.Len())
+	if hashes != nil {
+		b.journal.push(batch.Samples, *hashes)
 	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		spans := sample.AddSpans(nil, b.mem.peek(over))

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -35,16 +37,23 @@ import (
 //	[1:5]   length n of the body, uint32 little-endian
 //	[5:5+n] body, then the crc32c (Castagnoli) of the body
 //
-// A 'P' body is the samples as they are, for speed rather than size (the
-// file lives in memory and is emptied whenever memory is): a uvarint
-// count, then per sample a uvarint label count, each label's name and
-// value as uvarint length and bytes, and the timestamp and value bits as
-// uint64s. An 'F' body is the count, a 'D' body offset and count, as
-// uint64s. All numbers are little-endian.
+// A 'P' body is the samples, each label set written once per file and
+// then referred to by number (journalSeries in journal_series.go gives
+// the layout): a scrape's entry is mostly numbers, about 11 bytes a
+// sample instead of 130. An 'F' body is the count, a 'D' body offset and
+// count, as uint64s. All numbers are little-endian.
+//
+// The file is emptied (and its series table with it) when memory is
+// empty and the file has grown past journalRewrite, not every time memory
+// empties: a batch leaves every batch_send_deadline, and a table emptied
+// that often would define every set again each time. Kept past that, at
+// one Redis at 1 s the file reaches journalRewrite after about 20
+// minutes.
 //
 // An entry cut short by the crash, or damaged, ends the replay: it was
 // the last one written. A change here needs the journal file's name to
-// change, so an older journal is never misread.
+// change, so an older journal is never misread; a journal of the
+// previous format (journalExtV1) is still read, once, at the next start.
 type journal struct {
 	path string
 	f    *os.File
@@ -54,15 +63,21 @@ type journal struct {
 	// inFile counts the samples the file's entries push: live of them
 	// are still held, the rest is dead weight a rewrite drops.
 	inFile int
+	// series numbers the label sets the file's entries define.
+	series journalSeries
 	err    error // the first write error; the journal is off from then on
+	// legacy is a journal of the previous format replayed at open, removed
+	// once what it held is safe (stored, or in this journal).
+	legacy string
 }
 
 const (
 	journalPush  = 'P'
 	journalFront = 'F'
 	journalDrop  = 'D'
-	// journalRewrite is the size past which a journal is rewritten with
-	// only what memory holds, so it stays small while memory never quite
+	// journalRewrite is the size past which a journal is emptied once
+	// memory is, or rewritten with only what memory holds once half of
+	// what it pushes is gone, so it stays small while memory never quite
 	// empties (many targets scraping all the time).
 	journalRewrite = 4 << 20
 	// journalMaxEntry bounds one entry's body on replay: a damaged length
@@ -70,8 +85,12 @@ const (
 	journalMaxEntry = codec.MaxDecodedBatch
 )
 
-// journalExt ends the name of a crash journal file.
-const journalExt = ".journal-v1"
+// journalExt ends the name of a crash journal file; journalExtV1 that of
+// one written before the series table (labels written out per sample).
+const (
+	journalExt   = ".journal-v2"
+	journalExtV1 = ".journal-v1"
+)
 
 // journalPath is the crash journal of the store file f under dir. Its name
 // carries a hash of f's absolute path, so that agents with different
@@ -96,12 +115,33 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("crash journal: %w", err)
 	}
-	held, err := replayJournal(f)
+	// A journal of the previous format holds older samples than this one
+	// (the process that wrote it ran before any that wrote this one).
+	legacy := strings.TrimSuffix(path, journalExt) + journalExtV1
+	var held []sample.Sample
+	if lf, err := os.Open(legacy); err == nil {
+		held, err = replayJournal(lf, decodeJournalV1)
+		lf.Close()
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("crash journal %s: %w", legacy, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		f.Close()
+		return nil, nil, fmt.Errorf("crash journal: %w", err)
+	} else {
+		legacy = ""
+	}
+	var series journalSeries
+	newer, err := replayJournal(f, series.decodePush)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
 	}
-	j := &journal{path: path, f: f, live: len(held), inFile: len(held)}
+	held = append(held, newer...)
+	// The file's series table is not rebuilt: the caller stores what it
+	// held and resets it.
+	j := &journal{path: path, f: f, live: len(held), inFile: len(held), legacy: legacy}
 	if j.size, err = f.Seek(0, io.SeekEnd); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
@@ -109,8 +149,9 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 	return j, held, nil
 }
 
-// replayJournal rebuilds the memory tier from the journal's entries.
-func replayJournal(r io.Reader) ([]sample.Sample, error) {
+// replayJournal rebuilds the memory tier from the journal's entries,
+// decoding 'P' bodies with decodePush.
+func replayJournal(r io.Reader, decodePush func([]byte) ([]sample.Sample, bool)) ([]sample.Sample, error) {
 	var (
 		held []sample.Sample
 		head [5]byte
@@ -133,7 +174,7 @@ func replayJournal(r io.Reader) ([]sample.Sample, error) {
 		}
 		switch head[0] {
 		case journalPush:
-			s, ok := decodeJournalSamples(body)
+			s, ok := decodePush(body)
 			if !ok {
 				return held, nil
 			}
@@ -170,25 +211,11 @@ func journalNumbers(body []byte) ([]uint64, bool) {
 	return vals, true
 }
 
-// appendJournalSamples appends the body of a 'P' entry.
-func appendJournalSamples(dst []byte, s []sample.Sample) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(s)))
-	for i := range s {
-		dst = binary.AppendUvarint(dst, uint64(s[i].Labels.Len()))
-		s[i].Labels.Range(func(l labels.Label) {
-			dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
-			dst = append(dst, l.Name...)
-			dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
-			dst = append(dst, l.Value...)
-		})
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(s[i].T))
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
-	}
-	return dst
-}
-
-// decodeJournalSamples decodes the body of a 'P' entry.
-func decodeJournalSamples(body []byte) ([]sample.Sample, bool) {
+// decodeJournalV1 decodes the body of a 'P' entry of the previous format
+// (journalExtV1): a uvarint count, then per sample a uvarint label count,
+// each label's name and value as uvarint length and bytes, and the
+// timestamp and value bits as uint64s.
+func decodeJournalV1(body []byte) ([]sample.Sample, bool) {
 	r := journalReader{b: body}
 	n := r.uvarint()
 	if n > uint64(len(body)) {
@@ -252,28 +279,16 @@ func (r *journalReader) uint64() uint64 {
 	return v
 }
 
-// push records samples pushed at the end of the memory tier.
-func (j *journal) push(s []sample.Sample) {
+// push records samples s pushed at the end of the memory tier; hashes
+// are their label sets' (journalHashes).
+func (j *journal) push(s []sample.Sample, hashes []uint64) {
 	if len(s) == 0 {
 		return
 	}
-	j.buf = pushEntry(j.buf[:0], s)
-	j.pushed(j.buf, len(s))
-}
-
-// pushEntry appends the sealed 'P' entry of s to dst. It needs no lock:
-// Append encodes before it takes the buffer's, so that scrapes appending
-// at once do not queue behind each other's encoding.
-func pushEntry(dst []byte, s []sample.Sample) []byte {
-	return sealEntry(appendJournalSamples(append(dst, journalPush, 0, 0, 0, 0), s))
-}
-
-// pushed writes entry, made by pushEntry for n samples pushed at the end
-// of the memory tier.
-func (j *journal) pushed(entry []byte, n int) {
-	j.write(entry)
-	j.live += n
-	j.inFile += n
+	j.buf = sealEntry(j.series.appendPush(append(j.buf[:0], journalPush, 0, 0, 0, 0), s, hashes))
+	j.write(j.buf)
+	j.live += len(s)
+	j.inFile += len(s)
 }
 
 // front records that the oldest n samples left the memory tier: taken by
@@ -324,15 +339,16 @@ func (j *journal) write(e []byte) {
 	j.size += int64(len(e))
 }
 
-// compact keeps the journal small: empty once memory is, and rewritten
-// with only what memory holds (held, oldest first) once it has grown
-// past journalRewrite. It is called with the buffer's lock held.
+// compact keeps the journal small: once it has grown past
+// journalRewrite, emptied if memory is empty, and rewritten with only
+// what memory holds (held, oldest first) if half of what it pushes is
+// gone. It is called with the buffer's lock held.
 func (j *journal) compact(held func() []sample.Sample) {
 	switch {
-	case j.err != nil:
-	case j.live == 0 && j.size > 0:
+	case j.err != nil || j.size <= journalRewrite:
+	case j.live == 0:
 		j.reset()
-	case j.size > journalRewrite && 2*j.live < j.inFile:
+	case 2*j.live < j.inFile:
 		// At least half of what the file pushes is gone: a rewrite costs
 		// at most what was appended since the last one, however much
 		// memory holds (many targets, a receiver that keeps up slowly).
@@ -354,6 +370,7 @@ func (j *journal) reset() {
 		return
 	}
 	j.size, j.live, j.inFile = 0, 0, 0
+	j.series.reset()
 }
 
 // rewrite replaces the journal with one push of held. A crash part way
@@ -366,9 +383,10 @@ func (j *journal) rewrite(held []sample.Sample) {
 		j.err = err
 		return
 	}
-	old := *j
+	oldF := j.f
 	j.f, j.size, j.live, j.inFile = f, 0, 0, 0
-	j.push(held)
+	j.series = journalSeries{}
+	j.push(held, journalHashes(nil, held))
 	if j.err == nil {
 		j.err = os.Rename(tmp, j.path)
 	}
@@ -377,7 +395,17 @@ func (j *journal) rewrite(held []sample.Sample) {
 		os.Remove(tmp)
 		return
 	}
-	old.f.Close()
+	oldF.Close()
+}
+
+// dropLegacy removes the journal of the previous format that openJournal
+// replayed, once what it held is safe.
+func (j *journal) dropLegacy() {
+	if j.legacy != "" && j.err == nil {
+		if err := os.Remove(j.legacy); err == nil || errors.Is(err, fs.ErrNotExist) {
+			j.legacy = ""
+		}
+	}
 }
 
 // close closes the journal and removes its file if memory holds nothing,
@@ -406,11 +434,13 @@ func (b *Buffer) openJournal() {
 			// journal keeps them as memory's.
 			b.mem.push(held)
 			j.rewrite(held)
+			j.dropLegacy()
 			return
 		}
 		held = held[n:]
 	}
 	j.reset()
+	j.dropLegacy()
 }
 
 // Journal reports the crash journal: how many samples it gave back at

@@ -2,10 +2,16 @@ package buffer
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +75,7 @@ func (r *journalRig) append(n int) []int64 {
 	var ts []int64
 	for range n {
 		r.next++
-		b.Samples = append(b.Samples, sample.Sample{Labels: labels.FromStrings("__name__", "x"), T: r.next, V: 1})
+		b.Samples = append(b.Samples, rigSample(r.next))
 		ts = append(ts, r.next)
 	}
 	if _, err := r.b.Append(b); err != nil {
@@ -78,7 +84,27 @@ func (r *journalRig) append(n int) []int64 {
 	return ts
 }
 
-// stored is every sample timestamp in the store, oldest first.
+// rigSample is the sample the rig appends at t: its label set is one of
+// a dozen, so that entries both define series and refer to them, and
+// its labels and value follow from t, so that a sample given back wrong
+// is told from the right one.
+func rigSample(t int64) sample.Sample {
+	n := int64(len(rigLabels))
+	return sample.Sample{Labels: rigLabels[(t%n+n)%n], T: t, V: float64(t) / 4}
+}
+
+// rigLabels are shared by the samples that carry them, as a target's
+// label cache shares them.
+var rigLabels = func() []labels.Labels {
+	ls := make([]labels.Labels, 12)
+	for i := range ls {
+		ls[i] = labels.FromStrings("__name__", "x", "instance", "redis-"+strconv.Itoa(i))
+	}
+	return ls
+}()
+
+// stored is every sample timestamp in the store, oldest first; each
+// sample must be the one rigSample made.
 func (r *journalRig) stored() []int64 {
 	r.t.Helper()
 	recs, err := r.b.store.Peek(1 << 30)
@@ -88,6 +114,9 @@ func (r *journalRig) stored() []int64 {
 	var ts []int64
 	for _, rec := range recs {
 		for _, s := range rec.Batch.Samples {
+			if want := rigSample(s.T); !labels.Equal(s.Labels, want.Labels) || s.V != want.V {
+				r.t.Fatalf("stored sample %v %d %v, want %v %v", s.Labels, s.T, s.V, want.Labels, want.V)
+			}
 			ts = append(ts, s.T)
 		}
 	}
@@ -146,13 +175,16 @@ func TestJournalRecoversWhatMemoryHeld(t *testing.T) {
 }
 
 // TestJournalStaysSmall: while memory never quite empties, the journal
-// is rewritten with only what memory holds; once memory is empty it is
-// empty too.
+// is rewritten with only what memory holds, and a crash then gives back
+// exactly that; once memory is empty the journal holds nothing, and is
+// emptied once past journalRewrite.
 func TestJournalStaysSmall(t *testing.T) {
 	r := newJournalRig(t, Options{Capacity: 100000, MaxBatch: 500, Deadline: time.Hour})
 	ctx := context.Background()
-	for range 400 {
-		r.append(600)
+	var want []int64 // what memory holds
+	rewrites := 0
+	for range 1000 {
+		want = append(want, r.append(600)...)
 		l, err := r.b.Next(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -160,11 +192,25 @@ func TestJournalStaysSmall(t *testing.T) {
 		if err := r.b.Ack(l); err != nil {
 			t.Fatal(err)
 		}
+		want = want[l.Batch.Len():]
+		if r.b.journal.inFile == r.b.journal.live {
+			rewrites++
+		}
 		if size := r.b.journal.size; size > 2*journalRewrite {
 			t.Fatalf("journal of %d bytes while memory holds %d samples", size, len(r.b.held()))
 		}
 	}
+	if rewrites == 0 {
+		t.Fatal("the journal was never rewritten: the test does not reach journalRewrite")
+	}
 	r.checkInvariant()
+	r.crash()
+	r.open()
+	if got := r.stored(); !slices.Equal(got, want) {
+		t.Fatalf("store after a crash holds %d samples, want the %d memory held", len(got), len(want))
+	}
+	// Memory empties: the journal holds none of what it pushed.
+	r.append(600)
 	for r.b.mem.len() > 0 {
 		l, err := r.b.Next(ctx)
 		if err != nil {
@@ -172,8 +218,17 @@ func TestJournalStaysSmall(t *testing.T) {
 		}
 		r.b.Ack(l)
 	}
-	if fi, err := os.Stat(r.b.journal.path); err != nil || fi.Size() != 0 {
-		t.Fatalf("journal with memory empty: %v %v, want an empty file", fi, err)
+	f, err := os.Open(r.b.journal.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var series journalSeries
+	if held, err := replayJournal(f, series.decodePush); err != nil || len(held) != 0 {
+		t.Fatalf("journal with memory empty gives back %d samples (%v), want none", len(held), err)
+	}
+	if size := r.b.journal.size; size > journalRewrite {
+		t.Fatalf("journal of %d bytes with memory empty, want it emptied past %d", size, journalRewrite)
 	}
 }
 
@@ -254,4 +309,74 @@ func removeTaken(t *testing.T, want []int64, taken []sample.Sample) []int64 {
 		}
 	}
 	return want[len(taken):]
+}
+
+// TestJournalReadsTheV1Format: a journal left by a process that wrote
+// the previous format (labels written out per sample) is given back at
+// the next start, before what a journal of the current format holds, and
+// removed then.
+func TestJournalReadsTheV1Format(t *testing.T) {
+	r := newJournalRig(t, Options{Capacity: 1000, MaxBatch: 8, Deadline: time.Hour})
+	v2 := slices.Concat(r.append(5), r.append(3))
+	r.crash()
+	// The older process: pushed 1..6, of which the first 2 were sent.
+	var v1 []byte
+	var old []sample.Sample
+	for ts := int64(-6); ts < 0; ts++ {
+		old = append(old, rigSample(ts))
+	}
+	v1 = append(v1, sealEntry(appendJournalV1([]byte{journalPush, 0, 0, 0, 0}, old[:4]))...)
+	v1 = append(v1, sealEntry(appendJournalV1([]byte{journalPush, 0, 0, 0, 0}, old[4:]))...)
+	v1 = append(v1, sealEntry(binary.LittleEndian.AppendUint64([]byte{journalFront, 0, 0, 0, 0}, 2))...)
+	legacy := strings.TrimSuffix(journalPath(r.jdir, StoreFile{Path: r.path}), journalExt) + journalExtV1
+	if err := os.WriteFile(legacy, v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.open()
+	if got, want := r.stored(), slices.Concat([]int64{-4, -3, -2, -1}, v2); !slices.Equal(got, want) {
+		t.Fatalf("store after the restart holds %v, want %v", got, want)
+	}
+	if _, err := os.Stat(legacy); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the v1 journal is still there once its samples are stored: %v", err)
+	}
+}
+
+// appendJournalV1 appends a 'P' body of the previous format, as
+// decodeJournalV1 reads it.
+func appendJournalV1(dst []byte, s []sample.Sample) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	for i := range s {
+		dst = appendJournalLabels(dst, s[i].Labels)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(s[i].T))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
+	}
+	return dst
+}
+
+// TestJournalSeriesTable: a 'P' body defines each label set once, and
+// later bodies refer to it; a body that refers to a set no entry defined
+// (damaged) does not decode.
+func TestJournalSeriesTable(t *testing.T) {
+	var enc, dec journalSeries
+	s := []sample.Sample{rigSample(1), rigSample(2), rigSample(13), rigSample(-5)}
+	first := enc.appendPush(nil, s, journalHashes(nil, s))
+	again := enc.appendPush(nil, s, journalHashes(nil, s))
+	if len(enc.sets) != 3 || len(again) >= len(first)/2 {
+		t.Fatalf("%d sets defined, bodies of %d then %d bytes: want 3 sets, the second body numbers only", len(enc.sets), len(first), len(again))
+	}
+	for _, body := range [][]byte{first, again} {
+		got, ok := dec.decodePush(body)
+		if !ok || len(got) != len(s) {
+			t.Fatalf("decoded %d samples (ok %v), want %d", len(got), ok, len(s))
+		}
+		for i := range s {
+			if !labels.Equal(got[i].Labels, s[i].Labels) || got[i].T != s[i].T || got[i].V != s[i].V {
+				t.Fatalf("sample %d decoded as %v, want %v", i, got[i], s[i])
+			}
+		}
+	}
+	var fresh journalSeries
+	if _, ok := fresh.decodePush(again); ok {
+		t.Fatal("a body referring to sets no entry defined decoded")
+	}
 }

@@ -1,0 +1,152 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/redwire/redwire/sample"
+)
+
+// journalSeries is the series table of one journal file: the label sets
+// its 'P' entries have defined, numbered in the order they were defined.
+// A target sends the same ~300 label sets every scrape, so a scrape's
+// entry is mostly numbers: each set is written once per file, not once
+// per sample. The table lives as long as the file's content: reset and
+// rewrite empty both.
+//
+// A 'P' body is a uvarint sample count, then per sample
+//
+//	uvarint  series number; if it is the table's length, the label set
+//	         follows and takes that number: a uvarint label count, then
+//	         each label's name and value as uvarint length and bytes
+//	varint   timestamp minus the previous sample's in the entry (the
+//	         first: minus 0), zigzag
+//	uint64   value bits, little-endian
+//
+// so an entry never refers to a set defined by a later one, and a set is
+// defined where it is first used.
+type journalSeries struct {
+	// refs finds a set's number by its hash; sets[ref] is compared to
+	// tell a hash collision, which costs one more definition.
+	refs map[uint64]uint32
+	sets []labels.Labels
+}
+
+// reset empties the table, as its file is emptied.
+func (t *journalSeries) reset() {
+	clear(t.refs)
+	clear(t.sets) // drop the references: the sets' memory is the cache's to free
+	t.sets = t.sets[:0]
+}
+
+// journalHashes appends the hashes of the label sets of s, which
+// appendPush needs; they are computed before the buffer's lock is taken.
+func journalHashes(dst []uint64, s []sample.Sample) []uint64 {
+	for i := range s {
+		dst = append(dst, s[i].Labels.Hash())
+	}
+	return dst
+}
+
+// appendPush appends the 'P' body of s, whose label sets hash to hashes
+// (journalHashes), defining in t the sets it does not know yet.
+func (t *journalSeries) appendPush(dst []byte, s []sample.Sample, hashes []uint64) []byte {
+	if t.refs == nil {
+		t.refs = make(map[uint64]uint32)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	var prevT int64
+	for i := range s {
+		ls := s[i].Labels
+		ref, ok := t.refs[hashes[i]]
+		if !ok || !labels.Equal(t.sets[ref], ls) {
+			ref = uint32(len(t.sets))
+			if !ok {
+				t.refs[hashes[i]] = ref
+			} // else a collision: the first set keeps the hash
+			t.sets = append(t.sets, ls)
+			dst = binary.AppendUvarint(dst, uint64(ref))
+			dst = appendJournalLabels(dst, ls)
+		} else {
+			dst = binary.AppendUvarint(dst, uint64(ref))
+		}
+		dst = binary.AppendVarint(dst, s[i].T-prevT)
+		prevT = s[i].T
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
+	}
+	return dst
+}
+
+func appendJournalLabels(dst []byte, ls labels.Labels) []byte {
+	dst = binary.AppendUvarint(dst, uint64(ls.Len()))
+	ls.Range(func(l labels.Label) {
+		dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+		dst = append(dst, l.Name...)
+		dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+		dst = append(dst, l.Value...)
+	})
+	return dst
+}
+
+// decodePush decodes a 'P' body, defining in t the sets it defines. A
+// body that is short, refers to a set not defined yet or has bytes left
+// over is not ok.
+func (t *journalSeries) decodePush(body []byte) ([]sample.Sample, bool) {
+	r := journalReader{b: body}
+	n := r.uvarint()
+	if n > uint64(len(body)) {
+		return nil, false
+	}
+	out := make([]sample.Sample, 0, n)
+	var (
+		b     labels.ScratchBuilder
+		prevT int64
+	)
+	for range n {
+		ref := r.uvarint()
+		switch {
+		case ref < uint64(len(t.sets)):
+		case ref == uint64(len(t.sets)):
+			ls, ok := r.labels(&b)
+			if !ok {
+				return nil, false
+			}
+			t.sets = append(t.sets, ls)
+		default:
+			return nil, false
+		}
+		prevT += r.varint()
+		v := r.uint64()
+		if r.bad {
+			return nil, false
+		}
+		out = append(out, sample.Sample{Labels: t.sets[ref], T: prevT, V: math.Float64frombits(v)})
+	}
+	return out, !r.bad && len(r.b) == 0
+}
+
+// labels reads a label set as appendJournalLabels wrote it.
+func (r *journalReader) labels(b *labels.ScratchBuilder) (labels.Labels, bool) {
+	nl := r.uvarint()
+	if nl > uint64(len(r.b)) {
+		return labels.EmptyLabels(), false
+	}
+	b.Reset()
+	for range nl {
+		name := r.bytes()
+		b.Add(string(name), string(r.bytes()))
+	}
+	return b.Labels(), !r.bad
+}
+
+func (r *journalReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
