@@ -103,11 +103,11 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	// The journal's hashing of label sets is done before the lock: every
 	// scrape loop appends to this buffer, and would otherwise queue
 	// behind the others'. b.journal is set once, by New.
-	var hashes *[]uint64
-	if b.journal != nil && len(batch.Samples) > 0 {
-		hashes = b.hashes.Get().(*[]uint64)
-		*hashes = journalHashes((*hashes)[:0], batch.Samples)
-		defer b.hashes.Put(hashes)
+	var hashes []uint64
+	if b.journal != nil && len(batch.Samples) > 0 && b.journal.numbering.Load() {
+		p := b.hashes.Get().(*[]uint64)
+		hashes = journalHashes((*p)[:0], batch.Samples)
+		defer func() { *p = hashes; b.hashes.Put(p) }()
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -119,8 +119,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
-		if hashes != nil {
-			b.journal.push(batch.Samples, *hashes)
+		if b.journal != nil {
+			b.journal.push(batch.Samples, hashes)
 		}
 		return nil, nil
 	}
@@ -137,8 +137,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	// The store cannot take it (disk full, I/O error): keep the newest
 	// samples in memory, up to capacity, and count what falls out.
 	b.mem.push(batch.Samples)
-	if hashes != nil {
-		b.journal.push(batch.Samples, *hashes)
+	if b.journal != nil {
+		b.journal.push(batch.Samples, hashes)
 	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		spans := sample.AddSpans(nil, b.mem.peek(over))

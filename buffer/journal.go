@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -63,8 +64,11 @@ type journal struct {
 	// inFile counts the samples the file's entries push: live of them
 	// are still held, the rest is dead weight a rewrite drops.
 	inFile int
-	// series numbers the label sets the file's entries define.
-	series journalSeries
+	// series numbers the label sets the file's entries define, if
+	// numbering (see nextFile); Append reads numbering without the lock.
+	series    journalSeries
+	numbering atomic.Bool
+	files     int // files begun: nextFile's count
 	err    error // the first write error; the journal is off from then on
 	// legacy is a journal of the previous format replayed at open, removed
 	// once what it held is safe (stored, or in this journal).
@@ -142,6 +146,7 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 	// The file's series table is not rebuilt: the caller stores what it
 	// held and resets it.
 	j := &journal{path: path, f: f, live: len(held), inFile: len(held), legacy: legacy}
+	j.numbering.Store(true)
 	if j.size, err = f.Seek(0, io.SeekEnd); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("crash journal %s: %w", path, err)
@@ -280,10 +285,17 @@ func (r *journalReader) uint64() uint64 {
 }
 
 // push records samples s pushed at the end of the memory tier; hashes
-// are their label sets' (journalHashes).
+// are their label sets' (journalHashes), nil if Append found the journal
+// not numbering.
 func (j *journal) push(s []sample.Sample, hashes []uint64) {
 	if len(s) == 0 {
 		return
+	}
+	switch {
+	case !j.numbering.Load():
+		hashes = nil
+	case hashes == nil: // numbering since Append looked
+		hashes = journalHashes(nil, s)
 	}
 	j.buf = sealEntry(j.series.appendPush(append(j.buf[:0], journalPush, 0, 0, 0, 0), s, hashes))
 	j.write(j.buf)
@@ -370,6 +382,24 @@ func (j *journal) reset() {
 		return
 	}
 	j.size, j.live, j.inFile = 0, 0, 0
+	j.nextFile()
+}
+
+// nextFile starts the series table of a new file (emptied or rewritten).
+// It numbers label sets only if the last file that did found them again:
+// at one Redis at 1 s a file sees each set hundreds of times, but at 2000
+// Redis at 10 s no set comes back before the file is emptied (its 600,000
+// sets would need 80 MB of it), and numbering is then only a cost, about
+// twice that of writing the sets out. Every 16th file numbers them
+// anyway, to notice a change.
+func (j *journal) nextFile() {
+	j.files++
+	if j.numbering.Load() {
+		j.numbering.Store(j.series.hits >= j.series.defs)
+	}
+	if j.files%16 == 0 {
+		j.numbering.Store(true)
+	}
 	j.series.reset()
 }
 
@@ -385,8 +415,8 @@ func (j *journal) rewrite(held []sample.Sample) {
 	}
 	oldF := j.f
 	j.f, j.size, j.live, j.inFile = f, 0, 0, 0
-	j.series = journalSeries{}
-	j.push(held, journalHashes(nil, held))
+	j.nextFile()
+	j.push(held, nil)
 	if j.err == nil {
 		j.err = os.Rename(tmp, j.path)
 	}

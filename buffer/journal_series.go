@@ -18,9 +18,11 @@ import (
 //
 // A 'P' body is a uvarint sample count, then per sample
 //
-//	uvarint  series number; if it is the table's length, the label set
-//	         follows and takes that number: a uvarint label count, then
-//	         each label's name and value as uvarint length and bytes
+//	uvarint  0, and the label set follows, not numbered (a file that does
+//	         not number sets, see journal.nextFile); or 1 + its series
+//	         number; if that is the table's length, the label set follows
+//	         and takes that number. A label set is a uvarint label count,
+//	         then each label's name and value as uvarint length and bytes
 //	varint   timestamp minus the previous sample's in the entry (the
 //	         first: minus 0), zigzag
 //	uint64   value bits, little-endian
@@ -32,6 +34,9 @@ type journalSeries struct {
 	// tell a hash collision, which costs one more definition.
 	refs map[uint64]uint32
 	sets []labels.Labels
+	// hits counts the samples that referred to a set defined before,
+	// defs those that defined one: whether numbering pays.
+	hits, defs int
 }
 
 // reset empties the table, as its file is emptied.
@@ -39,6 +44,7 @@ func (t *journalSeries) reset() {
 	clear(t.refs)
 	clear(t.sets) // drop the references: the sets' memory is the cache's to free
 	t.sets = t.sets[:0]
+	t.hits, t.defs = 0, 0
 }
 
 // journalHashes appends the hashes of the label sets of s, which
@@ -51,7 +57,8 @@ func journalHashes(dst []uint64, s []sample.Sample) []uint64 {
 }
 
 // appendPush appends the 'P' body of s, whose label sets hash to hashes
-// (journalHashes), defining in t the sets it does not know yet.
+// (journalHashes), defining in t the sets it does not know yet. Without
+// hashes it writes every set out, not numbered.
 func (t *journalSeries) appendPush(dst []byte, s []sample.Sample, hashes []uint64) []byte {
 	if t.refs == nil {
 		t.refs = make(map[uint64]uint32)
@@ -60,17 +67,19 @@ func (t *journalSeries) appendPush(dst []byte, s []sample.Sample, hashes []uint6
 	var prevT int64
 	for i := range s {
 		ls := s[i].Labels
-		ref, ok := t.refs[hashes[i]]
-		if !ok || !labels.Equal(t.sets[ref], ls) {
+		if hashes == nil {
+			dst = appendJournalLabels(append(dst, 0), ls)
+		} else if ref, ok := t.refs[hashes[i]]; ok && labels.Equal(t.sets[ref], ls) {
+			dst = binary.AppendUvarint(dst, 1+uint64(ref))
+			t.hits++
+		} else {
 			ref = uint32(len(t.sets))
 			if !ok {
 				t.refs[hashes[i]] = ref
 			} // else a collision: the first set keeps the hash
 			t.sets = append(t.sets, ls)
-			dst = binary.AppendUvarint(dst, uint64(ref))
-			dst = appendJournalLabels(dst, ls)
-		} else {
-			dst = binary.AppendUvarint(dst, uint64(ref))
+			dst = appendJournalLabels(binary.AppendUvarint(dst, 1+uint64(ref)), ls)
+			t.defs++
 		}
 		dst = binary.AppendVarint(dst, s[i].T-prevT)
 		prevT = s[i].T
@@ -105,15 +114,18 @@ func (t *journalSeries) decodePush(body []byte) ([]sample.Sample, bool) {
 		prevT int64
 	)
 	for range n {
-		ref := r.uvarint()
-		switch {
-		case ref < uint64(len(t.sets)):
-		case ref == uint64(len(t.sets)):
-			ls, ok := r.labels(&b)
-			if !ok {
+		var ls labels.Labels
+		switch x := r.uvarint(); {
+		case x == 0 || x-1 == uint64(len(t.sets)):
+			var ok bool
+			if ls, ok = r.labels(&b); !ok {
 				return nil, false
 			}
-			t.sets = append(t.sets, ls)
+			if x > 0 {
+				t.sets = append(t.sets, ls)
+			}
+		case x-1 < uint64(len(t.sets)):
+			ls = t.sets[x-1]
 		default:
 			return nil, false
 		}
@@ -122,7 +134,7 @@ func (t *journalSeries) decodePush(body []byte) ([]sample.Sample, bool) {
 		if r.bad {
 			return nil, false
 		}
-		out = append(out, sample.Sample{Labels: t.sets[ref], T: prevT, V: math.Float64frombits(v)})
+		out = append(out, sample.Sample{Labels: ls, T: prevT, V: math.Float64frombits(v)})
 	}
 	return out, !r.bad && len(r.b) == 0
 }

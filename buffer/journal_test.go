@@ -29,6 +29,9 @@ type journalRig struct {
 	opts       Options
 	b          *Buffer
 	next       int64 // timestamp of the next sample appended: samples are told apart by it
+	// plain makes the journal write label sets out, not numbered, as
+	// it does once numbering does not pay (journal.nextFile).
+	plain bool
 }
 
 func newJournalRig(t *testing.T, opts Options) *journalRig {
@@ -54,6 +57,7 @@ func (r *journalRig) open() {
 	if _, err := r.b.Journal(); err != nil {
 		r.t.Fatal(err)
 	}
+	r.b.journal.numbering.Store(!r.plain)
 }
 
 // crash leaves store and journal as a killed process would.
@@ -240,6 +244,10 @@ func TestJournalRandomCrashes(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		r := newJournalRig(t, Options{Capacity: 40, MaxBatch: 16, Deadline: time.Hour})
+		if seed%3 == 2 { // label sets written out, not numbered
+			r.plain = true
+			r.b.journal.numbering.Store(false)
+		}
 		var want []int64 // samples not yet taken or dropped, oldest first
 		var l *Lease
 		// A part of a stored lease that the receiver took leaves the
@@ -378,5 +386,45 @@ func TestJournalSeriesTable(t *testing.T) {
 	var fresh journalSeries
 	if _, ok := fresh.decodePush(again); ok {
 		t.Fatal("a body referring to sets no entry defined decoded")
+	}
+	// Not numbered: every set written out, none defined.
+	plain := enc.appendPush(nil, s, nil)
+	var none journalSeries
+	if got, ok := none.decodePush(plain); !ok || len(got) != len(s) || !labels.Equal(got[3].Labels, s[3].Labels) || len(none.sets) != 0 {
+		t.Fatalf("a body of sets written out decoded as %v (ok %v), %d sets defined", got, ok, len(none.sets))
+	}
+}
+
+// TestJournalStopsNumberingWhatDoesNotComeBack: a file in which no label
+// set came back (2000 targets at 10 s) makes the next one write sets out;
+// a file in which they did keeps numbering.
+func TestJournalStopsNumberingWhatDoesNotComeBack(t *testing.T) {
+	j := &journal{}
+	j.numbering.Store(true)
+	for i := range 3000 {
+		s := []sample.Sample{{Labels: labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)), T: 1}}
+		j.series.appendPush(nil, s, journalHashes(nil, s))
+	}
+	j.nextFile()
+	if j.numbering.Load() {
+		t.Fatal("still numbering after a file of 3000 sets used once each")
+	}
+	for range 14 { // a file that does not number learns nothing
+		j.nextFile()
+	}
+	if j.numbering.Load() {
+		t.Fatal("numbering again before the 16th file")
+	}
+	j.nextFile()
+	if !j.numbering.Load() {
+		t.Fatal("the 16th file does not number, to notice a change")
+	}
+	s := []sample.Sample{rigSample(1), rigSample(2)}
+	for range 10 {
+		j.series.appendPush(nil, s, journalHashes(nil, s))
+	}
+	j.nextFile()
+	if !j.numbering.Load() {
+		t.Fatal("not numbering after a file whose sets came back")
 	}
 }
