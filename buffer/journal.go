@@ -44,12 +44,13 @@ import (
 // sample instead of 130. An 'F' body is the count, a 'D' body offset and
 // count, as uint64s. All numbers are little-endian.
 //
-// The file is emptied (and its series table with it) when memory is
-// empty and the file has grown past journalRewrite, not every time memory
-// empties: a batch leaves every batch_send_deadline, and a table emptied
-// that often would define every set again each time. Kept past that, at
-// one Redis at 1 s the file reaches journalRewrite after about 20
-// minutes.
+// While it numbers label sets, the file is emptied (and its series
+// table with it) when memory is empty and the file has grown past
+// journalRewrite, not every time memory empties: a batch leaves every
+// batch_send_deadline, and a table emptied that often would define every
+// set again each time. Kept past that, at one Redis at 1 s the file
+// reaches journalRewrite after about 20 minutes. A file that does not
+// number them is emptied whenever memory is.
 //
 // An entry cut short by the crash, or damaged, ends the replay: it was
 // the last one written. A change here needs the journal file's name to
@@ -68,7 +69,9 @@ type journal struct {
 	// numbering (see nextFile); Append reads numbering without the lock.
 	series    journalSeries
 	numbering atomic.Bool
-	files     int // files begun: nextFile's count
+	// plainBytes counts the bytes written without numbering since
+	// numbering last stopped.
+	plainBytes int64
 	err    error // the first write error; the journal is off from then on
 	// legacy is a journal of the previous format replayed at open, removed
 	// once what it held is safe (stored, or in this journal).
@@ -357,10 +360,12 @@ func (j *journal) write(e []byte) {
 // gone. It is called with the buffer's lock held.
 func (j *journal) compact(held func() []sample.Sample) {
 	switch {
-	case j.err != nil || j.size <= journalRewrite:
-	case j.live == 0:
+	case j.err != nil:
+	case j.live == 0 && j.size > 0 && (j.size > journalRewrite || !j.numbering.Load()):
+		// Not numbering, nothing is lost by emptying it at once, and a
+		// small file stays in the CPU's cache.
 		j.reset()
-	case 2*j.live < j.inFile:
+	case j.size > journalRewrite && 2*j.live < j.inFile:
 		// At least half of what the file pushes is gone: a rewrite costs
 		// at most what was appended since the last one, however much
 		// memory holds (many targets, a receiver that keeps up slowly).
@@ -381,24 +386,24 @@ func (j *journal) reset() {
 		j.err = err
 		return
 	}
+	j.nextFile(j.size)
 	j.size, j.live, j.inFile = 0, 0, 0
-	j.nextFile()
 }
 
-// nextFile starts the series table of a new file (emptied or rewritten).
-// It numbers label sets only if the last file that did found them again:
-// at one Redis at 1 s a file sees each set hundreds of times, but at 2000
-// Redis at 10 s no set comes back before the file is emptied (its 600,000
-// sets would need 80 MB of it), and numbering is then only a cost, about
-// twice that of writing the sets out. Every 16th file numbers them
-// anyway, to notice a change.
-func (j *journal) nextFile() {
-	j.files++
+// nextFile starts the series table of a new file, the last one (of size
+// bytes) emptied or rewritten. It numbers label sets only if the last
+// file that did found them again: at one Redis at 1 s a file sees each
+// set hundreds of times, but at 2000 Redis at 10 s no set comes back
+// before the file is emptied (its 600,000 sets would need 80 MB of it),
+// and numbering is then only a cost, more than writing the sets out.
+// After 16 journalRewrite of files not numbered, the next numbers again,
+// to notice a change.
+func (j *journal) nextFile(size int64) {
 	if j.numbering.Load() {
 		j.numbering.Store(j.series.hits >= j.series.defs)
-	}
-	if j.files%16 == 0 {
+	} else if j.plainBytes += size; j.plainBytes >= 16*journalRewrite {
 		j.numbering.Store(true)
+		j.plainBytes = 0
 	}
 	j.series.reset()
 }
@@ -414,8 +419,8 @@ func (j *journal) rewrite(held []sample.Sample) {
 		return
 	}
 	oldF := j.f
+	j.nextFile(j.size)
 	j.f, j.size, j.live, j.inFile = f, 0, 0, 0
-	j.nextFile()
 	j.push(held, nil)
 	if j.err == nil {
 		j.err = os.Rename(tmp, j.path)

@@ -396,8 +396,9 @@ func TestJournalSeriesTable(t *testing.T) {
 }
 
 // TestJournalStopsNumberingWhatDoesNotComeBack: a file in which no label
-// set came back (2000 targets at 10 s) makes the next one write sets out;
-// a file in which they did keeps numbering.
+// set came back (2000 targets at 10 s) makes the next ones write sets
+// out, until 16 journalRewrite of them; a file in which they did keeps
+// numbering.
 func TestJournalStopsNumberingWhatDoesNotComeBack(t *testing.T) {
 	j := &journal{}
 	j.numbering.Store(true)
@@ -405,25 +406,25 @@ func TestJournalStopsNumberingWhatDoesNotComeBack(t *testing.T) {
 		s := []sample.Sample{{Labels: labels.FromStrings("__name__", "x", "i", strconv.Itoa(i)), T: 1}}
 		j.series.appendPush(nil, s, journalHashes(nil, s))
 	}
-	j.nextFile()
+	j.nextFile(journalRewrite)
 	if j.numbering.Load() {
 		t.Fatal("still numbering after a file of 3000 sets used once each")
 	}
-	for range 14 { // a file that does not number learns nothing
-		j.nextFile()
+	for range 15 { // files not numbered teach nothing
+		j.nextFile(journalRewrite)
 	}
 	if j.numbering.Load() {
-		t.Fatal("numbering again before the 16th file")
+		t.Fatal("numbering again before 16 journalRewrite were written out")
 	}
-	j.nextFile()
+	j.nextFile(journalRewrite)
 	if !j.numbering.Load() {
-		t.Fatal("the 16th file does not number, to notice a change")
+		t.Fatal("not numbering after 16 journalRewrite written out, to notice a change")
 	}
 	s := []sample.Sample{rigSample(1), rigSample(2)}
 	for range 10 {
 		j.series.appendPush(nil, s, journalHashes(nil, s))
 	}
-	j.nextFile()
+	j.nextFile(journalRewrite)
 	if !j.numbering.Load() {
 		t.Fatal("not numbering after a file whose sets came back")
 	}
