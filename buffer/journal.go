@@ -304,6 +304,12 @@ func (j *journal) push(s []sample.Sample, hashes []uint64) {
 	j.write(j.buf)
 	j.live += len(s)
 	j.inFile += len(s)
+	if hashes != nil && j.size > journalRewrite/4 && j.series.hits < j.series.defs {
+		// A quarter into the file, fewer samples found their set again
+		// than defined one: stop numbering now rather than at the next
+		// file (nextFile), so that trying again costs little.
+		j.numbering.Store(false)
+	}
 }
 
 // front records that the oldest n samples left the memory tier: taken by

@@ -429,3 +429,44 @@ func TestJournalStopsNumberingWhatDoesNotComeBack(t *testing.T) {
 		t.Fatal("not numbering after a file whose sets came back")
 	}
 }
+
+// TestJournalStopsNumberingWithinAFile: a quarter into a file whose
+// label sets do not come back, the journal writes them out; what it
+// wrote either way is given back after a crash.
+func TestJournalStopsNumberingWithinAFile(t *testing.T) {
+	r := newJournalRig(t, Options{Capacity: 1 << 20, MaxBatch: 1 << 20, Deadline: time.Hour})
+	var want []int64
+	for i := 0; r.b.journal.numbering.Load(); i++ {
+		if i == 400 {
+			t.Fatalf("still numbering a journal of %d bytes of sets used once each", r.b.journal.size)
+		}
+		var b sample.Batch
+		for k := range 300 {
+			r.next++
+			b.Samples = append(b.Samples, sample.Sample{Labels: labels.FromStrings("__name__", "x", "k", strconv.Itoa(i*300+k)), T: r.next})
+			want = append(want, r.next)
+		}
+		if _, err := r.b.Append(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.b.Append(sample.Batch{Samples: []sample.Sample{{Labels: labels.FromStrings("__name__", "x", "k", "last"), T: r.next + 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, r.next+1)
+	r.crash()
+	r.open()
+	recs, err := r.b.store.Peek(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, rec := range recs {
+		for _, s := range rec.Batch.Samples {
+			got = append(got, s.T)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("store after a crash holds %d samples, want %d", len(got), len(want))
+	}
+}
