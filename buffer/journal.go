@@ -72,7 +72,7 @@ type journal struct {
 	// plainBytes counts the bytes written without numbering since
 	// numbering last stopped.
 	plainBytes int64
-	err    error // the first write error; the journal is off from then on
+	err        error // the first write error; the journal is off from then on
 	// legacy is a journal of the previous format replayed at open, removed
 	// once what it held is safe (stored, or in this journal).
 	legacy string
