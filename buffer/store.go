@@ -162,6 +162,10 @@ type Store struct {
 	mergeAt   int   // mergeSegments, lowered in tests
 	segCache  segmentCache
 	defrags   int // rebuilds of a file holding a backlog, for tests
+	// commits counts the write transactions committed since OpenStore,
+	// each one bbolt commit and its fsyncs (unless NoSync); under mu,
+	// for the tests and benchmarks of the group commit.
+	commits int64
 
 	mu  sync.Mutex
 	db  *bolt.DB // nil once closed

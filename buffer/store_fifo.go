@@ -23,52 +23,85 @@ import (
 // Every Append that returns nil consumes a sequence number, LastSeq; a
 // failed one changes nothing. ErrNoSpace means the disk is (nearly) full.
 func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
-	if len(b.Samples) == 0 {
-		return nil, nil
-	}
-	if uint64(len(b.Samples)) >= codec.SegmentFlag {
-		return nil, fmt.Errorf("buffer store %s: batch of %d samples is too large for one record", s.path, len(b.Samples))
+	return s.appendAll([]sample.Batch{b})
+}
+
+// appendAll is Append of several batches, one record each, in the order
+// given and in one transaction: one fsync for all of them (the group
+// commit of buffer.mode always, groupcommit.go). It succeeds or fails
+// whole. Each non-empty batch consumes a sequence number.
+func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
+	for _, b := range bs {
+		if uint64(len(b.Samples)) >= codec.SegmentFlag {
+			return nil, fmt.Errorf("buffer store %s: batch of %d samples is too large for one record", s.path, len(b.Samples))
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
 		return nil, s.errClosed()
 	}
-	h := codec.HeaderOf(&b)
-	seq := s.next
 	var tooOld, tooBig, full Dropped
 	tooOld.Reason, tooBig.Reason, full.Reason = DropTooOld, DropBufferFull, DropBufferFull
 	cutoff, expiring := s.cutoff()
-	err = protect(func() error {
-		s.buf = codec.AppendRecord(s.buf[:0], &s.enc, &b, h)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("buffer store %s: encoding: %w", s.path, err)
+
+	// Each record to write, with its sequence number. Their bytes are
+	// slices of s.buf, taken once it has stopped growing: bbolt keeps a
+	// reference to every value until the transaction ends.
+	type pending struct {
+		seq        uint64
+		start, end int
+		h          codec.Header
 	}
-	rec := s.buf
-	write := true
-	switch {
-	case expiring && h.MaxT < cutoff:
-		write, tooOld.Samples, tooOld.Batches = false, int(h.Samples), 1
-		tooOld.Spans = sample.AddSpans(nil, b.Samples)
-	case s.opts.MaxBytes > 0 && int64(len(rec)) > s.opts.MaxBytes:
-		write, tooBig.Samples, tooBig.Batches = false, int(h.Samples), 1
-		tooBig.Spans = sample.AddSpans(nil, b.Samples)
+	var writes []pending
+	seq := s.next
+	s.buf = s.buf[:0]
+	for i := range bs {
+		b := &bs[i]
+		if len(b.Samples) == 0 {
+			continue
+		}
+		h := codec.HeaderOf(b)
+		start := len(s.buf)
+		err = protect(func() error {
+			s.buf = codec.AppendRecord(s.buf, &s.enc, b, h)
+			return nil
+		})
+		if err != nil {
+			s.buf = s.buf[:start]
+			return nil, fmt.Errorf("buffer store %s: encoding: %w", s.path, err)
+		}
+		switch size := int64(len(s.buf) - start); {
+		case expiring && h.MaxT < cutoff:
+			tooOld.Samples, tooOld.Batches = tooOld.Samples+int(h.Samples), tooOld.Batches+1
+			tooOld.Spans = sample.AddSpans(tooOld.Spans, b.Samples)
+			s.buf = s.buf[:start]
+		case s.opts.MaxBytes > 0 && size > s.opts.MaxBytes:
+			tooBig.Samples, tooBig.Batches = tooBig.Samples+int(h.Samples), tooBig.Batches+1
+			tooBig.Spans = sample.AddSpans(tooBig.Spans, b.Samples)
+			s.buf = s.buf[:start]
+		default:
+			writes = append(writes, pending{seq: seq, start: start, end: len(s.buf), h: h})
+		}
+		seq++
 	}
-	if write && s.opts.MinFreeBytes > 0 {
+	used := seq - s.next // sequence numbers consumed, also by batches dropped at once
+	if used == 0 {
+		return nil, nil
+	}
+	if len(writes) > 0 && s.opts.MinFreeBytes > 0 {
 		// Checked before writing: bbolt may need several pages more than
-		// the record, and a filesystem that fills up mid-commit costs a
+		// the records, and a filesystem that fills up mid-commit costs a
 		// rollback that rescans the whole file.
 		dir := filepath.Dir(s.path)
-		if free, known, _ := s.freeSpace(dir); known && free-int64(len(rec)) < s.opts.MinFreeBytes {
-			return nil, fmt.Errorf("%w: %s has %d bytes free; a %d-byte record would leave less than the %d that buffer.min_free_bytes keeps free",
-				ErrNoSpace, dir, free, len(rec), s.opts.MinFreeBytes)
+		if free, known, _ := s.freeSpace(dir); known && free-int64(len(s.buf)) < s.opts.MinFreeBytes {
+			return nil, fmt.Errorf("%w: %s has %d bytes free; %d record bytes would leave less than the %d that buffer.min_free_bytes keeps free",
+				ErrNoSpace, dir, free, len(s.buf), s.opts.MinFreeBytes)
 		}
 	}
 	needExpire := expiring && s.counts.batches > 0 && s.counts.headMaxT < cutoff
-	if !write && !needExpire {
-		s.next++
+	if len(writes) == 0 && !needExpire {
+		s.next += used
 		return dropIfAny(tooOld, tooBig), nil
 	}
 
@@ -80,23 +113,27 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 				return err
 			}
 		}
-		if !write {
+		if len(writes) == 0 {
 			return ht.end()
 		}
 		records := tx.Bucket(bucketRecords)
 		records.FillPercent = 1 // keys only ever grow: fill pages instead of splitting them in half
-		if err := records.Put(seqKey(seq), rec); err != nil {
-			return err
+		for _, w := range writes {
+			rec := s.buf[w.start:w.end]
+			if err := records.Put(seqKey(w.seq), rec); err != nil {
+				return err
+			}
+			if err := ht.counts.add(w.seq, rec, w.h, ht.smallBelow); err != nil {
+				return err
+			}
 		}
-		if err := ht.counts.add(seq, rec, h, ht.smallBelow); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(seq+1)); err != nil {
+		if err := tx.Bucket(bucketMeta).Put(keyNextSeq, seqKey(seq)); err != nil {
 			return err
 		}
 		if s.opts.MaxBytes > 0 {
-			// The new record fits on its own (checked above), so this
-			// stops before reaching it.
+			// The last new record fits on its own (checked above), so
+			// this stops before reaching it; earlier ones of the same
+			// call may go, oldest first, like any other.
 			if err := ht.drop(&full, func(uint64, codec.Header) bool { return ht.counts.bytes > s.opts.MaxBytes }); err != nil {
 				return err
 			}
@@ -107,7 +144,7 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 		return nil, err
 	}
 	s.commit(ht)
-	s.next++
+	s.next += used
 	s.compress()
 	return dropIfAny(tooOld, tooBig, full), nil
 }

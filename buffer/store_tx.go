@@ -328,11 +328,12 @@ func scanCounts(tx *bolt.Tx, smallBelow int64) (storeCounts, error) {
 }
 
 // update runs fn in one write transaction, mapping a full disk to
-// ErrNoSpace and a bbolt panic to an error.
+// ErrNoSpace and a bbolt panic to an error; mu must be held.
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	err := protect(func() error { return s.db.Update(fn) })
 	switch {
 	case err == nil:
+		s.commits++
 		return nil
 	case isNoSpace(err):
 		return fmt.Errorf("%w: %s: %v", ErrNoSpace, s.path, err)
