@@ -25,8 +25,9 @@ type Options struct {
 	// Deadline is how long a partial batch waits in memory.
 	Deadline time.Duration
 	// Always commits every batch to the store before it can be sent
-	// (buffer.mode: always): zero loss on a crash, at the cost of a disk
-	// write per scrape.
+	// (buffer.mode: always): zero loss on a crash or power cut, at the
+	// cost of disk writes. Appends made at the same time share one commit
+	// and its fsync (groupcommit.go).
 	Always bool
 	// JournalDir, if set (and not Always), is a directory on tmpfs for the
 	// crash journal of the memory tier (journal.go): a crash of the
@@ -69,6 +70,10 @@ type Buffer struct {
 	journal    *journal
 	recovered  int   // samples the journal gave back at New
 	journalErr error // why there is no journal, or why it stopped
+
+	// group commits the appends of Always, nil otherwise; set by New,
+	// stopped by Close.
+	group *groupCommit
 }
 
 // Lease is a batch handed to the sender. It stays the buffer's head until
@@ -92,6 +97,9 @@ func New(store *Store, opts Options) *Buffer {
 	if opts.JournalDir != "" && !opts.Always {
 		b.openJournal()
 	}
+	if opts.Always {
+		b.group = startGroupCommit(b)
+	}
 	return b
 }
 
@@ -99,7 +107,16 @@ func New(store *Store, opts Options) *Buffer {
 // dropped to make room. Errors other than running out of room are
 // returned after the batch has been kept in memory, so nothing is lost
 // silently.
+//
+// With Always it returns once the batch is committed and fsynced, sharing
+// that commit with the appends waiting at the same time (groupcommit.go).
+// It takes no context, here as in the other modes: an fsync cannot be
+// called off, and a caller that left before it ended would count a batch
+// as taken that a power cut could still lose.
 func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
+	if b.group != nil {
+		return b.group.append(batch)
+	}
 	// The journal's hashing of label sets is done before the lock: every
 	// scrape loop appends to this buffer, and would otherwise queue
 	// behind the others'. b.journal is set once, by New.
@@ -115,7 +132,7 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	b.meta.update(batch.Metadata)
 	batch.Metadata = nil // metadata rides with leases, not with stored records
 
-	toStore := b.spill || b.opts.Always || b.store.Stats().Batches > 0 ||
+	toStore := b.spill || b.store.Stats().Batches > 0 ||
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
@@ -124,21 +141,34 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 		}
 		return nil, nil
 	}
+	return b.keep([]sample.Batch{batch}, hashes)
+}
+
+// keep commits batches to the store in one transaction, after the batch
+// in flight and memory (spillMemory), which are older. If the store
+// cannot take them (disk full, I/O error) they stay in memory, the newest
+// samples up to capacity, and what falls out is counted; an error other
+// than running out of room is returned then. hashes are the journal's
+// label-set hashes of a single batch (Append's), nil to let the journal
+// hash them itself. mu must be held.
+func (b *Buffer) keep(batches []sample.Batch, hashes []uint64) ([]Dropped, error) {
 	dropped, err := b.spillMemory()
 	if err == nil {
 		var d []Dropped
-		d, err = b.store.Append(batch)
+		d, err = b.store.appendAll(batches)
 		dropped = append(dropped, b.settle(d)...)
 		if err == nil {
 			b.noSpace = nil
 			return dropped, nil
 		}
 	}
-	// The store cannot take it (disk full, I/O error): keep the newest
+	// The store cannot take them (disk full, I/O error): keep the newest
 	// samples in memory, up to capacity, and count what falls out.
-	b.mem.push(batch.Samples)
-	if b.journal != nil {
-		b.journal.push(batch.Samples, hashes)
+	for _, batch := range batches {
+		b.mem.push(batch.Samples)
+		if b.journal != nil {
+			b.journal.push(batch.Samples, hashes)
+		}
 	}
 	if over := b.mem.len() - b.opts.Capacity; over > 0 {
 		spans := sample.AddSpans(nil, b.mem.peek(over))
@@ -430,6 +460,10 @@ func (b *Buffer) Drain() {
 // Close commits whatever is still in memory, the batch in flight first,
 // to the store and closes it. A graceful stop therefore loses nothing.
 func (b *Buffer) Close() ([]Dropped, error) {
+	if b.group != nil {
+		// Commits what waits first; it takes mu to do so.
+		b.group.stop()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
