@@ -167,11 +167,12 @@ type Store struct {
 	// for the tests and benchmarks of the group commit.
 	commits int64
 
-	mu  sync.Mutex
-	db  *bolt.DB // nil once closed
-	enc codec.BatchEncoder
-	dec codec.BatchDecoder
-	buf []byte // Append's record scratch
+	mu   sync.Mutex
+	db   *bolt.DB // nil once closed
+	enc  codec.BatchEncoder
+	dec  codec.BatchDecoder
+	buf  []byte // Append's record scratch
+	recs []byte // the records of one appendAll
 	// Invariant: counts equals scanCounts of the file after every method
 	// returns; Stats is O(1) because of it. Checked by the tests after
 	// every operation of a randomized sequence.

@@ -26,6 +26,9 @@ func (s *Store) Append(b sample.Batch) (dropped []Dropped, err error) {
 	return s.appendAll([]sample.Batch{b})
 }
 
+// maxKeptRecs bounds the records' scratch a Store keeps between appends.
+const maxKeptRecs = 4 << 20
+
 // appendAll is Append of several batches, one record each, in the order
 // given and in one transaction: one fsync for all of them (the group
 // commit of buffer.mode always, groupcommit.go). It succeeds or fails
@@ -45,9 +48,10 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 	tooOld.Reason, tooBig.Reason, full.Reason = DropTooOld, DropBufferFull, DropBufferFull
 	cutoff, expiring := s.cutoff()
 
-	// Each record to write, with its sequence number. Their bytes are
-	// slices of s.buf, taken once it has stopped growing: bbolt keeps a
-	// reference to every value until the transaction ends.
+	// Each record to write, with its sequence number, its bytes
+	// s.recs[start:end]. Slices of s.recs are taken once it has stopped
+	// growing: bbolt keeps a reference to every value until the
+	// transaction ends.
 	type pending struct {
 		seq        uint64
 		start, end int
@@ -55,33 +59,34 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 	}
 	var writes []pending
 	seq := s.next
-	s.buf = s.buf[:0]
+	s.recs = s.recs[:0]
 	for i := range bs {
 		b := &bs[i]
 		if len(b.Samples) == 0 {
 			continue
 		}
 		h := codec.HeaderOf(b)
-		start := len(s.buf)
+		// Encoded into s.buf, then copied: the encoder grows its buffer
+		// by exactly what it lacks, which for a group of records in one
+		// buffer would copy all of them again for each one.
 		err = protect(func() error {
-			s.buf = codec.AppendRecord(s.buf, &s.enc, b, h)
+			s.buf = codec.AppendRecord(s.buf[:0], &s.enc, b, h)
 			return nil
 		})
 		if err != nil {
-			s.buf = s.buf[:start]
 			return nil, fmt.Errorf("buffer store %s: encoding: %w", s.path, err)
 		}
-		switch size := int64(len(s.buf) - start); {
+		switch {
 		case expiring && h.MaxT < cutoff:
 			tooOld.Samples, tooOld.Batches = tooOld.Samples+int(h.Samples), tooOld.Batches+1
 			tooOld.Spans = sample.AddSpans(tooOld.Spans, b.Samples)
-			s.buf = s.buf[:start]
-		case s.opts.MaxBytes > 0 && size > s.opts.MaxBytes:
+		case s.opts.MaxBytes > 0 && int64(len(s.buf)) > s.opts.MaxBytes:
 			tooBig.Samples, tooBig.Batches = tooBig.Samples+int(h.Samples), tooBig.Batches+1
 			tooBig.Spans = sample.AddSpans(tooBig.Spans, b.Samples)
-			s.buf = s.buf[:start]
 		default:
-			writes = append(writes, pending{seq: seq, start: start, end: len(s.buf), h: h})
+			start := len(s.recs)
+			s.recs = append(s.recs, s.buf...)
+			writes = append(writes, pending{seq: seq, start: start, end: len(s.recs), h: h})
 		}
 		seq++
 	}
@@ -94,9 +99,9 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 		// the records, and a filesystem that fills up mid-commit costs a
 		// rollback that rescans the whole file.
 		dir := filepath.Dir(s.path)
-		if free, known, _ := s.freeSpace(dir); known && free-int64(len(s.buf)) < s.opts.MinFreeBytes {
+		if free, known, _ := s.freeSpace(dir); known && free-int64(len(s.recs)) < s.opts.MinFreeBytes {
 			return nil, fmt.Errorf("%w: %s has %d bytes free; %d record bytes would leave less than the %d that buffer.min_free_bytes keeps free",
-				ErrNoSpace, dir, free, len(s.buf), s.opts.MinFreeBytes)
+				ErrNoSpace, dir, free, len(s.recs), s.opts.MinFreeBytes)
 		}
 	}
 	needExpire := expiring && s.counts.batches > 0 && s.counts.headMaxT < cutoff
@@ -119,7 +124,7 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 		records := tx.Bucket(bucketRecords)
 		records.FillPercent = 1 // keys only ever grow: fill pages instead of splitting them in half
 		for _, w := range writes {
-			rec := s.buf[w.start:w.end]
+			rec := s.recs[w.start:w.end]
 			if err := records.Put(seqKey(w.seq), rec); err != nil {
 				return err
 			}
@@ -145,6 +150,9 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 	}
 	s.commit(ht)
 	s.next += used
+	if cap(s.recs) > maxKeptRecs {
+		s.recs = nil // a large group's: not worth keeping for the next
+	}
 	s.compress()
 	return dropIfAny(tooOld, tooBig, full), nil
 }
