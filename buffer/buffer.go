@@ -42,7 +42,11 @@ type Options struct {
 // Invariant (FIFO across the two tiers): every sample in memory, including
 // a batch leased from memory and not yet acked, is newer than every record
 // in the store. Appends go to the store only after memory has been moved
-// there, and Next serves the store before memory.
+// there, and Next serves the store before memory. With liveFirst, one
+// exception: a memory lease in flight while the store holds a backlog
+// stays in memory when the rest spills (spillMemory), since the store
+// can only ack its head; it is the oldest of the live stream, and that
+// stream is all that keeps order with it.
 type Buffer struct {
 	opts  Options
 	store *Store
@@ -56,7 +60,11 @@ type Buffer struct {
 	noSpace  error // why the store last refused a write for room; nil if it took it
 	draining bool  // shutting down: partial batches leave at once
 	closed   bool
-	wake     chan struct{} // closed and replaced whenever state changes
+	// liveFirst (replay.order live_first, SetLiveFirst) keeps appends in
+	// memory while the store holds a backlog, so that the sender can send
+	// them first (NextLive) while the backlog drains on its own stream.
+	liveFirst bool
+	wake      chan struct{} // closed and replaced whenever state changes
 
 	// hashes recycles the label set hashes Append computes for the
 	// journal.
@@ -132,7 +140,8 @@ func (b *Buffer) Append(batch sample.Batch) ([]Dropped, error) {
 	b.meta.update(batch.Metadata)
 	batch.Metadata = nil // metadata rides with leases, not with stored records
 
-	toStore := b.spill || b.store.Stats().Batches > 0 ||
+	backlog := b.store.Stats().Batches > 0
+	toStore := b.spill || (backlog && !b.liveFirst) ||
 		b.mem.len()+batch.Len() > b.opts.Capacity
 	if !toStore {
 		b.mem.push(batch.Samples)
@@ -194,7 +203,11 @@ func (b *Buffer) keep(batches []sample.Batch, hashes []uint64) ([]Dropped, error
 // that order; mu must be held. On failure memory is unchanged.
 func (b *Buffer) spillMemory() ([]Dropped, error) {
 	var dropped []Dropped
-	if l := b.inflight; l != nil {
+	// A lease acks the store up to its last record: a memory lease moved
+	// behind a backlog would ack the backlog too. With liveFirst it stays
+	// in memory (the journal still holds it); Close stores it.
+	keep := b.liveFirst && !b.closed && b.store.Stats().Batches > 0
+	if l := b.inflight; l != nil && !keep {
 		d, err := b.store.Append(sample.Batch{Samples: l.Batch.Samples})
 		if err != nil {
 			return nil, err
@@ -213,9 +226,20 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 		}
 		dropped = append(dropped, b.settle(d)...)
 		b.mem.discard(n)
-		b.journalFront(n)
+		b.journalMem(n)
 	}
 	return dropped, nil
+}
+
+// journalMem records that the oldest n samples of mem, behind the lease
+// in flight if one was kept, left memory; mu must be held.
+func (b *Buffer) journalMem(n int) {
+	if b.journal == nil || b.inflight == nil {
+		b.journalFront(n)
+		return
+	}
+	b.journal.drop(b.inflight.Batch.Len(), n)
+	b.journal.compact(b.held)
 }
 
 // settle holds back the part of ds that fell on records a lease still
@@ -259,6 +283,16 @@ func (b *Buffer) Spill() ([]Dropped, error) {
 	return b.spillMemory()
 }
 
+// SetLiveFirst makes appends stay in memory while the store holds a
+// backlog (on), so that they can be sent before it with NextLive, or go
+// behind the backlog (off, the default), so that Next keeps every series
+// in order.
+func (b *Buffer) SetLiveFirst(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.liveFirst = on
+}
+
 // Resume is called when the endpoint answers again. The backlog still
 // drains first; appends return to memory once the store is empty.
 func (b *Buffer) Resume() {
@@ -271,6 +305,18 @@ func (b *Buffer) Resume() {
 // memory batch of MaxBatch samples or one that has waited Deadline. After
 // Drain it returns ErrClosed once nothing is left.
 func (b *Buffer) Next(ctx context.Context) (*Lease, error) {
+	return b.next(ctx, true)
+}
+
+// NextLive is Next without the store: it waits for a memory batch, the
+// live stream of LiveFirst, whatever backlog the store holds. After Drain
+// it returns ErrClosed once memory is empty. A lease from the store may
+// be out meanwhile (Next, Following): the two streams go side by side.
+func (b *Buffer) NextLive(ctx context.Context) (*Lease, error) {
+	return b.next(ctx, false)
+}
+
+func (b *Buffer) next(ctx context.Context, store bool) (*Lease, error) {
 	for {
 		b.mu.Lock()
 		if b.inflight != nil {
@@ -283,7 +329,7 @@ func (b *Buffer) Next(ctx context.Context) (*Lease, error) {
 			}
 			return nil, errors.New("buffer: Next before the previous lease was acked")
 		}
-		if b.store.Stats().Batches > 0 {
+		if store && b.store.Stats().Batches > 0 {
 			l, err := b.leaseFromStore()
 			b.mu.Unlock()
 			return l, err
