@@ -2,7 +2,6 @@ package remotewrite
 
 import (
 	"errors"
-	"math"
 	"time"
 )
 
@@ -27,7 +26,7 @@ type AIMD struct {
 	// it first pushes back.
 	Max float64
 	// Min is the floor in samples/s, which a run of push backs never goes
-	// under, so that the replay keeps going.
+	// under (nor 1), so that the replay keeps going.
 	Min float64
 	// Step is the increase in samples/s per request taken.
 	Step float64
@@ -39,6 +38,15 @@ type AIMD struct {
 
 // Beta is what a push back multiplies the rate by.
 const Beta = 0.5
+
+// NewAIMD is the controller of a replay whose requests carry up to
+// perRequest samples, under a ceiling of maxRate samples/s (0: none). A
+// request taken adds a tenth of a request per second, and the floor is
+// one request every 30 s, the slowest the policy retries at.
+func NewAIMD(maxRate float64, perRequest int) AIMD {
+	perRequest = max(perRequest, 1)
+	return AIMD{Max: maxRate, Min: float64(perRequest) / 30, Step: float64(perRequest) / 10}
+}
 
 // Rate is the current limit in samples/s; 0 means none.
 func (a *AIMD) Rate() float64 {
@@ -82,7 +90,8 @@ func (a *AIMD) PushedBack(now time.Time, err error) {
 		// from the floor if it never took anything.
 		base = a.achieved
 	}
-	a.rate = max(base*Beta, a.Min, math.SmallestNonzeroFloat64)
+	// A floor of 0 would stop the replay for good.
+	a.rate = max(base*Beta, a.Min, 1)
 	if a.Max > 0 {
 		a.rate = min(a.rate, a.Max)
 	}
