@@ -292,16 +292,22 @@ func (a *agentRun) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 // newSender is the sender of ec's buffer under cfg's delivery settings.
 func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remotewrite.Client, buf *buffer.Buffer) *sender {
 	name, q := ec.Label(), ec.QueueConfig
+	liveFirst := cfg.Replay.Order == ReplayLiveFirst
+	buf.SetLiveFirst(liveFirst)
 	return &sender{
 		name: name, cfg: ec, client: c, buf: buf,
 		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff),
 			Protocol: remotewrite.NewProtocol(ec.ProtobufMessage)},
-		threshold:  cfg.Degraded.FailureThreshold,
-		replayRate: cfg.Replay.MaxSamplesPerSecond,
-		probeEvery: max(0, time.Duration(cfg.Degraded.ProbeInterval)),
-		prog:       a.m.buffers.progressOf(name),
-		changes:    &a.changes,
-		modes:      a.modes, m: a.m, log: a.log.With("endpoint", name),
+		threshold:   cfg.Degraded.FailureThreshold,
+		replayRate:  cfg.Replay.MaxSamplesPerSecond,
+		replayBatch: cfg.Replay.MaxSamplesPerSend,
+		startJitter: cfg.Replay.startJitter(),
+		liveFirst:   liveFirst,
+		identity:    agentIdentity(cfg.Global.ExternalLabels),
+		probeEvery:  max(0, time.Duration(cfg.Degraded.ProbeInterval)),
+		prog:        a.m.buffers.progressOf(name),
+		changes:     &a.changes,
+		modes:       a.modes, m: a.m, log: a.log.With("endpoint", name),
 	}
 }
 

@@ -120,12 +120,46 @@ type ReplayConfig struct {
 	// requests at a lower cost per sample, and replay sends one at a time.
 	// A receiver that answers 413 gets the request split.
 	MaxSamplesPerSend int `yaml:"max_samples_per_send,omitempty"`
+	// StartJitter bounds the random wait before the replay that follows
+	// an outage, so that agents whose link comes back together do not
+	// replay into one receiver in the same second; 0: none.
+	StartJitter *model.Duration `yaml:"start_jitter,omitempty"`
+	// Order is what goes first once a down endpoint answers again: the
+	// backlog (fifo) or fresh scrapes (live_first).
+	Order ReplayOrder `yaml:"order,omitempty"`
 }
+
+// ReplayOrder is replay.order.
+type ReplayOrder string
+
+const (
+	// ReplayFIFO: the backlog drains oldest-first and new scrapes queue
+	// behind it, so every series reaches the receiver in time order.
+	ReplayFIFO ReplayOrder = "fifo"
+	// ReplayLiveFirst: new scrapes go out at once, on their own stream,
+	// while the backlog drains behind them within its pace; each series
+	// is in order within each stream. For receivers that take
+	// out-of-order samples (VictoriaMetrics; Prometheus, Mimir, Thanos
+	// with an out-of-order window); with one that refuses them the
+	// endpoint falls back to fifo (livefirst.go).
+	ReplayLiveFirst ReplayOrder = "live_first"
+)
 
 // DefaultReplayMaxSamplesPerSend is replay.max_samples_per_send unset:
 // Prometheus ingests 10k-sample requests about 1.5 times as fast per
 // connection as 2000-sample ones (BenchmarkDrainVsFirehose).
 const DefaultReplayMaxSamplesPerSend = 10000
+
+// startJitter is replay.start_jitter, 0 if unset (defaults not applied).
+func (r ReplayConfig) startJitter() time.Duration {
+	if r.StartJitter == nil {
+		return 0
+	}
+	return max(0, time.Duration(*r.StartJitter))
+}
+
+// DefaultReplayStartJitter is replay.start_jitter unset.
+const DefaultReplayStartJitter = model.Duration(5 * time.Second)
 
 // SelfMetricsConfig controls pushing redwire's own metrics (job="redwire")
 // with the Redis samples, so the central side sees every agent's backlog.
@@ -258,6 +292,13 @@ func (c *Config) setDefaults() {
 	c.Buffer.SetDefaults()
 	if c.Degraded.FailureThreshold == 0 {
 		c.Degraded.FailureThreshold = DefaultFailureThreshold
+	}
+	if c.Replay.Order == "" {
+		c.Replay.Order = ReplayFIFO
+	}
+	if c.Replay.StartJitter == nil {
+		d := DefaultReplayStartJitter
+		c.Replay.StartJitter = &d
 	}
 	if c.Replay.MaxSamplesPerSend == 0 {
 		c.Replay.MaxSamplesPerSend = DefaultReplayMaxSamplesPerSend

@@ -191,5 +191,13 @@ func (c *Config) validateReplay() error {
 	if !(c.Replay.MaxSamplesPerSecond >= 0) { // NaN too: it would read as no limit
 		return fieldErr("replay.max_samples_per_second", errors.New("must be a number, not negative"))
 	}
+	switch c.Replay.Order {
+	case "", ReplayFIFO, ReplayLiveFirst:
+	default:
+		return fieldErr("replay.order", fmt.Errorf("%q: must be %s or %s", c.Replay.Order, ReplayFIFO, ReplayLiveFirst))
+	}
+	if j := c.Replay.StartJitter; j != nil && *j < 0 {
+		return fieldErr("replay.start_jitter", errors.New("must not be negative"))
+	}
 	return nil
 }

@@ -14,7 +14,9 @@ package agent
 //
 // Beside the mode, paused marks a receiver that refuses our credentials
 // or URL (401, 403, 404): sending goes on as slow probes and the data is
-// kept; the first answer of any other kind ends the pause.
+// kept; the first answer of any other kind ends the pause. And
+// noOutOfOrder marks a receiver that refused the out-of-order check of
+// replay.order live_first: the endpoint replays as fifo from then on.
 
 // mode is where an endpoint's delivery stands.
 type mode int
@@ -28,7 +30,8 @@ const (
 	modeDegraded
 	// modeReplay: the receiver is back and the backlog on disk drains
 	// oldest-first; new scrapes queue behind it, so every series stays
-	// in time order.
+	// in time order; with replay.order live_first they go before it, on
+	// their own stream (livefirst.go).
 	modeReplay
 )
 
@@ -53,6 +56,10 @@ type delivery struct {
 	failures int  // consecutive failed tries
 	paused   bool // the receiver refuses our credentials or URL
 	refusing bool // in a run of refused batches (logged once)
+	// noOutOfOrder: the receiver refuses out-of-order samples, so
+	// replay.order live_first falls back to fifo. It is the endpoint's,
+	// kept across reloads like the rest.
+	noOutOfOrder bool
 }
 
 // event is what the receiver's answer to a try meant.
@@ -73,6 +80,9 @@ const (
 	evUnauthorized
 	// evBacklogEmpty: the store holds nothing, the acks included.
 	evBacklogEmpty
+	// evOutOfOrderRefused: the receiver refused the out-of-order check
+	// (replay.order live_first).
+	evOutOfOrderRefused
 )
 
 // effect is something a transition asks the sender to do. A transition
@@ -96,6 +106,9 @@ const (
 	warnRefused
 	// replayDone: the backlog is drained; the file can shrink.
 	replayDone
+	// fallBackFIFO: fresh scrapes go behind the backlog again, as with
+	// replay.order fifo; say so once, naming the setting.
+	fallBackFIFO
 )
 
 // on returns the state after ev and what the sender must do about it.
@@ -144,6 +157,13 @@ func (d delivery) on(ev event, threshold int) (delivery, effect) {
 		if d.mode == modeReplay {
 			d.mode = modeNormal
 			fx |= replayDone
+		}
+	case evOutOfOrderRefused:
+		// The check was answered: the receiver is up, but a refusal of a
+		// probe says nothing about the batches, so failures stand.
+		if !d.noOutOfOrder {
+			d.noOutOfOrder = true
+			fx |= fallBackFIFO
 		}
 	}
 	return d, fx

@@ -60,6 +60,12 @@ func TestDeliveryTransitions(t *testing.T) {
 		{"replay: the first failure is logged", replay, evFailed, delivery{mode: modeReplay, failures: 1}, warnFailing},
 		{"replay: the threshold-th failure goes down again", delivery{mode: modeReplay, failures: 2}, evFailed, down, goDown},
 		{"normal: an empty backlog is nothing new", normal, evBacklogEmpty, normal, 0},
+		{"replay: no out-of-order window falls back to fifo", replay, evOutOfOrderRefused, delivery{mode: modeReplay, noOutOfOrder: true}, fallBackFIFO},
+		{"replay: the fallback is said once", delivery{mode: modeReplay, noOutOfOrder: true}, evOutOfOrderRefused, delivery{mode: modeReplay, noOutOfOrder: true}, 0},
+		{"replay: a failing run stands through the check's refusal", delivery{mode: modeReplay, failures: 2}, evOutOfOrderRefused,
+			delivery{mode: modeReplay, failures: 2, noOutOfOrder: true}, fallBackFIFO},
+		{"fallen back: the backlog empty is back to normal, still fifo", delivery{mode: modeReplay, noOutOfOrder: true}, evBacklogEmpty,
+			delivery{noOutOfOrder: true}, replayDone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			to, fx := tc.from.on(tc.ev, 3)

@@ -206,7 +206,7 @@ func (a *agentRun) planEndpoints(cfg *Config) (*endpointPlan, error) {
 		running[s.name] = s
 	}
 	sameDelivery := a.cfg.Degraded.FailureThreshold == cfg.Degraded.FailureThreshold &&
-		a.cfg.Degraded.ProbeInterval == cfg.Degraded.ProbeInterval && a.cfg.Replay == cfg.Replay
+		a.cfg.Degraded.ProbeInterval == cfg.Degraded.ProbeInterval && reflect.DeepEqual(a.cfg.Replay, cfg.Replay)
 	for i, ec := range cfg.RemoteWrite {
 		name := ec.Label()
 		p.configs[name] = ec

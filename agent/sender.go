@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/remotewrite"
@@ -38,8 +40,21 @@ type sender struct {
 	buf        *buffer.Buffer
 	encs       [2]remotewrite.Encoder // the current request's and the next one's
 	policy     remotewrite.Policy
-	threshold  int           // degraded.failure_threshold
-	replayRate float64       // replay.max_samples_per_second; 0: no limit
+	threshold  int     // degraded.failure_threshold
+	replayRate float64 // replay.max_samples_per_second; 0: no limit
+	// replayBatch is replay.max_samples_per_send, the size the replay's
+	// pace (aimd) steps by.
+	replayBatch int
+	// startJitter is replay.start_jitter: the replay that follows an
+	// outage waits a random part of it, so that a fleet whose link comes
+	// back does not replay into one receiver in the same second.
+	startJitter time.Duration
+	// liveFirst is replay.order live_first: fresh scrapes go out while
+	// the backlog drains behind them (livefirst.go).
+	liveFirst bool
+	// identity labels the out-of-order check's series: the agent's
+	// external labels, job and instance.
+	identity   labels.Labels
 	probeEvery time.Duration // degraded.probe_interval; 0: no probes
 	prog       *progress     // what the receiver has taken; nil in tests that do not look
 	modes      *modes
@@ -47,6 +62,17 @@ type sender struct {
 	log        *slog.Logger
 
 	state delivery
+	// aimd paces the replay to what the receiver takes, under replayRate
+	// (replay.go); storeDue is when the next batch of the backlog may go.
+	aimd     remotewrite.AIMD
+	storeDue time.Time
+	// With live_first: whether the receiver takes out-of-order samples,
+	// when to ask again if it did not answer, whether the last request
+	// was a fresh batch, and the live stream's encoder (livefirst.go).
+	ooo      outOfOrder
+	oooRetry time.Time
+	lastLive bool
+	liveEnc  remotewrite.Encoder
 	// published is state for other goroutines (the status page), and
 	// changes where its moves are listed (nil: nowhere); see changes.go.
 	published atomic.Pointer[delivery]
@@ -82,10 +108,22 @@ func (s *sender) run(ctx context.Context) {
 	// Show a state that a reload handed over before any answer moves it.
 	s.report(s.state, nil)
 	s.showProtocol(s.policy.Protocol.Message())
+	s.aimd = remotewrite.NewAIMD(s.replayRate, s.replayBatch)
+	if s.liveFirst && s.state.noOutOfOrder {
+		// The sender this one replaces found no out-of-order window.
+		s.liveFirst = false
+		s.buf.SetLiveFirst(false)
+	}
 	var ahead chan outgoing // the next batch of a backlog, being prepared
 	for {
 		var o outgoing
-		if ahead != nil {
+		if s.liveFirst {
+			// A fresh batch due before the backlog's turn goes first,
+			// the next batch of the backlog staying prepared meanwhile.
+			o.l, o.err = s.liveTurn(ctx, ahead != nil)
+			o.enc = &s.liveEnc
+		}
+		if ahead != nil && o.l == nil && o.err == nil {
 			o = <-ahead
 			ahead = nil
 			if o.l == nil {
@@ -120,14 +158,18 @@ func (s *sender) run(ctx context.Context) {
 			}
 			continue
 		}
-		if o.l.FromStore {
+		if o.l.FromStore && !s.waitStoreDue(ctx) {
+			s.m.countDropped(s.name, s.buf.Release(o.l))
+			return
+		}
+		if o.l.FromStore && ahead == nil {
 			other := &s.encs[0]
 			if o.enc == other {
 				other = &s.encs[1]
 			}
 			ahead = s.prepare(o.l, other)
 		}
-		s.send(ctx, o, ahead != nil)
+		s.send(ctx, o, o.l.FromStore && ahead != nil)
 		if ctx.Err() != nil {
 			// Stopped mid-delivery (shutdown, or a reload replacing this
 			// sender): the batch stays the head for whoever sends next.
@@ -176,12 +218,8 @@ func (s *sender) send(ctx context.Context, o outgoing, ackLater bool) {
 	} else {
 		s.ack(o.l)
 	}
-	if o.l.FromStore && s.replayRate > 0 && t.taken > 0 {
-		pace := pause.For
-		if s.pace != nil {
-			pace = s.pace
-		}
-		pace(ctx, time.Duration(float64(t.taken)/s.replayRate*float64(time.Second)))
+	if o.l.FromStore && t.taken > 0 {
+		s.paceReplay(ctx, t.taken, t.took)
 	}
 	if !ackLater {
 		s.checkBacklog()
@@ -227,11 +265,18 @@ func (s *sender) handle(ev event, err error) effect {
 		s.m.paused.WithLabelValues(s.name, pauseUnauthorized).Set(0)
 	}
 	if fx&comeBack != 0 {
+		s.replayStarts()
 		s.buf.Resume()
 		s.modes.set(s.name, false)
 		s.m.degraded.WithLabelValues(s.name).Set(0)
 		s.m.circuitState.WithLabelValues(s.name).Set(circuitClosed)
 		s.log.Info("endpoint answers again: replaying the backlog oldest-first", "backlog_samples", s.buf.Stats().Store.Samples)
+	}
+	if fx&fallBackFIFO != 0 {
+		s.liveFirst = false
+		s.buf.SetLiveFirst(false)
+		s.log.Warn("receiver refuses out-of-order samples: replay.order live_first falls back to fifo for this endpoint (fresh scrapes wait behind the backlog); give the receiver an out-of-order window, or set replay.order: fifo",
+			errAttrs(err)...)
 	}
 	if fx&replayDone != 0 {
 		if s.prog != nil {
@@ -265,7 +310,8 @@ const pauseUnauthorized = "unauthorized"
 type leaseTry struct {
 	s     *sender
 	l     *buffer.Lease
-	taken int // samples the receiver took
+	taken int           // samples the receiver took
+	took  time.Duration // by the requests that it took
 }
 
 // Send marks the circuit half-open while a probe of a down endpoint is
@@ -318,6 +364,7 @@ func (t *leaseTry) Request(samples int, took time.Duration, err error) {
 	s.m.rwSamples.WithLabelValues(s.name, result).Add(float64(samples))
 	if err == nil {
 		s.m.lastSendSuccess.WithLabelValues(s.name).SetToCurrentTime()
+		t.took += took
 	}
 }
 
@@ -396,6 +443,11 @@ func (t *leaseTry) Wait(ctx context.Context, d time.Duration, err error) bool {
 func (t *leaseTry) Failed(err error, _ time.Duration) bool {
 	s := t.s
 	s.m.rwRetries.WithLabelValues(s.name).Inc()
+	if t.l.FromStore && s.state.mode != modeDegraded {
+		// A receiver that is down is not busy: the pace is for one that
+		// answers.
+		s.aimd.PushedBack(time.Now(), err)
+	}
 	ev := evFailed
 	if remotewrite.ClassOf(err) == remotewrite.Unauthorized {
 		ev = evUnauthorized

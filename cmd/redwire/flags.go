@@ -248,6 +248,10 @@ func addReplayFlags(app *kingpin.Application, o *overrides) {
 	replayBatch := app.Flag("replay.max-samples-per-send", "Samples per request of the backlog replay (default 10000).").
 		IsSetByUser(&replayBatchSet).Int()
 	o.when(&replayBatchSet, func(c *agent.Config) error { c.Replay.MaxSamplesPerSend = *replayBatch; return nil })
+	o.duration(app.Flag("replay.start-jitter", "Random wait, up to this, before the replay after an outage, so a fleet does not replay at once; 0: none (default 5s)."),
+		func(c *agent.Config, d model.Duration) { c.Replay.StartJitter = &d })
+	o.string(app.Flag("replay.order", "fifo (default): new scrapes wait behind the backlog; live_first: they go first, the backlog drains behind them (the receiver must take out-of-order samples)."),
+		func(c *agent.Config, s string) { c.Replay.Order = agent.ReplayOrder(s) })
 }
 
 // addSelfMetricsFlags registers the flags of the self_metrics section.
