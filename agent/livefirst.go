@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/buffer"
@@ -123,7 +124,7 @@ func (s *sender) checkOutOfOrder(ctx context.Context) outOfOrder {
 
 func (s *sender) oooLabels() labels.Labels {
 	b := labels.NewBuilder(s.identity)
-	b.Set(labels.MetricName, oooCheckFamily)
+	b.Set(model.MetricNameLabel, oooCheckFamily)
 	b.Set("endpoint", s.name)
 	return b.Labels()
 }
