@@ -292,7 +292,7 @@ func (a *agentRun) bufferOptions(ec remotewrite.EndpointConfig) buffer.Options {
 // newSender is the sender of ec's buffer under cfg's delivery settings.
 func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remotewrite.Client, buf *buffer.Buffer) *sender {
 	name, q := ec.Label(), ec.QueueConfig
-	liveFirst := cfg.Replay.Order == ReplayLiveFirst
+	liveFirst := cfg.Replay.orderOf(ec) == ReplayLiveFirst
 	buf.SetLiveFirst(liveFirst)
 	return &sender{
 		name: name, cfg: ec, client: c, buf: buf,

@@ -125,7 +125,8 @@ type ReplayConfig struct {
 	// replay into one receiver in the same second; 0: none.
 	StartJitter *model.Duration `yaml:"start_jitter,omitempty"`
 	// Order is what goes first once a down endpoint answers again: the
-	// backlog (fifo) or fresh scrapes (live_first).
+	// backlog (fifo) or fresh scrapes (live_first); an endpoint's
+	// replay_order overrides it.
 	Order ReplayOrder `yaml:"order,omitempty"`
 }
 
@@ -149,6 +150,15 @@ const (
 // Prometheus ingests 10k-sample requests about 1.5 times as fast per
 // connection as 2000-sample ones (BenchmarkDrainVsFirehose).
 const DefaultReplayMaxSamplesPerSend = 10000
+
+// orderOf is the replay order of endpoint ec: its replay_order, else
+// replay.order.
+func (r ReplayConfig) orderOf(ec remotewrite.EndpointConfig) ReplayOrder {
+	if ec.ReplayOrder != "" {
+		return ReplayOrder(ec.ReplayOrder)
+	}
+	return r.Order
+}
 
 // startJitter is replay.start_jitter, 0 if unset (defaults not applied).
 func (r ReplayConfig) startJitter() time.Duration {

@@ -47,6 +47,30 @@ func TestEmptyConfigGetsDefaults(t *testing.T) {
 	if cfg.Buffer.Path != "./data" || cfg.Web.ListenAddress != ":9187" {
 		t.Errorf("defaults: buffer.path %q, web.listen_address %q", cfg.Buffer.Path, cfg.Web.ListenAddress)
 	}
+	if cfg.Replay.Order != ReplayFIFO || cfg.Replay.startJitter() != time.Duration(DefaultReplayStartJitter) {
+		t.Errorf("defaults: replay.order %q, replay.start_jitter %v", cfg.Replay.Order, cfg.Replay.startJitter())
+	}
+}
+
+// TestReplayOrderPerEndpoint: an endpoint's replay_order overrides
+// replay.order, and start_jitter 0 means none, not the default.
+func TestReplayOrderPerEndpoint(t *testing.T) {
+	cfg, err := Parse([]byte("replay:\n  order: live_first\n  start_jitter: 0s\nremote_write:\n  - {name: vm, url: http://vm/api/v1/write}\n  - {name: prom, url: http://prom/api/v1/write, replay_order: fifo}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Replay.orderOf(cfg.RemoteWrite[0]); got != ReplayLiveFirst {
+		t.Errorf("vm replays %s, want replay.order live_first", got)
+	}
+	if got := cfg.Replay.orderOf(cfg.RemoteWrite[1]); got != ReplayFIFO {
+		t.Errorf("prom replays %s, want its replay_order fifo", got)
+	}
+	if got := cfg.Replay.startJitter(); got != 0 {
+		t.Errorf("start_jitter 0s: %v, want none", got)
+	}
 }
 
 func TestConfigErrorsNameFieldAndLine(t *testing.T) {
@@ -66,6 +90,8 @@ func TestConfigErrorsNameFieldAndLine(t *testing.T) {
 		{"bad label", "global:\n  external_labels: {\"bad-name\": x}\n", []string{"global.external_labels", "bad-name"}},
 		{"endpoints sharing a file", "remote_write:\n  - {name: a b, url: http://x/y}\n  - {name: a_b, url: http://z/y}\n", []string{"remote_write[1]", "share its buffer file"}},
 		{"reserved endpoint name", "remote_write:\n  - {name: local, url: http://x/y}\n", []string{"remote_write[0].name", "reserved"}},
+		{"bad replay order", "replay:\n  order: newest\n", []string{"replay.order", "newest", "live_first"}},
+		{"bad endpoint replay order", "remote_write:\n  - {url: http://x/y, replay_order: lifo}\n", []string{"remote_write[0].replay_order", "lifo"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

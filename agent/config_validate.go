@@ -151,6 +151,9 @@ func (c *Config) validateRemoteWrite() error {
 		if err := e.Validate(); err != nil {
 			return fieldErr(path, err)
 		}
+		if err := validOrder(ReplayOrder(e.ReplayOrder)); err != nil {
+			return fieldErr(path+".replay_order", err)
+		}
 		// Names that differ only in characters unsafe in a file name
 		// ("a b", "a_b") would share one buffer file, which one of them
 		// then waits for in vain.
@@ -191,13 +194,20 @@ func (c *Config) validateReplay() error {
 	if !(c.Replay.MaxSamplesPerSecond >= 0) { // NaN too: it would read as no limit
 		return fieldErr("replay.max_samples_per_second", errors.New("must be a number, not negative"))
 	}
-	switch c.Replay.Order {
-	case "", ReplayFIFO, ReplayLiveFirst:
-	default:
-		return fieldErr("replay.order", fmt.Errorf("%q: must be %s or %s", c.Replay.Order, ReplayFIFO, ReplayLiveFirst))
+	if err := validOrder(c.Replay.Order); err != nil {
+		return fieldErr("replay.order", err)
 	}
 	if j := c.Replay.StartJitter; j != nil && *j < 0 {
 		return fieldErr("replay.start_jitter", errors.New("must not be negative"))
 	}
 	return nil
+}
+
+// validOrder checks a replay order; empty is the default.
+func validOrder(o ReplayOrder) error {
+	switch o {
+	case "", ReplayFIFO, ReplayLiveFirst:
+		return nil
+	}
+	return fmt.Errorf("%q: must be %s or %s", o, ReplayFIFO, ReplayLiveFirst)
 }

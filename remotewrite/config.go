@@ -39,6 +39,9 @@ type EndpointConfig struct {
 	// (the default) or 2.0, which falls back to 1.0 by itself when the
 	// receiver shows it does not take 2.0.
 	ProtobufMessage Message `yaml:"protobuf_message,omitempty"`
+	// ReplayOrder overrides replay.order for this endpoint: "fifo" or
+	// "live_first" (the agent checks and applies it); empty: replay.order.
+	ReplayOrder string `yaml:"replay_order,omitempty"`
 
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
