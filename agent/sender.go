@@ -32,7 +32,9 @@ const (
 //
 // During a replay it reads and encodes the next batch of the backlog
 // while the current one is in flight, so the receiver does not wait for
-// the agent.
+// the agent. The backlog goes at the replay's pace (replay.go); with
+// replay.order live_first, fresh batches from memory go in between
+// (livefirst.go), still one request at a time.
 type sender struct {
 	name       string
 	cfg        remotewrite.EndpointConfig // what it was built from, for reloads
@@ -178,6 +180,11 @@ func (s *sender) run(ctx context.Context) {
 				// any metadata it carried is still to be sent.
 				if p := <-ahead; p.l != nil {
 					s.buf.Unsent(p.l)
+					if !o.l.FromStore {
+						// A fresh batch was in flight (live_first): the
+						// backlog's prepared lease is given back here.
+						s.m.countDropped(s.name, s.buf.Release(p.l))
+					}
 				}
 			}
 			s.m.countDropped(s.name, s.buf.Release(o.l))
@@ -443,9 +450,10 @@ func (t *leaseTry) Wait(ctx context.Context, d time.Duration, err error) bool {
 func (t *leaseTry) Failed(err error, _ time.Duration) bool {
 	s := t.s
 	s.m.rwRetries.WithLabelValues(s.name).Inc()
-	if t.l.FromStore && s.state.mode != modeDegraded {
-		// A receiver that is down is not busy: the pace is for one that
-		// answers.
+	if s.state.mode != modeDegraded {
+		// A receiver that is down is not busy: the replay's pace is for
+		// one that answers, and a push back on fresh data (live_first)
+		// slows the backlog too.
 		s.aimd.PushedBack(time.Now(), err)
 	}
 	ev := evFailed
