@@ -43,7 +43,9 @@ func (s *sender) paceReplay(ctx context.Context, n int, took time.Duration) {
 		s.storeDue = later(s.storeDue, now.Add(d))
 		return
 	}
-	s.pauseFor(ctx, d)
+	if d > 0 {
+		s.pauseFor(ctx, d)
+	}
 }
 
 // waitStoreDue waits until a backlog batch may go, and reports whether

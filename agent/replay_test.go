@@ -199,3 +199,40 @@ func TestReplaySendsEveryBatchOnce(t *testing.T) {
 		t.Errorf("receiver: %v %v; want %d series with %d samples each", vec, err, perScrape, scrapes)
 	}
 }
+
+// TestReplayStartJitter: the replay after an outage waits a random part
+// of replay.start_jitter before its second batch (the first is the one
+// that found the receiver back), and not at all with 0. The wait is read
+// from what the sender asks for, not from a clock.
+func TestReplayStartJitter(t *testing.T) {
+	for _, jitter := range []time.Duration{time.Hour, 0} {
+		t.Run(jitter.String(), func(t *testing.T) {
+			// Three failures declare the endpoint down: the batch in
+			// flight and the one behind it go to disk, two records. The
+			// fourth try takes the first; the second waits the jitter.
+			rig := newSenderRig(t, []int{500, 500, 500, 204, 204})
+			rig.s.startJitter = jitter
+			var waits []time.Duration
+			rig.s.pace = func(ctx context.Context, d time.Duration) bool {
+				waits = append(waits, d)
+				return ctx.Err() == nil
+			}
+			rig.buf.Append(rigBatch(8))
+			rig.buf.Append(rigBatch(8))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			rig.fake.done = cancel
+			rig.s.run(ctx)
+
+			if rig.fake.taken != 16 {
+				t.Fatalf("receiver took %d samples, want 16", rig.fake.taken)
+			}
+			switch {
+			case jitter == 0 && len(waits) != 0:
+				t.Errorf("start_jitter 0: the replay waited %v", waits)
+			case jitter > 0 && (len(waits) != 1 || waits[0] <= 0 || waits[0] > jitter):
+				t.Errorf("start_jitter %v: the replay waited %v, want one wait within it", jitter, waits)
+			}
+		})
+	}
+}
