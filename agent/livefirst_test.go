@@ -160,3 +160,36 @@ func TestLiveFirstFallsBackToFIFOWithoutAWindow(t *testing.T) {
 		t.Errorf("receiver refused %v samples as out of bounds (%v), want 0", v, err)
 	}
 }
+
+// TestLiveFirstWithAPrometheus3Window: Prometheus 3 with an out-of-order
+// window takes fresh scrapes while the backlog drains behind them, as
+// VictoriaMetrics does, and refuses nothing: the check passes, live_first
+// stays on, and every scrape of the outage is there once.
+func TestLiveFirstWithAPrometheus3Window(t *testing.T) {
+	t.Parallel()
+	r := harness.StartRedis(t)
+	prom := harness.StartPrometheusWith(t, harness.PrometheusOptions{Version3: true, OutOfOrderWindow: time.Hour})
+	cfg := liveFirstConfig(t, prom.WriteURL(), r)
+	a := runAgent(t, cfg)
+	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
+
+	back := liveFirstOutage(t, a, prom, cfg, r.Addr(), 6)
+	harness.WaitFor(t, 2*time.Minute, "a scrape taken after the receiver's return in it", func() (bool, error) {
+		for _, p := range points(t, prom, "redis_up", r.Addr()) {
+			if p.T.After(back) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if n := gathered(t, a.reg, "redwire_buffer_samples", ep); n == 0 {
+		t.Error("the backlog was drained before a fresh scrape arrived: live_first sent nothing first")
+	}
+	drainedAndStopped(t, a, prom, cfg, r.Addr())
+	if n := a.logs.Count("replay.order live_first falls back to fifo"); n != 0 {
+		t.Errorf("fell back to fifo against a receiver with an out-of-order window")
+	}
+	if v, err := prom.Metric(context.Background(), "prometheus_tsdb_out_of_bound_samples_total"); err != nil || v != 0 {
+		t.Errorf("receiver refused %v samples as out of bounds (%v), want 0", v, err)
+	}
+}
