@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/prometheus/model/labels"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/redwire/redwire/internal/codec"
 	"github.com/redwire/redwire/sample"
@@ -468,6 +469,9 @@ func (b *Buffer) openJournal() {
 		return
 	}
 	b.journal, b.recovered = j, len(held)
+	if n, err := b.store.storedPrefix(held); err == nil && n > 0 {
+		held = held[n:] // committed by a spill the journal had not noted
+	}
 	for len(held) > 0 {
 		n := min(len(held), max(b.opts.MaxBatch, 1))
 		if _, err := b.store.Append(sample.Batch{Samples: held[:n]}); err != nil {
@@ -518,4 +522,57 @@ func (b *Buffer) journalFront(n int) {
 		b.journal.front(n)
 		b.journal.compact(b.held)
 	}
+}
+
+// storedPrefix is how many of the first samples of held the store's
+// newest records already hold, as their last samples in the same order.
+// A spill commits memory to the store and then notes in the journal that
+// memory let it go: a crash between the two leaves the samples in both,
+// and storing them again would send them twice, the second time older
+// than what the receiver already holds, which it refuses.
+func (s *Store) storedPrefix(held []sample.Sample) (int, error) {
+	if len(held) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var tail []sample.Sample // the store's newest samples, oldest first
+	err := protect(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			var dec codec.BatchDecoder
+			c := tx.Bucket(bucketRecords).Cursor()
+			for k, v := c.Last(); k != nil && len(tail) < len(held); k, v = c.Prev() {
+				recs, err := decodeRecords(&dec, binary.BigEndian.Uint64(k), v, s.counts.consumed)
+				if err != nil {
+					return nil // an unreadable record ends the search: store it all again
+				}
+				var rec []sample.Sample
+				for _, r := range recs {
+					rec = append(rec, r.Batch.Samples...)
+				}
+				tail = append(rec, tail...)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	for p := range tail {
+		if k := len(tail) - p; k <= len(held) && sameSamples(tail[p:], held[:k]) {
+			return k, nil
+		}
+	}
+	return 0, nil
+}
+
+// sameSamples reports whether a and b are the same samples in the same
+// order: series, time and value bits.
+func sameSamples(a, b []sample.Sample) bool {
+	for i := range a {
+		if a[i].T != b[i].T || math.Float64bits(a[i].V) != math.Float64bits(b[i].V) || !labels.Equal(a[i].Labels, b[i].Labels) {
+			return false
+		}
+	}
+	return true
 }

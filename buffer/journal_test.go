@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -468,5 +469,50 @@ func TestJournalStopsNumberingWithinAFile(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("store after a crash holds %d samples, want %d", len(got), len(want))
+	}
+}
+
+// TestJournalCrashMidSpillStoresNothingTwice: a spill commits memory to
+// the store, then notes in the journal that memory let it go. A kill -9
+// between the two (the journal as it was before the spill, the store
+// holding all or part of what was spilled) must not store those samples
+// again: sent twice, the second copy is older than what the receiver
+// holds, and a receiver refuses it (the 30-minute soak found this).
+func TestJournalCrashMidSpillStoresNothingTwice(t *testing.T) {
+	for _, committed := range []int{5, 3, 0} { // of the spill's 5 records
+		t.Run(strconv.Itoa(committed), func(t *testing.T) {
+			r := newJournalRig(t, Options{Capacity: 1000, MaxBatch: 10})
+			var want []int64
+			for range 5 {
+				want = append(want, r.append(10)...)
+			}
+			before, err := os.ReadFile(r.b.journal.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.b.Spill(); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := r.b.store.Peek(1 << 30)
+			if err != nil || len(recs) != 5 {
+				t.Fatalf("the spill stored %d records, %v; want 5", len(recs), err)
+			}
+			var undo []uint64
+			for _, rec := range recs[committed:] {
+				undo = append(undo, rec.Seq)
+			}
+			if err := r.b.store.DeleteRecords(undo); err != nil {
+				t.Fatal(err)
+			}
+			path := r.b.journal.path
+			r.crash()
+			if err := os.WriteFile(path, before, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r.open()
+			if got := r.stored(); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%d of 5 records committed before the crash: store holds %v, want %v once each", committed, got, want)
+			}
+		})
 	}
 }
