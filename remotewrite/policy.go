@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -87,11 +88,13 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 		backoff.WithMaxInterval(p.MaxBackoff),
 		backoff.WithMaxElapsedTime(0),
 	)
+	var st tries
 	for {
-		done, err := p.send(ctx, s, enc, &b, body, h)
+		done, err := p.send(ctx, s, enc, &b, body, h, &st)
 		if err == nil {
 			return nil
 		}
+		st.maybeStored = !st.split && done == 0 && (st.maybeStored || !answered(err))
 		// What was answered for is not sent again; a body encoded ahead
 		// covered all of b, so the rest is encoded anew.
 		rest := sample.Batch{Samples: b.Samples[done:]}
@@ -120,7 +123,7 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 // send posts b, halving it on 413 until the halves fit. It returns how
 // many of b's first samples were answered for (taken or refused): all of
 // them when err is nil.
-func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler) (int, error) {
+func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler, st *tries) (int, error) {
 	ms, speaks2 := s.(MessageSender)
 	msg := p.Protocol.Message()
 	if !speaks2 {
@@ -150,13 +153,16 @@ func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 					fh.FellBack(msg, MessageV1, why)
 				}
 			}
-			return p.send(ctx, s, enc, b, nil, h) // as 1.0 now
+			return p.send(ctx, s, enc, b, nil, h, st) // as 1.0 now
 		}
 	} else {
 		err = s.Send(ctx, body)
 	}
 	h.Request(b.Len(), time.Since(start), err)
 	switch {
+	case st.maybeStored && !st.split && outOfOrder(err):
+		h.Answered(b, nil) // stored by the try that went unanswered
+		return b.Len(), nil
 	case err == nil, ClassOf(err) == Reject:
 		h.Answered(b, err)
 		return b.Len(), nil
@@ -166,13 +172,14 @@ func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 		h.Answered(b, &Error{StatusCode: 413, Class: Reject, Body: "a single sample is too large"})
 		return b.Len(), nil
 	}
+	st.split = true
 	half := b.Len() / 2
 	first := sample.Batch{Samples: b.Samples[:half], Metadata: b.Metadata}
-	if n, err := p.send(ctx, s, enc, &first, nil, h); err != nil {
+	if n, err := p.send(ctx, s, enc, &first, nil, h, st); err != nil {
 		return n, err
 	}
 	second := sample.Batch{Samples: b.Samples[half:]}
-	n, err := p.send(ctx, s, enc, &second, nil, h)
+	n, err := p.send(ctx, s, enc, &second, nil, h, st)
 	return half + n, err
 }
 
@@ -208,4 +215,35 @@ func (p Policy) wait(err error, bo backoff.BackOff) time.Duration {
 // step.
 func Jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// tries is what Deliver's tries of one batch tell the next.
+type tries struct {
+	// maybeStored: a try of the whole batch went unanswered (a timeout,
+	// a connection cut), so the receiver may have stored it. A refusal
+	// of that same batch as out of order then means it did: a receiver
+	// refuses a sample older than the newest of its series, and redwire
+	// sends each series in order. The batch counts as taken, not
+	// refused; the soak saw a replay request time out on a loaded
+	// Prometheus that stored it, and its retry refused whole.
+	maybeStored bool
+	// split: a 413 split the batch. A part that went unanswered is not
+	// the batch retried, so nothing is presumed stored after it.
+	split bool
+}
+
+// answered reports whether err came with the receiver's answer (an HTTP
+// status), rather than none at all: a request that got no answer may
+// still have been stored.
+func answered(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode != 0
+}
+
+// outOfOrder reports whether err is a refusal for samples older than the
+// receiver's newest of their series: Prometheus "out of order sample",
+// Mimir "err-mimir-sample-out-of-order", Thanos "out of order".
+func outOfOrder(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Class == Reject && strings.Contains(strings.ToLower(e.Body), "out of order")
 }

@@ -273,3 +273,36 @@ func TestPolicyLetsTheHandlerWait(t *testing.T) {
 		t.Errorf("%d requests, want 3", len(s.sent))
 	}
 }
+
+// TestPolicyRetryRefusedAsOutOfOrderAfterNoAnswer: a try that got no
+// answer (a timeout) may have been stored; a retry of the same batch
+// refused as out of order means it was, and the batch counts as taken.
+// Without a try that went unanswered, or after a 413 split the batch,
+// out of order stays a refusal.
+func TestPolicyRetryRefusedAsOutOfOrderAfterNoAnswer(t *testing.T) {
+	ooo := &Error{StatusCode: 400, Class: Reject, Body: "out of order sample"}
+	for _, tc := range []struct {
+		name           string
+		answers        []error
+		taken, refused []int
+	}{
+		{"timeout, then out of order: stored by the first try", []error{status(0, Retry), ooo}, []int{8}, nil},
+		{"timeout, 503, then out of order: still the first try's", []error{status(0, Retry), status(503, Retry), ooo}, []int{8}, nil},
+		{"out of order at once: refused", []error{ooo}, nil, []int{8}},
+		{"503, then out of order: the 503 stored nothing", []error{status(503, Retry), ooo}, nil, []int{8}},
+		{"timeout, then another 400: refused", []error{status(0, Retry), status(400, Reject)}, nil, []int{8}},
+		{"a split part timed out, then out of order: refused", []error{status(413, TooLarge), status(0, Retry), ooo}, nil, []int{8}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &fakeSender{answers: tc.answers}
+			var r recorder
+			var enc Encoder
+			if err := testPolicy.Deliver(context.Background(), s, &enc, testBatch(8), nil, &r); err != nil {
+				t.Fatalf("Deliver: %v", err)
+			}
+			if !slices.Equal(r.taken, tc.taken) || !slices.Equal(r.refused, tc.refused) {
+				t.Errorf("taken %v refused %v, want taken %v refused %v (requests %v)", r.taken, r.refused, tc.taken, tc.refused, s.sent)
+			}
+		})
+	}
+}
