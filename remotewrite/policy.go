@@ -241,9 +241,14 @@ func answered(err error) bool {
 }
 
 // outOfOrder reports whether err is a refusal for samples older than the
-// receiver's newest of their series: Prometheus "out of order sample",
-// Mimir "err-mimir-sample-out-of-order", Thanos "out of order".
+// receiver's newest of their series: Prometheus and Thanos say "out of
+// order sample", Mimir "… out-of-order samples are not allowed
+// (err-mimir-sample-out-of-order)".
 func outOfOrder(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Class == Reject && strings.Contains(strings.ToLower(e.Body), "out of order")
+	if !errors.As(err, &e) || e.Class != Reject {
+		return false
+	}
+	body := strings.ToLower(e.Body)
+	return strings.Contains(body, "out of order") || strings.Contains(body, "out-of-order")
 }

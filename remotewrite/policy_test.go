@@ -288,6 +288,8 @@ func TestPolicyRetryRefusedAsOutOfOrderAfterNoAnswer(t *testing.T) {
 	}{
 		{"timeout, then out of order: stored by the first try", []error{status(0, Retry), ooo}, []int{8}, nil},
 		{"timeout, 503, then out of order: still the first try's", []error{status(0, Retry), status(503, Retry), ooo}, []int{8}, nil},
+		{"timeout, then Mimir's out of order", []error{status(0, Retry), &Error{StatusCode: 400, Class: Reject,
+			Body: "the sample has been rejected because another sample with a more recent timestamp has already been ingested and out-of-order samples are not allowed (err-mimir-sample-out-of-order)"}}, []int{8}, nil},
 		{"out of order at once: refused", []error{ooo}, nil, []int{8}},
 		{"503, then out of order: the 503 stored nothing", []error{status(503, Retry), ooo}, nil, []int{8}},
 		{"timeout, then another 400: refused", []error{status(0, Retry), status(400, Reject)}, nil, []int{8}},
