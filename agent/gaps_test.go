@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -94,23 +93,11 @@ func TestGapLogKeepsTheNewest(t *testing.T) {
 // apiGaps reads GET /api/v1/gaps of the agent serving on addr.
 func apiGaps(t *testing.T, addr string) []gap {
 	t.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+"/api/v1/gaps", nil)
+	gaps, err := apiGet[[]gap]("http://" + addr + "/api/v1/gaps")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET /api/v1/gaps: %v", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Data   []gap  `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
-		t.Fatalf("GET /api/v1/gaps: status %q, %v", body.Status, err)
-	}
-	return body.Data
+	return gaps
 }
 
 // TestRestartAfterKill9ReportsOneAgentDownRange: a SIGKILLed agent,
@@ -221,14 +208,21 @@ func TestDegradedModeListsAThinnedRange(t *testing.T) {
 // get returns the body of a 200 answer to GET url.
 func get(t *testing.T, url string) string {
 	t.Helper()
+	body, _ := getTyped(t, url)
+	return body
+}
+
+// getTyped is get, with the answer's Content-Type.
+func getTyped(t *testing.T, url string) (body, contentType string) {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
+		t.Fatalf("GET %s: %s, %v\n%s", url, resp.Status, err, raw)
 	}
-	return string(body)
+	return string(raw), resp.Header.Get("Content-Type")
 }

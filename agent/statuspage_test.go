@@ -102,19 +102,11 @@ func apiGet[T any](url string) (T, error) {
 // answers 200 with HTML.
 func getPage(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	body, ct := getTyped(t, url)
+	if !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("GET %s: %s, not HTML\n%s", url, ct, body)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		t.Fatalf("GET %s: %d %s\n%s", url, resp.StatusCode, resp.Header.Get("Content-Type"), body)
-	}
-	return string(body)
+	return body
 }
 
 // TestStatusPageShowsWhatTheAPISays: after an outage of the receiver,
