@@ -42,6 +42,14 @@ type EndpointConfig struct {
 	// ReplayOrder overrides replay.order for this endpoint: "fifo" or
 	// "live_first" (the agent checks and applies it); empty: replay.order.
 	ReplayOrder string `yaml:"replay_order,omitempty"`
+	// OutOfOrderTimeWindow declares how far behind its newest sample the
+	// receiver takes samples, named after Prometheus'
+	// storage.tsdb.out_of_order_time_window (Mimir out_of_order_time_window,
+	// Thanos --tsdb.out-of-order.time-window). 0, the default, declares
+	// none. With a window, samples the receiver refused for their age and
+	// redwire parked are sent again once they fall within it, and
+	// backlog samples older than it are parked without being sent.
+	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window,omitempty"`
 
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
@@ -124,6 +132,9 @@ func (c *EndpointConfig) Validate() error {
 	}
 	if c.RemoteTimeout < 0 {
 		return errors.New("remote_timeout: must not be negative")
+	}
+	if c.OutOfOrderTimeWindow < 0 {
+		return errors.New("out_of_order_time_window: must not be negative")
 	}
 	if c.ProtobufMessage != "" {
 		if err := c.ProtobufMessage.validate(); err != nil {

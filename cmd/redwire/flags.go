@@ -144,6 +144,10 @@ func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, s string) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.ProtobufMessage = remotewrite.Message(s) })(c)
 		})
+	o.duration(app.Flag("remote-write.out-of-order-time-window", "The receiver's out-of-order window (Prometheus storage.tsdb.out_of_order_time_window): parked samples within it are sent again, backlog older than it is parked unsent. Default 0: none declared."),
+		func(c *agent.Config, d model.Duration) {
+			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.OutOfOrderTimeWindow = d })(c)
+		})
 	o.int(app.Flag("remote-write.queue-config.capacity", "Samples held in memory per endpoint (default 10000)."),
 		func(c *agent.Config, n int) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.Capacity = n })(c)
