@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,9 +60,14 @@ type Handler interface {
 	// err (nil: taken).
 	Request(samples int, took time.Duration, err error)
 	// Answered reports that part, the batch's next samples, is done:
-	// taken (err nil) or refused for good (err's class is Reject). The
-	// first part carries the batch's metadata, if any. Deliver sends only
-	// what follows.
+	// taken (err nil) or refused for good (err's class is Reject; CauseOf
+	// says why). The parts of a batch are disjoint, come in the batch's
+	// order and together cover it exactly once, so a caller may trim
+	// part.Len() samples off the front of what it keeps: a refused
+	// request that Deliver isolated (see isolate.go) is answered, once
+	// isolated, in runs of one verdict, though its samples were sent in
+	// another order. The first part carries the batch's metadata, if any.
+	// Deliver sends only what follows.
 	Answered(part *sample.Batch, err error)
 	// Failed reports a try that left the rest of the batch unanswered
 	// (class Retry, RateLimited or Unauthorized), and the wait the policy
@@ -120,50 +126,30 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 	}
 }
 
-// send posts b, halving it on 413 until the halves fit. It returns how
-// many of b's first samples were answered for (taken or refused): all of
-// them when err is nil.
+// send posts b, halving it on 413 until the halves fit, and isolating
+// the refused samples of a request the receiver rolled back. It returns
+// how many of b's first samples were answered for (taken or refused):
+// all of them when err is nil.
 func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler, st *tries) (int, error) {
-	ms, speaks2 := s.(MessageSender)
-	msg := p.Protocol.Message()
-	if !speaks2 {
-		msg = MessageV1
+	if st.cutoffErr != nil && slices.ContainsFunc(b.Samples, func(x sample.Sample) bool { return x.T <= st.cutoff }) {
+		// Some of b is past a cutoff the receiver showed: answered
+		// refused unsent, and the rest sent.
+		return p.isolate(ctx, s, enc, b, nil, h, st)
 	}
-	if enc.message() != msg {
-		// Prepared before a fall back, or by an encoder not yet told.
-		body = nil
-		enc.msg = msg
-	}
-	if body == nil {
-		var err error
-		if body, err = enc.Encode(b); err != nil {
-			h.Answered(b, &Error{Class: Reject, Err: err})
-			return b.Len(), nil
-		}
-	}
-	start := time.Now()
-	var err error
-	if msg == MessageV2 {
-		var w Written
-		w, err = ms.SendMessage(ctx, msg, body)
-		if why := unsupported(w, err); why != nil {
-			h.Request(b.Len(), time.Since(start), why)
-			if p.Protocol.fallBack() {
-				if fh, ok := h.(FallbackHandler); ok {
-					fh.FellBack(msg, MessageV1, why)
-				}
-			}
-			return p.send(ctx, s, enc, b, nil, h, st) // as 1.0 now
-		}
-	} else {
-		err = s.Send(ctx, body)
-	}
-	h.Request(b.Len(), time.Since(start), err)
+	sent, err := p.post(ctx, s, enc, b, body, h)
 	switch {
+	case !sent: // b does not encode
+		h.Answered(b, err)
+		return b.Len(), nil
 	case st.maybeStored && !st.split && outOfOrder(err):
 		h.Answered(b, nil) // stored by the try that went unanswered
 		return b.Len(), nil
+	case ClassOf(err) == Reject && b.Len() > 1 && RolledBack(err):
+		return p.isolate(ctx, s, enc, b, err, h, st)
 	case err == nil, ClassOf(err) == Reject:
+		if b.Len() == 1 && pastCutoff(err) && RolledBack(err) {
+			st.pastCutoff(b.Samples[0].T, err)
+		}
 		h.Answered(b, err)
 		return b.Len(), nil
 	case ClassOf(err) != TooLarge:
@@ -181,6 +167,47 @@ func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 	second := sample.Batch{Samples: b.Samples[half:]}
 	n, err := p.send(ctx, s, enc, &second, nil, h, st)
 	return half + n, err
+}
+
+// post sends b as one request, encoding it unless body is its encoding
+// in the message the endpoint speaks now, and tells h of it. A 2.0
+// request that shows the receiver takes only 1.0 is sent again as 1.0,
+// and only the second answer is returned. sent is false if b did not
+// encode: then err says why, and no request was made.
+func (p Policy) post(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler) (sent bool, err error) {
+	ms, speaks2 := s.(MessageSender)
+	msg := p.Protocol.Message()
+	if !speaks2 {
+		msg = MessageV1
+	}
+	if enc.message() != msg {
+		// Prepared before a fall back, or by an encoder not yet told.
+		body = nil
+		enc.msg = msg
+	}
+	if body == nil {
+		if body, err = enc.Encode(b); err != nil {
+			return false, &Error{Class: Reject, Err: err}
+		}
+	}
+	start := time.Now()
+	if msg == MessageV2 {
+		var w Written
+		w, err = ms.SendMessage(ctx, msg, body)
+		if why := unsupported(w, err); why != nil {
+			h.Request(b.Len(), time.Since(start), why)
+			if p.Protocol.fallBack() {
+				if fh, ok := h.(FallbackHandler); ok {
+					fh.FellBack(msg, MessageV1, why)
+				}
+			}
+			return p.post(ctx, s, enc, b, nil, h) // as 1.0 now
+		}
+	} else {
+		err = s.Send(ctx, body)
+	}
+	h.Request(b.Len(), time.Since(start), err)
+	return true, err
 }
 
 // unsupported is the error of Class Unsupported that tells the answer w,
@@ -227,9 +254,23 @@ type tries struct {
 	// refused; the soak saw a replay request time out on a loaded
 	// Prometheus that stored it, and its retry refused whole.
 	maybeStored bool
-	// split: a 413 split the batch. A part that went unanswered is not
-	// the batch retried, so nothing is presumed stored after it.
+	// split: a 413 split the batch, or an isolation did. A part that
+	// went unanswered is not the batch retried, so nothing is presumed
+	// stored after it.
 	split bool
+	// cutoff: a sample at cutoff was refused for being past the
+	// receiver's cutoff (pastCutoff), with cutoffErr (nil: none yet), so
+	// every sample at cutoff or before is refused too, unsent.
+	cutoff    int64
+	cutoffErr error
+}
+
+// pastCutoff notes that the receiver refused a sample at t with err, for
+// being past its cutoff.
+func (st *tries) pastCutoff(t int64, err error) {
+	if st.cutoffErr == nil || t > st.cutoff {
+		st.cutoff, st.cutoffErr = t, err
+	}
 }
 
 // answered reports whether err came with the receiver's answer (an HTTP

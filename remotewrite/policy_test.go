@@ -20,6 +20,7 @@ import (
 type fakeSender struct {
 	answers []error
 	sent    []int // samples per request
+	then    error // the answer past the queue; nil: taken
 }
 
 func (f *fakeSender) Send(_ context.Context, body []byte) error {
@@ -29,7 +30,7 @@ func (f *fakeSender) Send(_ context.Context, body []byte) error {
 	}
 	f.sent = append(f.sent, n)
 	if len(f.answers) == 0 {
-		return nil
+		return f.then
 	}
 	err, f.answers = f.answers[0], f.answers[1:]
 	return err
@@ -278,7 +279,8 @@ func TestPolicyLetsTheHandlerWait(t *testing.T) {
 // answer (a timeout) may have been stored; a retry of the same batch
 // refused as out of order means it was, and the batch counts as taken.
 // Without a try that went unanswered, or after a 413 split the batch,
-// out of order stays a refusal.
+// out of order stays a refusal (the fake refuses every series as out of
+// order, so isolating the batch finds every sample refused).
 func TestPolicyRetryRefusedAsOutOfOrderAfterNoAnswer(t *testing.T) {
 	ooo := &Error{StatusCode: 400, Class: Reject, Body: "out of order sample"}
 	for _, tc := range []struct {
@@ -297,6 +299,9 @@ func TestPolicyRetryRefusedAsOutOfOrderAfterNoAnswer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &fakeSender{answers: tc.answers}
+			if tc.refused != nil {
+				s.then = ooo
+			}
 			var r recorder
 			var enc Encoder
 			if err := testPolicy.Deliver(context.Background(), s, &enc, testBatch(8), nil, &r); err != nil {
