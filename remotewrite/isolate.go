@@ -23,7 +23,7 @@ import (
 //     or before that timestamp: the rest of the Deliver answers those
 //     refused without sending them.
 //   - A part refused past the cutoff over several timestamps is probed
-//     first with one sample at its newest timestamp: refused, the whole
+//     (once per Deliver) with one sample at its newest timestamp: refused, the whole
 //     part is older than the cutoff (a backlog hours behind costs two
 //     requests per batch); taken, the rest is isolated. The probe's series
 //     is the one with the fewest samples in the part, and its older
@@ -49,14 +49,18 @@ func isolationBudget(n int) int {
 	return 2*bits.Len(uint(n)) + 4
 }
 
-// isolation is the state of isolating one refused request.
+// isolation is the state of isolating one refused request. It outlives
+// a failed try: the Deliver's next try resumes it (tries.iso), so that
+// what the receiver took meanwhile, past the answered prefix, is not
+// sent again to be refused as out of order.
 type isolation struct {
 	b        *sample.Batch
 	verdicts []error // per sample of b: nil while undecided or taken
 	decided  []bool
+	answered int    // b's first samples already told to the Handler
+	stack    []work // the parts left, the next one last
 	budget   int
 	grants   int // refused groups found that added to the budget
-	probed   bool
 	sentMeta bool
 }
 
@@ -69,34 +73,45 @@ type work struct {
 
 // isolate finds which of b's samples the receiver refuses, given that it
 // refused them all together with err (nil: b is yet to be sent, because
-// some of it is past a cutoff already found). It answers h for b in
-// batch order and returns how many of b's first samples were answered
-// for; on a failed try (err not nil) the rest is for Deliver to retry.
+// some of it is past a cutoff already found), or resumes the isolation a
+// failed try left in st. It answers h for b in batch order and returns
+// how many of b's first samples were answered for; on a failed try (err
+// not nil) the rest is for Deliver to retry, and the isolation goes on
+// then.
 func (p Policy) isolate(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, err error, h Handler, st *tries) (int, error) {
 	st.split = true // what follows is no retry of the whole batch
-	iso := isolation{
-		b:        b,
-		verdicts: make([]error, b.Len()),
-		decided:  make([]bool, b.Len()),
-		budget:   isolationBudget(b.Len()),
-	}
-	all := make([]int, b.Len())
-	for i := range all {
-		all[i] = i
-	}
-	stack := []work{{idx: all, err: err, parent: err}}
-	var failed error
-	for len(stack) > 0 && failed == nil {
-		w := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		var more []work
-		more, failed = p.resolve(ctx, s, enc, h, st, &iso, w)
-		// more is in sending order; the stack pops its last first.
-		for i := len(more) - 1; i >= 0; i-- {
-			stack = append(stack, more[i])
+	iso := st.iso
+	st.iso = nil
+	if iso == nil || iso.b.Len()-iso.answered != b.Len() {
+		all := make([]int, b.Len())
+		for i := range all {
+			all[i] = i
+		}
+		own := *b // b is the caller's, and changes with its tries
+		iso = &isolation{
+			b:        &own,
+			verdicts: make([]error, b.Len()),
+			decided:  make([]bool, b.Len()),
+			stack:    []work{{idx: all, err: err, parent: err}},
+			budget:   isolationBudget(b.Len()),
 		}
 	}
-	return iso.answer(h), failed
+	var failed error
+	for len(iso.stack) > 0 && failed == nil {
+		w := iso.stack[len(iso.stack)-1]
+		iso.stack = iso.stack[:len(iso.stack)-1]
+		var more []work
+		more, failed = p.resolve(ctx, s, enc, h, st, iso, w)
+		// more is in sending order; the stack pops its last first.
+		for i := len(more) - 1; i >= 0; i-- {
+			iso.stack = append(iso.stack, more[i])
+		}
+	}
+	n := iso.answer(h)
+	if failed != nil {
+		st.iso = iso
+	}
+	return n, failed
 }
 
 // resolve sends or splits one part, and returns the parts it leaves, in
@@ -138,7 +153,7 @@ func (p Policy) resolve(ctx context.Context, s Sender, enc *Encoder, h Handler, 
 		case ClassOf(err) == TooLarge:
 			err = &Error{StatusCode: 413, Class: Reject, Body: "a single sample is too large"}
 		case ClassOf(err) != Reject:
-			return nil, err
+			return []work{w}, err // sent again when the isolation resumes
 		}
 		w.err = err
 	}
@@ -163,8 +178,8 @@ func (p Policy) refused(ctx context.Context, s Sender, enc *Encoder, h Handler, 
 	}
 	rest := w.idx
 	var last []int // the probe's series, older than what the probe left
-	if cutoff && !iso.probed {
-		iso.probed = true
+	if cutoff && !st.probed {
+		st.probed = true
 		probe, series := iso.probe(w.idx, newest)
 		iso.budget--
 		err := p.sendPart(ctx, s, enc, h, iso, []int{probe})
@@ -179,7 +194,8 @@ func (p Policy) refused(ctx context.Context, s Sender, enc *Encoder, h Handler, 
 		case ClassOf(err) == Reject:
 			iso.found([]int{probe}, err)
 		default:
-			return nil, err
+			st.probed = false // no answer: the next try probes again
+			return []work{w}, err
 		}
 		rest, last = nil, nil
 		for _, i := range w.idx {
@@ -322,15 +338,16 @@ func (iso *isolation) found(idx []int, err error) {
 	}
 }
 
-// answer tells h the verdicts of b's first samples, up to the first
-// undecided one, in runs of one verdict, and returns how many it told.
-// The first run carries the batch's metadata.
+// answer tells h the verdicts of b's samples from the first not yet
+// told up to the first undecided one, in runs of one verdict, and
+// returns how many it told. The first run of b carries its metadata.
 func (iso *isolation) answer(h Handler) int {
-	n := 0
+	from := iso.answered
+	n := from
 	for n < len(iso.decided) && iso.decided[n] {
 		n++
 	}
-	for start := 0; start < n; {
+	for start := from; start < n; {
 		end := start + 1
 		for end < n && iso.verdicts[end] == iso.verdicts[start] {
 			end++
@@ -342,5 +359,6 @@ func (iso *isolation) answer(h Handler) int {
 		h.Answered(&part, iso.verdicts[start])
 		start = end
 	}
-	return n
+	iso.answered = n
+	return n - from
 }

@@ -131,6 +131,9 @@ func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Ba
 // how many of b's first samples were answered for (taken or refused):
 // all of them when err is nil.
 func (p Policy) send(ctx context.Context, s Sender, enc *Encoder, b *sample.Batch, body []byte, h Handler, st *tries) (int, error) {
+	if st.iso != nil {
+		return p.isolate(ctx, s, enc, b, nil, h, st)
+	}
 	if st.cutoffErr != nil && slices.ContainsFunc(b.Samples, func(x sample.Sample) bool { return x.T <= st.cutoff }) {
 		// Some of b is past a cutoff the receiver showed: answered
 		// refused unsent, and the rest sent.
@@ -263,6 +266,11 @@ type tries struct {
 	// every sample at cutoff or before is refused too, unsent.
 	cutoff    int64
 	cutoffErr error
+	// probed: an isolation sent a probe (see isolate.go). One is enough
+	// for a Deliver, and each costs its series' older samples.
+	probed bool
+	// iso is the isolation a failed try interrupted, resumed by the next.
+	iso *isolation
 }
 
 // pastCutoff notes that the receiver refused a sample at t with err, for
