@@ -178,6 +178,27 @@ var numbers = regexp.MustCompile(`[0-9]+`)
 // Client.
 func sendOne(t *testing.T, writeURL string, ts time.Time) error {
 	t.Helper()
+	return sendSample(t, writeURL, []prompb.Label{{Name: "__name__", Value: "redwire_refusal_probe"}, {Name: "job", Value: "refusals"}}, ts, 1)
+}
+
+// sendSample sends one sample of the series ls at ts through a real
+// Client.
+func sendSample(t *testing.T, writeURL string, ls []prompb.Label, ts time.Time, v float64) error {
+	t.Helper()
+	wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  ls,
+		Samples: []prompb.Sample{{Value: v, Timestamp: ts.UnixMilli()}},
+	}}}
+	raw, err := wr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sendBody(t, writeURL, snappy.Encode(nil, raw))
+}
+
+// sendBody posts body as a 1.0 write request through a real Client.
+func sendBody(t *testing.T, writeURL string, body []byte) error {
+	t.Helper()
 	u, err := url.Parse(writeURL)
 	if err != nil {
 		t.Fatal(err)
@@ -186,15 +207,89 @@ func sendOne(t *testing.T, writeURL string, ts time.Time) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
-		Labels:  []prompb.Label{{Name: "__name__", Value: "redwire_refusal_probe"}, {Name: "job", Value: "refusals"}},
-		Samples: []prompb.Sample{{Value: 1, Timestamp: ts.UnixMilli()}},
-	}}}
-	raw, err := wr.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return c.Send(ctx, snappy.Encode(nil, raw))
+	return c.Send(ctx, body)
+}
+
+// The other refusals captured from real receivers: a duplicate sample
+// (another value at a series' timestamp), a series with an invalid label
+// name, and a body that is not snappy. Each kind has its own capture and
+// sentence in the fixture's header; -update-refusals rewrites them too.
+var otherRefusals = []struct {
+	file, what, kind string
+	start            func(testing.TB) harness.Receiver
+	capture          func(*testing.T, harness.Receiver) (int, string)
+}{
+	{"prometheus-duplicate.txt", refusals["prometheus"].what, "a second value at a series' timestamp (duplicate sample)",
+		refusals["prometheus"].start, captureDuplicate},
+	{"prometheus3-duplicate.txt", refusals["prometheus3"].what, "a second value at a series' timestamp (duplicate sample)",
+		refusals["prometheus3"].start, captureDuplicate},
+	{"prometheus-invalid-label.txt", refusals["prometheus"].what, "a series with an invalid label name (not UTF-8)",
+		refusals["prometheus"].start, captureInvalidLabel},
+	{"prometheus3-invalid-label.txt", refusals["prometheus3"].what, "a series with an invalid label name (not UTF-8)",
+		refusals["prometheus3"].start, captureInvalidLabel},
+	{"victoriametrics-malformed.txt", "VictoriaMetrics (Debian's)", "a body that is not snappy (malformed)",
+		func(t testing.TB) harness.Receiver { return harness.StartVictoriaMetrics(t) }, captureMalformed},
+}
+
+const otherRefusalHeader = `# What %s answers to a remote-write 1.0 request of
+# %s, as remotewrite.Client reads it. Captured by
+# TestRefusalsOther in remotewrite/refusals_test.go: run
+#   go test ./remotewrite -run 'Refusals' -update-refusals
+# to capture it again. Times and numbers in the body read <N>.
+`
+
+// TestRefusalsOther captures each of otherRefusals from its receiver and
+// wants it to be its fixture (or writes it, with -update-refusals).
+func TestRefusalsOther(t *testing.T) {
+	for _, rc := range otherRefusals {
+		t.Run(rc.file, func(t *testing.T) {
+			status, body := rc.capture(t, rc.start(t))
+			if *updateRefusals {
+				text := fmt.Sprintf(otherRefusalHeader, rc.what, rc.kind) + fmt.Sprintf("status: %d\nbody: %s\n", status, body)
+				if err := os.WriteFile(filepath.Join("testdata", "refusals", rc.file), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantStatus, wantBody := readRefusal(t, rc.file)
+			if status != wantStatus || body != wantBody {
+				t.Errorf("answered %d %q; %s says %d %q (rerun with -update-refusals if the receiver changed)",
+					status, body, rc.file, wantStatus, wantBody)
+			}
+		})
+	}
+}
+
+// answerOf is err as a fixture holds it: its status and body, numbers
+// replaced by <N>; 2xx and an empty body if err is nil.
+func answerOf(t *testing.T, err error) (int, string) {
+	t.Helper()
+	if err == nil {
+		return http.StatusNoContent, ""
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("%v, want an answer", err)
+	}
+	return e.StatusCode, numbers.ReplaceAllString(e.Body, "<N>")
+}
+
+func captureDuplicate(t *testing.T, recv harness.Receiver) (int, string) {
+	ls := []prompb.Label{{Name: "__name__", Value: "redwire_refusal_duplicate"}}
+	now := time.Now()
+	if err := sendSample(t, recv.WriteURL(), ls, now, 1); err != nil {
+		t.Fatalf("send a sample: %v", err)
+	}
+	return answerOf(t, sendSample(t, recv.WriteURL(), ls, now, 2))
+}
+
+func captureInvalidLabel(t *testing.T, recv harness.Receiver) (int, string) {
+	ls := []prompb.Label{{Name: "__name__", Value: "redwire_refusal_label"}, {Name: "bad\xff", Value: "x"}}
+	return answerOf(t, sendSample(t, recv.WriteURL(), ls, time.Now(), 1))
+}
+
+func captureMalformed(t *testing.T, recv harness.Receiver) (int, string) {
+	return answerOf(t, sendBody(t, recv.WriteURL(), []byte("this is not snappy")))
 }
