@@ -288,3 +288,38 @@ func TestIsolationFailedTryRetriesTheRest(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkIsolation reports how many requests Deliver makes for one
+// refused request of a batch of 10 scrapes of 100 series (1000 samples),
+// against the fake TSDB head: a few old scrapes among fresh ones, a
+// whole batch past the cutoff, and two series out of order at one
+// timestamp.
+func BenchmarkIsolation(b *testing.B) {
+	ts := make([]int64, 10)
+	for i := range ts {
+		ts[i] = int64(i+1) * 1000
+	}
+	for _, bc := range []struct {
+		name  string
+		batch sample.Batch
+		setup func(*tsdbReceiver)
+	}{
+		{"mixed", scrapes(100, ts...), func(r *tsdbReceiver) { r.minValid = 2500 }},
+		{"whole-old", scrapes(100, ts...), func(r *tsdbReceiver) { r.minValid = 20_000 }},
+		{"per-series", scrapes(1000, 5000), func(r *tsdbReceiver) { r.newest["17"], r.newest["600"] = 6000, 6000 }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			requests := 0
+			for b.Loop() {
+				r := newTSDB(b, 0)
+				bc.setup(r)
+				var enc Encoder
+				if err := testPolicy.Deliver(context.Background(), r, &enc, bc.batch, nil, &recorder{}); err != nil {
+					b.Fatal(err)
+				}
+				requests += r.requests
+			}
+			b.ReportMetric(float64(requests)/float64(b.N), "requests/refused-request")
+		})
+	}
+}
