@@ -39,6 +39,13 @@ type EndpointConfig struct {
 	// (the default) or 2.0, which falls back to 1.0 by itself when the
 	// receiver shows it does not take 2.0.
 	ProtobufMessage Message `yaml:"protobuf_message,omitempty"`
+	// NativeHistograms sends Redis' latency histograms as native
+	// histograms (schema 0) instead of classic bucket sets, in remote
+	// write 2.0 requests only (see nativehist.go): 1.0 cannot carry them
+	// here, and an endpoint that falls back to 1.0 is sent classic ones.
+	// Off by default: redis_exporter's dashboards query the classic
+	// _bucket series.
+	NativeHistograms bool `yaml:"native_histograms,omitempty"`
 	// ReplayOrder overrides replay.order for this endpoint: "fifo" or
 	// "live_first" (the agent checks and applies it); empty: replay.order.
 	ReplayOrder string `yaml:"replay_order,omitempty"`
@@ -140,6 +147,13 @@ func (c *EndpointConfig) Validate() error {
 		if err := c.ProtobufMessage.validate(); err != nil {
 			return err
 		}
+	}
+	if c.NativeHistograms && c.ProtobufMessage != MessageV2 {
+		m := c.ProtobufMessage
+		if m == "" {
+			m = DefaultProtobufMessage
+		}
+		return fmt.Errorf("native_histograms: only meaningful with protobuf_message %s (protobuf_message is %s): remote write 1.0 carries no native histograms here", MessageV2, m)
 	}
 	for h := range c.Headers {
 		if reservedHeaders[http.CanonicalHeaderKey(h)] {

@@ -20,11 +20,26 @@ import (
 // which Prometheus-compatible receivers take as a no-op.
 type Protocol struct {
 	configured Message
+	native     bool // native_histograms: see NativeHistograms
 	fellBack   atomic.Bool
 }
 
 // NewProtocol is an endpoint's protocol, configured to send m ("": 1.0).
 func NewProtocol(m Message) *Protocol { return &Protocol{configured: m} }
+
+// WithNativeHistograms sets the endpoint's native_histograms and returns
+// p; call it before p is shared.
+func (p *Protocol) WithNativeHistograms(on bool) *Protocol {
+	p.native = on
+	return p
+}
+
+// NativeHistograms reports whether requests carry the latency histograms
+// as native histograms now: configured so, and speaking 2.0. After a fall
+// back to 1.0 they go classic, as 1.0 cannot carry them here.
+func (p *Protocol) NativeHistograms() bool {
+	return p != nil && p.native && p.Message() == MessageV2
+}
 
 // Message is what the endpoint is sent now.
 func (p *Protocol) Message() Message {

@@ -144,6 +144,13 @@ func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, s string) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.ProtobufMessage = remotewrite.Message(s) })(c)
 		})
+	var nativeSet bool
+	native := app.Flag("remote-write.native-histograms", "Send Redis' latency histograms as native histograms (schema 0) instead of classic _bucket series; remote write 2.0 only (--remote-write.protobuf-message=io.prometheus.write.v2.Request). Default off.").
+		IsSetByUser(&nativeSet).Bool()
+	o.when(&nativeSet, func(c *agent.Config) error {
+		eachEndpoint(func(e *remotewrite.EndpointConfig) { e.NativeHistograms = *native })(c)
+		return nil
+	})
 	o.duration(app.Flag("remote-write.out-of-order-time-window", "The receiver's out-of-order window (Prometheus storage.tsdb.out_of_order_time_window): parked samples within it are sent again, backlog older than it is parked unsent. Default 0: none declared."),
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.OutOfOrderTimeWindow = d })(c)
