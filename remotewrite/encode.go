@@ -32,8 +32,12 @@ type Encoder struct {
 	// msg is the message Encode writes; "" is MessageV1. Only
 	// Policy.Deliver sets it, so a body prepared ahead with Encode is in
 	// the message msg still names when Deliver gets it.
-	msg    Message
+	msg Message
+	// native: send the latency histograms as native histograms, in 2.0
+	// requests (nativehist.go). Only Policy.Deliver sets it, with msg.
+	native bool
 	v2     encoderV2
+	nh     nativeState
 	series []encSeries
 	// By index into series: the next series with the same label hash (-1:
 	// none), and the series that followed it in the batch. Scrapes repeat
@@ -56,6 +60,7 @@ type Encoder struct {
 type encSeries struct {
 	ls     labels.Labels
 	points []point
+	hists  []nativeHist // a native histogram series has these, no points
 }
 
 type point struct {
@@ -66,7 +71,12 @@ type point struct {
 // Encode returns the snappy-compressed body for b, a 1.0 WriteRequest
 // unless the policy asked the encoder for 2.0.
 func (e *Encoder) Encode(b *sample.Batch) ([]byte, error) {
-	e.build(b)
+	if e.msg == MessageV2 && e.native {
+		e.buildNative(b)
+	} else {
+		e.nh.stats = NativeStats{}
+		e.build(b)
+	}
 	e.out = append(e.out[:0], make([]byte, binary.MaxVarintLen32)...)
 	e.written = 0
 	if e.msg == MessageV2 {
@@ -133,7 +143,7 @@ func (e *Encoder) build(b *sample.Batch) {
 				i = int32(len(ss))
 				if cap(ss) > len(ss) {
 					ss = ss[:i+1]
-					ss[i].ls, ss[i].points = s.Labels, ss[i].points[:0]
+					ss[i].ls, ss[i].points, ss[i].hists = s.Labels, ss[i].points[:0], ss[i].hists[:0]
 				} else {
 					ss = append(ss, encSeries{ls: s.Labels})
 				}

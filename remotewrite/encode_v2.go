@@ -18,7 +18,7 @@ import (
 //	Request     symbols = 4 (repeated string, symbols[0] == ""),
 //	            timeseries = 5
 //	TimeSeries  labels_refs = 1 (packed uint32: name, value, name, ...),
-//	            samples = 2, metadata = 5
+//	            samples = 2, histograms = 3 (nativehist.go), metadata = 5
 //	Sample      value = 1 (fixed64), timestamp = 2 (varint)
 //	Metadata    type = 1, help_ref = 3 (varints); no unit_ref, as
 //	            sample.Metadata has no unit
@@ -37,6 +37,7 @@ const (
 	tagSeriesV2    = 5<<3 | 2 // Request.timeseries
 	tagLabelsRefs  = 1<<3 | 2 // TimeSeries.labels_refs, packed
 	tagSampleV2    = 2<<3 | 2 // TimeSeries.samples
+	tagHistogramV2 = 3<<3 | 2 // TimeSeries.histograms
 	tagMetadataV2  = 5<<3 | 2 // TimeSeries.metadata
 	tagMetaTypeV2  = 1 << 3   // Metadata.type, varint
 	tagMetaHelpRef = 3 << 3   // Metadata.help_ref, varint
@@ -117,14 +118,24 @@ func (e *Encoder) symbolize(md []sample.Metadata) {
 			j++
 		})
 		sm := seriesMeta{refsEnd: len(v.refs)}
+		native := len(e.series[i].hists) > 0
+		family := name
+		if native {
+			// A native histogram's family is in md by its classic
+			// names: look it up by one.
+			family += "_bucket"
+		}
 		if i > 0 && name == prevName {
 			sm.typ, sm.help = prevMeta.typ, prevMeta.help
-		} else if k, ok := v.familyOf(name); ok {
+		} else if k, ok := v.familyOf(family); ok {
 			m := md[k]
 			sm.typ = m.Type
 			if m.Help != "" {
 				sm.help = v.symbol(m.Help)
 			}
+		}
+		if native {
+			sm.typ = sample.Histogram // with or without the batch's metadata
 		}
 		prevName, prevMeta = name, sm
 		v.meta = append(v.meta, sm)
@@ -183,6 +194,9 @@ func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 		for _, p := range e.series[i].points {
 			size += lenField(pointSize(p))
 		}
+		for j := range e.series[i].hists {
+			size += lenField(histSize(&e.series[i].hists[j]))
+		}
 		if metaLen > 0 {
 			size += lenField(metaLen)
 		}
@@ -203,6 +217,10 @@ func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 				dst = append(dst, tagSampleT)
 				dst = binary.AppendUvarint(dst, uint64(p.t))
 			}
+		}
+		for j := range e.series[i].hists {
+			h := &e.series[i].hists[j]
+			dst = appendHist(appendTagLen(dst, tagHistogramV2, histSize(h)), h)
 		}
 		if metaLen > 0 {
 			dst = appendTagLen(dst, tagMetadataV2, metaLen)
