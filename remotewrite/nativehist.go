@@ -217,7 +217,20 @@ type nativeState struct {
 	spans  []bucketSpan
 	deltas []int64
 	series map[uint64][]int // native series' hash -> their index in Encoder.series
+	// names keeps the native series' label sets from request to request,
+	// by their sets' hash: a scrape repeats them. It is emptied when it
+	// holds more than nameCacheFactor times a request's, which bounds it.
+	names map[uint64]labels.Labels
+	done  []convertedSet
 }
+
+// convertedSet is a set of nativeState.sets and its native histogram.
+type convertedSet struct {
+	set  int
+	hist nativeHist
+}
+
+const nameCacheFactor = 4
 
 // setKey finds a set: the hash of its labels less __name__ and le, and its
 // timestamp.
@@ -332,11 +345,7 @@ func (e *Encoder) buildNative(b *sample.Batch) {
 
 	// Convert; a converted set's samples are left out of what build sees.
 	nh.spans, nh.deltas = nh.spans[:0], nh.deltas[:0]
-	type converted struct {
-		set  int
-		hist nativeHist
-	}
-	var done []converted
+	done := nh.done[:0]
 	for j := range nh.sets {
 		st := &nh.sets[j]
 		if st.bad || st.lo == 0 || st.hi-st.lo+1 != st.n || !st.hasSum || !st.hasCount || !hasInf(st.buckets) {
@@ -351,9 +360,10 @@ func (e *Encoder) buildNative(b *sample.Batch) {
 			continue
 		}
 		h.t = st.key.t
-		done = append(done, converted{j, h})
+		done = append(done, convertedSet{j, h})
 	}
 	nh.stats.Converted = len(done)
+	nh.done = done
 	if len(done) == 0 {
 		e.build(b)
 		return
@@ -373,8 +383,7 @@ func (e *Encoder) buildNative(b *sample.Batch) {
 
 	for _, c := range done {
 		st := &nh.sets[c.set]
-		ls := labels.NewBuilder(b.Samples[st.bucketAt].Labels).
-			Del(model.BucketLabel).Set(model.MetricNameLabel, nativeFamily).Labels()
+		ls := nh.nativeLabels(st.key.hash, b.Samples[st.bucketAt].Labels)
 		i := -1
 		for _, k := range nh.series[st.key.hash] {
 			if labels.Equal(e.series[k].ls, ls) {
@@ -389,11 +398,29 @@ func (e *Encoder) buildNative(b *sample.Batch) {
 		}
 		e.series[i].hists = append(e.series[i].hists, c.hist)
 	}
+	if len(nh.names) > nameCacheFactor*len(done) {
+		clear(nh.names)
+	}
 	for i := range e.series {
 		if hs := e.series[i].hists; !slices.IsSortedFunc(hs, cmpHist) {
 			slices.SortStableFunc(hs, cmpHist)
 		}
 	}
+}
+
+// nativeLabels is the native series' label set of the set whose hash is
+// h and one of whose buckets is labelled bucket: bucket's less le, named
+// after the family.
+func (nh *nativeState) nativeLabels(h uint64, bucket labels.Labels) labels.Labels {
+	if ls, ok := nh.names[h]; ok && sameSet(ls, bucket) {
+		return ls
+	}
+	ls := labels.NewBuilder(bucket).Del(model.BucketLabel).Set(model.MetricNameLabel, nativeFamily).Labels()
+	if nh.names == nil {
+		nh.names = map[uint64]labels.Labels{}
+	}
+	nh.names[h] = ls
+	return ls
 }
 
 func cmpHist(a, b nativeHist) int { return cmp.Compare(a.t, b.t) }

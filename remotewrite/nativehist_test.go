@@ -2,9 +2,7 @@ package remotewrite
 
 import (
 	"bytes"
-	"fmt"
 	"math"
-	"strconv"
 	"testing"
 
 	"github.com/golang/snappy"
@@ -375,40 +373,5 @@ func TestProtocolNativeHistograms(t *testing.T) {
 	}
 	if NewProtocol(MessageV1).WithNativeHistograms(true).NativeHistograms() || NewProtocol(MessageV2).NativeHistograms() {
 		t.Error("on with 1.0, or without native_histograms")
-	}
-}
-
-// BenchmarkEncodeNativeHistograms encodes a scrape of 20 commands'
-// latency histograms (16 buckets each) among 200 other samples, classic
-// and native.
-func BenchmarkEncodeNativeHistograms(b *testing.B) {
-	var batch sample.Batch
-	for s := range 5 {
-		ts := int64(1000 * (s + 1))
-		for i := range 200 {
-			batch.Samples = append(batch.Samples, filler("redis_other_"+strconv.Itoa(i), ts))
-		}
-		for c := range 20 {
-			var bs [][2]float64
-			for k := range 16 {
-				bs = append(bs, [2]float64{math.Ldexp(1, k), float64(100 * (k + 1))})
-			}
-			batch.Samples = append(batch.Samples, latencySet(fmt.Sprintf("cmd%d", c), ts, bs, 12345, 1600)...)
-		}
-	}
-	for _, native := range []bool{false, true} {
-		b.Run(fmt.Sprintf("native=%v", native), func(b *testing.B) {
-			enc := &Encoder{msg: MessageV2, native: native}
-			var size int
-			for b.Loop() {
-				body, err := enc.Encode(&batch)
-				if err != nil {
-					b.Fatal(err)
-				}
-				size = len(body)
-			}
-			b.ReportMetric(float64(size), "bytes/request")
-			b.ReportMetric(float64(batch.Len()), "samples/request")
-		})
 	}
 }

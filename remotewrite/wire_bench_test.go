@@ -54,7 +54,9 @@ func redisScrapes(b *testing.B, n int) []sample.Batch {
 // scrapes: one scrape per request (1 sample per series, the default 10 s
 // interval with a 5 s deadline) and five (5 samples per series, 1 s
 // interval). Metadata goes with every request, as with a batch fresh from
-// the scrape loop. ns/sample is the encode's CPU.
+// the scrape loop. ns/sample is the encode's CPU. rw2-native-histograms
+// is 2.0 with native_histograms: the latency histograms as native ones
+// (per sample of the classic batch, as the buffer holds it).
 //
 //	go test -run '^$' -bench WireBytes -count 6 ./remotewrite/
 func BenchmarkWireBytesRW1VsRW2(b *testing.B) {
@@ -69,14 +71,13 @@ func BenchmarkWireBytesRW1VsRW2(b *testing.B) {
 		for _, s := range batch.Samples {
 			series[s.Labels.String()] = true
 		}
-		for _, m := range []Message{MessageV1, MessageV2} {
-			name := "rw1"
-			if m == MessageV2 {
-				name = "rw2"
-			}
-			b.Run(fmt.Sprintf("%s/samples_per_series=%d", name, perSeries), func(b *testing.B) {
-				var e Encoder
-				e.msg = m
+		for _, enc := range []struct {
+			name   string
+			m      Message
+			native bool
+		}{{"rw1", MessageV1, false}, {"rw2", MessageV2, false}, {"rw2-native-histograms", MessageV2, true}} {
+			b.Run(fmt.Sprintf("%s/samples_per_series=%d", enc.name, perSeries), func(b *testing.B) {
+				e := Encoder{msg: enc.m, native: enc.native}
 				var wire int
 				b.ReportAllocs()
 				for b.Loop() {
