@@ -529,3 +529,15 @@ func appendHist(dst []byte, h *nativeHist) []byte {
 	}
 	return dst
 }
+
+// use makes e write msg, with native histograms if native and msg is 2.0.
+// It reports whether that changes what e writes: a body e encoded before
+// is then in another form, and must be encoded again. It is what
+// Policy.send is to call where it now sets enc.msg, with
+// p.Protocol.NativeHistograms().
+func (e *Encoder) use(msg Message, native bool) bool {
+	native = native && msg == MessageV2
+	changed := e.message() != msg || e.native != native
+	e.msg, e.native = msg, native
+	return changed
+}

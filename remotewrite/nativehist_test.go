@@ -375,3 +375,22 @@ func TestProtocolNativeHistograms(t *testing.T) {
 		t.Error("on with 1.0, or without native_histograms")
 	}
 }
+
+// TestEncoderUse: an encoder told to write another message, or to turn
+// native histograms on or off, says a body it encoded before is stale;
+// native histograms never go with 1.0.
+func TestEncoderUse(t *testing.T) {
+	var e Encoder
+	if e.use(MessageV1, false) {
+		t.Error("zero Encoder to 1.0: changed")
+	}
+	if !e.use(MessageV2, true) || !e.native {
+		t.Error("to 2.0 with native histograms: unchanged")
+	}
+	if e.use(MessageV2, true) {
+		t.Error("again: changed")
+	}
+	if !e.use(MessageV1, true) || e.native {
+		t.Errorf("fall back to 1.0: native %v", e.native)
+	}
+}
