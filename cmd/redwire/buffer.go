@@ -52,6 +52,7 @@ func addTools(app *kingpin.Application, configFile *string, flags *overrides, lo
 	}
 
 	t.addReplay(app)
+	t.addBackfill(app) // cmd/redwire/backfill.go
 	return t
 }
 

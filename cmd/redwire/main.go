@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	runCmd := app.Command("run", "Run the agent (the default).").Default()
 	checkCmd := app.Command("check-config", "Validate the config and print it with defaults applied and secrets redacted.")
-	tools := addTools(app, configFile, flags, logCfg) // buffer inspect|export, replay: cmd/redwire/buffer.go
+	tools := addTools(app, configFile, flags, logCfg) // buffer inspect|export, replay, backfill: cmd/redwire/buffer.go
 
 	cmd, err := app.Parse(canonicalFlags(app, args))
 	if done {
