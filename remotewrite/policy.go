@@ -51,6 +51,11 @@ type Policy struct {
 	// Protocol is the endpoint's message, shared by every Deliver to
 	// it; nil sends 1.0.
 	Protocol *Protocol
+	// Window is the receiver's declared out-of-order window
+	// (out_of_order_time_window); 0: none declared. Samples older than
+	// now minus Window are refused (CauseAge) without being sent: the
+	// receiver would refuse them (window.go).
+	Window time.Duration
 }
 
 // Handler hears what becomes of a batch while Deliver sends it. Deliver
@@ -89,6 +94,14 @@ type Waiter interface {
 // nil once every sample was answered for (h.Answered says how), ctx's
 // error if ctx ended first, or the error h.Failed gave up on.
 func (p Policy) Deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Batch, body []byte, h Handler) error {
+	if p.Window > 0 {
+		return p.deliverInWindow(ctx, s, enc, b, body, h)
+	}
+	return p.deliver(ctx, s, enc, b, body, h)
+}
+
+// deliver is Deliver of a batch the receiver's window does not cut.
+func (p Policy) deliver(ctx context.Context, s Sender, enc *Encoder, b sample.Batch, body []byte, h Handler) error {
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(p.MinBackoff),
 		backoff.WithMaxInterval(p.MaxBackoff),
@@ -183,10 +196,9 @@ func (p Policy) post(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 	if !speaks2 {
 		msg = MessageV1
 	}
-	if enc.message() != msg {
+	if enc.use(msg, p.Protocol.NativeHistograms()) {
 		// Prepared before a fall back, or by an encoder not yet told.
 		body = nil
-		enc.msg = msg
 	}
 	if body == nil {
 		if body, err = enc.Encode(b); err != nil {
