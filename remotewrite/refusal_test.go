@@ -19,6 +19,8 @@ var refusalCauses = map[string]struct {
 	"thanos.txt":                     {CauseAge, false, true},
 	"prometheus-duplicate.txt":       {CauseDuplicate, true, false},
 	"prometheus-invalid-label.txt":   {CauseUnknown, false, false}, // 2.42 skips the series and answers 204
+	"prometheus3-duplicate.txt":      {CauseDuplicate, true, false},
+	"prometheus3-invalid-label.txt":  {CauseUnknown, false, false}, // 3.x too skips the series and answers 204
 	"victoriametrics-malformed.txt":  {CauseMalformed, true, false},
 	"mimir-out-of-bounds.txt":        {CauseAge, false, true},
 	"mimir-too-far-in-past.txt":      {CauseAge, false, true},
