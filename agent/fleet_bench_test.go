@@ -75,7 +75,10 @@ const (
 // (samples / maximum ingest) and their ratio (goal ≤ 1.25), what the
 // receiver refused (its out-of-order and out-of-bounds counters, and
 // the agents' refused requests) and the agents' failed tries: 429s, and
-// retries (5xx, timeouts, network errors). Run with -benchtime 1x; each
+// retries (5xx, timeouts, network errors). Also the ratio against the
+// firehose over N connections, and the agents' and the receiver's CPU per
+// delivered sample, which say where the time went when the ratio is
+// high. Run with -benchtime 1x; each
 // iteration is a whole fleet with its own receiver.
 //
 // REDWIRE_RECEIVER_CPUS holds the receiver to CPUs as in
@@ -109,12 +112,12 @@ func benchFleetReconnect(b *testing.B, n int, backlog time.Duration) {
 		iter++
 		r := newReplayBench(b)
 		red := harness.StartRedis(b)
-		maxRate := fleetMaxIngest(b, r, n, iter)
+		maxRate, atN := fleetMaxIngest(b, r, n, iter)
 		f := startFleet(b, r, bin, red, n, backlog)
 		b.StartTimer()
 		res := f.reconnect(b, r)
 		b.StopTimer()
-		res.maxRate = maxRate
+		res.maxRate, res.rateAtN = maxRate, atN
 		b.Log(res.String())
 		rs = append(rs, res)
 		f.stop()
@@ -123,11 +126,12 @@ func benchFleetReconnect(b *testing.B, n int, backlog time.Duration) {
 	}
 	// One iteration at -benchtime 1x; over several, sums (counts, times)
 	// and means (rates).
-	var samples, drain, ideal, maxRate, rejections, limited, retries, rx5xx, dropped, first float64
+	var samples, drain, ideal, idealAtN, maxRate, rejections, limited, retries, rx5xx, dropped, first float64
 	for _, r := range rs {
 		samples += r.samples
 		drain += r.drain.Seconds()
 		ideal += r.ideal().Seconds()
+		idealAtN += r.samples / r.rateAtN
 		maxRate += r.maxRate / float64(len(rs))
 		rejections += r.rejections()
 		limited += r.agent["rate_limited"]
@@ -140,6 +144,9 @@ func benchFleetReconnect(b *testing.B, n int, backlog time.Duration) {
 	b.ReportMetric(drain, "drain-s")
 	b.ReportMetric(ideal, "ideal-s")
 	b.ReportMetric(drain/ideal, "ratio")
+	// The same against the firehose over N connections: what N writers
+	// at once cost the receiver is not the agents' doing.
+	b.ReportMetric(drain/idealAtN, "ratio-vs-N-conns")
 	b.ReportMetric(samples/drain, "drain-samples/s")
 	b.ReportMetric(maxRate, "max-ingest-samples/s")
 	b.ReportMetric(rejections, "rejections")
@@ -158,15 +165,14 @@ func benchFleetReconnect(b *testing.B, n int, backlog time.Duration) {
 }
 
 // fleetMaxIngest is the receiver's maximum ingest rate in samples/s:
-// the best of firehoses over 4 and n connections, each sending rounds
+// the best of firehoses over 4 and n connections (and the rate over n), each sending rounds
 // of BenchmarkDrainVsFirehose's firehose (one hour of the INFO capture,
 // in requests of the replay's size, under fresh instance labels: the
 // head takes nothing an hour older than its newest sample) for
 // fleetFirehoseWindow. Every request must be taken and every sample
 // appended (replayBench.measure).
-func fleetMaxIngest(b *testing.B, r *replayBench, n, iter int) float64 {
+func fleetMaxIngest(b *testing.B, r *replayBench, n, iter int) (best, atN float64) {
 	b.Helper()
-	best := 0.0
 	var lines []string
 	for _, k := range slices.Compact([]int{4, n}) {
 		var total phase
@@ -178,11 +184,14 @@ func fleetMaxIngest(b *testing.B, r *replayBench, n, iter int) float64 {
 			total.rx += p.rx
 		}
 		best = max(best, total.rate())
+		if k == n {
+			atN = total.rate()
+		}
 		lines = append(lines, fmt.Sprintf("firehose K=%d: %.0f samples in %.1f s = %.0f samples/s, receiver CPU %.0f ns/sample",
 			k, float64(total.samples), total.wall.Seconds(), total.rate(), total.rxNsPerSample()))
 	}
 	b.Log(strings.Join(lines, "\n"))
-	return best
+	return best, atN
 }
 
 // fleet is N redwire processes sharing one Redis and one receiver.
@@ -275,6 +284,7 @@ type fleetResult struct {
 	drain     time.Duration      // receiver ready → every agent drained
 	firstDone time.Duration      // receiver ready → the first agent drained
 	maxRate   float64            // the receiver's maximum ingest, samples/s
+	rateAtN   float64            // its ingest from as many connections as agents
 	agent     map[string]float64 // the agents' requests during the drain, by result
 	rxOOO     float64            // receiver: out-of-order samples
 	rxOOB     float64            // receiver: out-of-bounds samples
