@@ -73,6 +73,7 @@ bench: deps
 	REDWIRE_PEER_EXPORTER=multi $(GO) test -run '^$$' -bench 'PeerSteadyState' -benchtime 1x -count 3 -timeout 30m ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ScaleCurve' -benchtime 1x -count 3 -timeout 90m ./agent | tee -a bench.out
 	REDWIRE_OUTAGE_STEP=10m $(GO) test -run '^$$' -bench 'OutageDisk' -benchtime 1x -count 3 -timeout 60m ./agent | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'FleetReconnect' -benchtime 1x -count 3 -timeout 60m ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'TargetScrapeCPU' -benchtime 1x -count 6 -timeout 90m ./agent | tee -a bench.out
 	$(MAKE) build && scripts/diskwrites.sh bin/redwire 60 | tee -a bench.out
 	$(GO) run ./scripts/benchtable bench.out
