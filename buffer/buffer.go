@@ -251,7 +251,7 @@ func (b *Buffer) journalMem(n int) {
 func (b *Buffer) settle(ds []Dropped) []Dropped {
 	for _, ld := range b.store.takeLeased() {
 		for i := range ds {
-			if ds[i].Reason == ld.d.Reason {
+			if ds[i].Reason == ld.d.Reason && !ds[i].Parked { // leases hold FIFO records only
 				ds[i].Samples -= ld.d.Samples
 				break
 			}

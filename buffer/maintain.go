@@ -35,15 +35,16 @@ func (b *Buffer) Rename(path string) error { return b.store.Rename(path) }
 func (b *Buffer) Quarantined() int64 { return b.store.Quarantined() }
 
 // Room is how many more record bytes the store can take before it drops
-// (buffer.max_bytes) or the disk refuses them (buffer.min_free_bytes),
-// whichever comes first; known is false if neither bounds it.
+// (buffer.max_bytes, parked records included) or the disk refuses them
+// (buffer.min_free_bytes), whichever comes first; known is false if
+// neither bounds it.
 func (b *Buffer) Room() (room int64, known bool) { return b.store.room() }
 
 func (s *Store) room() (room int64, known bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.opts.MaxBytes > 0 {
-		room, known = s.opts.MaxBytes-s.counts.bytes, true
+		room, known = s.opts.MaxBytes-s.counts.bytes-s.counts.parked.bytes, true
 	}
 	if free, ok, _ := s.freeSpace(filepath.Dir(s.path)); ok {
 		if disk := free - max(0, s.opts.MinFreeBytes); !known || disk < room {

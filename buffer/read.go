@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -26,6 +27,14 @@ type ReadOptions struct {
 	// Gaps, if set, receives the lost ranges the agent saved in the file
 	// (see Gap), read in the same pass as the records.
 	Gaps *[]Gap
+	// ParkedStats, if set, receives what the parked area holds (from its
+	// headers, as Buffer.Parked counts it), read in the same pass.
+	ParkedStats *ParkedStats
+	// Parked reads the parked area (Buffer.Park) instead of the FIFO:
+	// batches the receiver refused for their age, which `redwire
+	// backfill` writes into TSDB blocks. The consumed mark does not
+	// apply to them; Store.DeleteParked removes what was taken.
+	Parked bool
 }
 
 // FileRecord is one record of a buffer file as ReadStore finds it: a
@@ -50,8 +59,8 @@ type FileRecord struct {
 	Err error
 }
 
-// ReadStore calls fn with each record of the buffer file at path, in
-// order, without changing the file, and safely while an agent runs on
+// ReadStore calls fn with each record of the buffer file at path (of its
+// parked area with opts.Parked), in order, without changing the file, and safely while an agent runs on
 // it: under bbolt's shared lock if it can be had within opts.LockTimeout,
 // else on a copy of the file (a running agent holds an exclusive lock
 // for as long as it runs), and then snapshot is true. The copy is
@@ -70,13 +79,24 @@ func ReadStore(path string, opts ReadOptions, fn func(FileRecord) error) (snapsh
 			}
 			*opts.Gaps = gs
 		}
+		if opts.ParkedStats != nil {
+			c, _, err := scanParked(tx)
+			if err != nil {
+				return err
+			}
+			*opts.ParkedStats = c.stats()
+		}
 		if fn == nil {
 			return nil
 		}
 		if q := tx.Bucket(bucketQuarantine); q != nil {
 			quarantined = int64(q.Stats().KeyN)
 		}
-		return readRecords(tx, fn)
+		bucket := bucketRecords
+		if opts.Parked {
+			bucket = bucketParked
+		}
+		return readRecords(tx, bucket, fn)
 	})
 	return snapshot, quarantined, err
 }
@@ -91,19 +111,20 @@ func (s *Store) Read(fn func(FileRecord) error) error {
 		return s.errClosed()
 	}
 	return protect(func() error {
-		return s.db.View(func(tx *bolt.Tx) error { return readRecords(tx, fn) })
+		return s.db.View(func(tx *bolt.Tx) error { return readRecords(tx, bucketRecords, fn) })
 	})
 }
 
-// readRecords calls fn with each record in tx, decoding the batches that
-// the consumed mark does not hide.
-func readRecords(tx *bolt.Tx, fn func(FileRecord) error) error {
-	records := tx.Bucket(bucketRecords)
+// readRecords calls fn with each record of the bucket name (records or
+// parked) in tx, decoding the batches that the consumed mark does not
+// hide; it hides no parked ones.
+func readRecords(tx *bolt.Tx, name []byte, fn func(FileRecord) error) error {
+	records := tx.Bucket(name)
 	if records == nil {
 		return nil
 	}
 	var consumed uint64
-	if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 {
+	if v := tx.Bucket(bucketMeta).Get(keyConsumed); len(v) == 8 && bytes.Equal(name, bucketRecords) {
 		consumed = binary.BigEndian.Uint64(v)
 	}
 	var dec codec.BatchDecoder
@@ -144,15 +165,14 @@ func (s *Store) DeleteRecords(keys []uint64) error {
 	}
 	ht := s.headTx()
 	err := s.update(func(tx *bolt.Tx) error {
+		ht.begin(tx)
 		records := tx.Bucket(bucketRecords)
 		for _, k := range keys {
 			if err := records.Delete(seqKey(k)); err != nil {
 				return err
 			}
 		}
-		var err error
-		ht.counts, err = scanCounts(tx, ht.smallBelow)
-		return err
+		return ht.recount()
 	})
 	if err != nil {
 		return err

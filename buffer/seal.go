@@ -73,9 +73,7 @@ func (s *Store) replace(ht *headTx, b *segmentBuilder) error {
 	if err := records.Put(seqKey(b.keys[0]), rec); err != nil {
 		return err
 	}
-	var err error
-	ht.counts, err = scanCounts(ht.tx, ht.smallBelow)
-	if err != nil {
+	if err := ht.recount(); err != nil {
 		return err
 	}
 	return ht.end()

@@ -30,10 +30,15 @@ const (
 	defaultMinFreeBytes = 16 << 20
 )
 
-// The file's buckets. Keys in records and quarantine are 8-byte big-endian
-// sequence numbers, so bbolt's byte order is append order.
+// The file's buckets. Keys in records, parked and quarantine are 8-byte
+// big-endian sequence numbers from the one next_seq counter, so bbolt's
+// byte order is append order and a key is unique across the buckets: a
+// record moves to quarantine under its own key. Parked records (parked.go)
+// are batch records like those of records, never segments, and the
+// consumed mark does not apply to them.
 var (
 	bucketRecords    = []byte("records")
+	bucketParked     = []byte("parked")
 	bucketQuarantine = []byte("quarantine")
 	bucketMeta       = []byte("meta")
 	keyNextSeq       = []byte("next_seq") // in meta: 8-byte big-endian
@@ -58,11 +63,13 @@ const (
 // StoreOptions shape a Store; the zero value is usable.
 type StoreOptions struct {
 	// MaxBytes caps the stored record bytes (headers and encoded batches;
-	// bbolt's page overhead comes on top). Over it the oldest records are
-	// dropped (reason buffer_full). 0 means no cap.
+	// bbolt's page overhead comes on top), parked records included. Over
+	// it the oldest parked records are dropped first, then the oldest
+	// records (reason buffer_full). 0 means no cap.
 	MaxBytes int64
 	// MaxAge drops records whose newest sample is older than now-MaxAge
-	// (reason too_old). 0 means no limit.
+	// (reason too_old). 0 means no limit. It does not apply to parked
+	// records: they are kept because they are old.
 	MaxAge time.Duration
 	// LockTimeout is how long OpenStore waits for another process to
 	// release the file before failing with ErrLocked. Default 1s.
@@ -98,6 +105,10 @@ type Dropped struct {
 	Reason  string
 	Samples int
 	Batches int
+	// Parked is true if the records dropped were parked ones (Park), not
+	// the FIFO's: samples the receiver had refused for their age, which
+	// MaxBytes gives up on before anything in the FIFO.
+	Parked bool
 	// Spans say which targets' samples were lost, and from when to when:
 	// the agent reports them as lost ranges. A record whose body no
 	// longer decodes is counted without them.
@@ -123,11 +134,16 @@ type Record struct {
 type StoreStats struct {
 	Batches int64
 	Samples int64
-	Bytes   int64 // record bytes, the quantity MaxBytes caps
+	// Bytes are the FIFO's record bytes; MaxBytes caps them together
+	// with Parked.Bytes.
+	Bytes int64
 	// OldestT is the earliest sample time (ms) of the oldest record, 0 if
 	// the store is empty: how far behind a replay is.
 	OldestT   int64
 	FileBytes int64 // size of the bbolt file
+	// Parked is the parked area (Park), which Batches, Samples and Bytes
+	// leave out: it is no backlog, nothing replays it.
+	Parked ParkedStats
 }
 
 // OpenInfo tells what OpenStore had to do besides opening.
@@ -183,6 +199,10 @@ type Store struct {
 	// across Delete, Compact or a restart.
 	next        uint64
 	quarantined int64
+	// parked indexes the parked records, in key order, for their times:
+	// counts.parked.minT and maxT are kept exact without reading the
+	// file. Invariant: it equals scanParked of the file, like counts.
+	parked []parkedEntry
 	// pins are the upTo of the leases handed out and not yet acked,
 	// ascending; leased is what drops took of their records since the
 	// Buffer last asked (takeLeased).
@@ -246,6 +266,8 @@ type storeCounts struct {
 	// consumed is the meta key of the same name: batches with seq <= it
 	// are deleted, even inside a segment record that stays.
 	consumed uint64
+	// parked counts the parked area, which none of the above includes.
+	parked parkedCounts
 }
 
 // Stats is O(1): no I/O but one stat of the file.
@@ -261,10 +283,12 @@ func (s *Store) Stats() StoreStats {
 	if st.Batches > 0 {
 		st.OldestT = s.counts.headMinT
 	}
+	st.Parked = s.counts.parked.stats()
 	return st
 }
 
-// LastSeq is the sequence number of the last successful Append, 0 if none
+// LastSeq is the sequence number of the last successful Append (or Park),
+// 0 if none
 // since the file was created.
 func (s *Store) LastSeq() uint64 {
 	s.mu.Lock()

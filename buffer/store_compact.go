@@ -20,9 +20,9 @@ import (
 const compactThreshold = 4 << 20
 
 // Compact gives disk space back once a backlog has drained: if the store
-// is empty and its file is larger than compactThreshold, the file is
-// replaced by a fresh one holding only the quarantine and the sequence
-// counter. The fresh file is built beside the old one and renamed over
+// is empty and its file is larger than compactThreshold (on top of what
+// parked records need), the file is replaced by a fresh one holding only
+// the parked records, the quarantine and the sequence counter. The fresh file is built beside the old one and renamed over
 // it while both are locked, so at no moment can another process open the
 // path unlocked. A store that is not empty is left alone.
 func (s *Store) Compact() error {
@@ -35,7 +35,10 @@ func (s *Store) Compact() error {
 }
 
 func (s *Store) compact() error {
-	if s.counts.batches > 0 || fileSize(s.path) <= s.compactAt {
+	// Parked records are copied: with half as many bytes again of slack
+	// for them, a file that holds them is not rebuilt at every call.
+	parked := s.counts.parked.bytes
+	if s.counts.batches > 0 || fileSize(s.path) <= s.compactAt+parked+parked/2 {
 		return nil
 	}
 	return s.rebuild(false)
@@ -63,11 +66,12 @@ func (s *Store) defragment() error {
 	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
 		return err
 	}
-	if s.counts.batches == 0 || hwm <= s.counts.bytes+s.counts.bytes/2+s.slack {
+	all := s.counts.bytes + s.counts.parked.bytes // a rebuild copies both
+	if s.counts.batches == 0 || hwm <= all+all/2+s.slack {
 		return nil
 	}
 	if s.opts.MinFreeBytes > 0 {
-		if free, known, _ := s.freeSpace(filepath.Dir(s.path)); known && free-s.counts.bytes < s.opts.MinFreeBytes {
+		if free, known, _ := s.freeSpace(filepath.Dir(s.path)); known && free-all < s.opts.MinFreeBytes {
 			return fmt.Errorf("%w: no room for a defragmented copy of %s", ErrNoSpace, s.path)
 		}
 	}
@@ -82,8 +86,9 @@ func (s *Store) defragment() error {
 // transaction's dirty pages in memory until it commits.
 const defragTxBytes = 8 << 20
 
-// rebuild replaces the file by a fresh one holding the quarantine, the
-// sequence counter and, with records, the records and the consumed mark.
+// rebuild replaces the file by a fresh one holding the parked records,
+// the quarantine, the sequence counter and, with records, the records
+// and the consumed mark.
 func (s *Store) rebuild(records bool) error {
 	tmp := s.path + ".compact"
 	// A leftover from a crash mid-compaction; only the holder of the
@@ -101,7 +106,7 @@ func (s *Store) rebuild(records bool) error {
 	err = protect(func() error {
 		return s.db.View(func(old *bolt.Tx) error {
 			err := fresh.Update(func(tx *bolt.Tx) error {
-				for _, name := range [][]byte{bucketRecords, bucketQuarantine, bucketMeta} {
+				for _, name := range [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta} {
 					if _, err := tx.CreateBucket(name); err != nil {
 						return err
 					}
@@ -122,10 +127,14 @@ func (s *Store) rebuild(records bool) error {
 					return q.Put(bytes.Clone(k), bytes.Clone(v))
 				})
 			})
-			if err != nil || !records {
+			if err != nil {
 				return err
 			}
-			return copyRecords(old, fresh)
+			// Parked records are kept whatever happens to the FIFO.
+			if err := copyBucket(old, fresh, bucketParked); err != nil || !records {
+				return err
+			}
+			return copyBucket(old, fresh, bucketRecords)
 		})
 	})
 	if err == nil {
@@ -140,7 +149,7 @@ func (s *Store) rebuild(records bool) error {
 	old := s.db
 	s.db = fresh
 	if !records {
-		s.counts = storeCounts{}
+		s.counts = storeCounts{parked: s.counts.parked}
 	}
 	if err := old.Close(); err != nil {
 		return fmt.Errorf("buffer store %s: closing the compacted file: %w", s.path, err)
@@ -148,14 +157,19 @@ func (s *Store) rebuild(records bool) error {
 	return nil
 }
 
-// copyRecords copies the records bucket of old into fresh, in order, in
-// transactions of about defragTxBytes.
-func copyRecords(old *bolt.Tx, fresh *bolt.DB) error {
-	cur := old.Bucket(bucketRecords).Cursor()
+// copyBucket copies the bucket name (records or parked) of old into
+// fresh, in order, in transactions of about defragTxBytes. A file from
+// before the bucket existed has nothing to copy.
+func copyBucket(old *bolt.Tx, fresh *bolt.DB, name []byte) error {
+	b := old.Bucket(name)
+	if b == nil {
+		return nil
+	}
+	cur := b.Cursor()
 	k, v := cur.First()
 	for k != nil {
 		err := fresh.Update(func(tx *bolt.Tx) error {
-			records := tx.Bucket(bucketRecords)
+			records := tx.Bucket(name)
 			records.FillPercent = 1
 			for n := 0; k != nil && n < defragTxBytes; k, v = cur.Next() {
 				if err := records.Put(bytes.Clone(k), bytes.Clone(v)); err != nil {

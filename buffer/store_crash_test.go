@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -232,6 +233,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 
 	var (
 		model     []modelRec
+		parked    []modelRec // the parked area, in key order
 		next      uint64 = 1 // what LastSeq+1 must be
 		persisted uint64 = 1 // next_seq as last written to the file
 		batchID   int
@@ -243,6 +245,13 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 		}
 		return n
 	}
+	parkedBytes := func() (n int64) {
+		for _, r := range parked {
+			n += r.size
+		}
+		return n
+	}
+	over := func() bool { return modelBytes()+parkedBytes() > opts.MaxBytes }
 	dropFront := func(d *Dropped, drop func(r modelRec) bool) {
 		for len(model) > 0 && drop(model[0]) {
 			d.Batches++
@@ -250,12 +259,26 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			model = model[1:]
 		}
 	}
+	// makeRoom drops parked records first, then the FIFO's, oldest first.
+	makeRoom := func(pfull, full *Dropped) {
+		if opts.MaxBytes <= 0 {
+			return
+		}
+		for len(parked) > 0 && over() {
+			pfull.Batches++
+			pfull.Samples += int(parked[0].h.Samples)
+			parked = parked[1:]
+		}
+		dropFront(full, func(modelRec) bool { return over() })
+	}
 
 	events := map[string]int{}
 	defer func() { t.Logf("seed %d, MaxAge %v, MaxBytes %d: %v", seed, opts.MaxAge, opts.MaxBytes, events) }()
 	for step := range steps {
 		var op string
-		switch r := rng.IntN(100); {
+		switch r := rng.IntN(112); {
+		case r >= 100:
+			op = parkedOp(t, rng, step, r, s, &parked, &next, &persisted, &batchID, now, opts, diskFull, makeRoom)
 		case r < 45:
 			op = "append"
 			batchID++
@@ -268,6 +291,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			rec := modelRec{seq: next, b: b, size: recordSize(b), h: codec.HeaderOf(&b)}
 			tooOld := Dropped{Reason: DropTooOld}
 			full := Dropped{Reason: DropBufferFull}
+			pfull := Dropped{Reason: DropBufferFull, Parked: true}
 			write := true
 			switch {
 			case opts.MaxAge > 0 && rec.h.MaxT < cutoff():
@@ -301,12 +325,10 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			if write {
 				model = append(model, rec)
 				persisted = next + 1
-				if opts.MaxBytes > 0 {
-					dropFront(&full, func(modelRec) bool { return modelBytes() > opts.MaxBytes })
-				}
+				makeRoom(&pfull, &full)
 			}
 			next++
-			if want := dropIfAny(tooOld, full); fmt.Sprint(counted(t, got)) != fmt.Sprint(counts(want)) {
+			if want := dropIfAny(tooOld, pfull, full); fmt.Sprint(counted(t, got)) != fmt.Sprint(counts(want)) {
 				t.Fatalf("step %d: Append dropped %v, model %v", step, got, want)
 			}
 		case r < 60:
@@ -370,7 +392,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			diskFull = rng.IntN(4) == 0
 		case r < 95:
 			op = "compact"
-			if len(model) == 0 && s.Stats().FileBytes > s.compactAt {
+			if pb := parkedBytes(); len(model) == 0 && s.Stats().FileBytes > s.compactAt+pb+pb/2 {
 				persisted = next
 				events["compacted"]++
 			}
@@ -379,7 +401,7 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 			}
 		default:
 			op = "reopen"
-			if len(model) == 0 && s.Stats().FileBytes > s.compactAt {
+			if pb := parkedBytes(); len(model) == 0 && s.Stats().FileBytes > s.compactAt+pb+pb/2 {
 				persisted = next // Close compacts
 				events["compacted"]++
 			}
@@ -407,7 +429,117 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 		if s.LastSeq() != next-1 {
 			t.Fatalf("step %d (%s): LastSeq %d, model %d", step, op, s.LastSeq(), next-1)
 		}
+		if want := parkedStats(parked); st.Parked != want {
+			t.Fatalf("step %d (%s): Parked %+v, model %+v", step, op, st.Parked, want)
+		}
 	}
+}
+
+// parkedOp is randomOps' step r (100 or more) on the parked area: park,
+// peek or delete parked records, checked against the model.
+func parkedOp(t *testing.T, rng *rand.Rand, step, r int, s *Store, parked *[]modelRec, next, persisted *uint64, batchID *int,
+	now time.Time, opts StoreOptions, diskFull bool, makeRoom func(pfull, full *Dropped)) string {
+	switch {
+	case r < 106:
+		*batchID++
+		n := 1 + rng.IntN(30)
+		b := batchtest.Small(*batchID, n, now.UnixMilli()-int64(rng.IntN(3_600_000))) // old, whatever MaxAge says
+		rec := modelRec{seq: *next, b: b, size: recordSize(b), h: codec.HeaderOf(&b)}
+		pfull := Dropped{Reason: DropBufferFull, Parked: true}
+		full := Dropped{Reason: DropBufferFull}
+		before := dump(t, s)
+		got, err := s.Park(b)
+		switch {
+		case opts.MaxBytes > 0 && rec.size > opts.MaxBytes:
+			pfull.Batches, pfull.Samples = 1, n
+		case diskFull:
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("step %d: Park on a full disk = %v", step, err)
+			}
+			if after := dump(t, s); after != before {
+				t.Fatalf("step %d: failed Park changed the store", step)
+			}
+			return "park ErrNoSpace"
+		default:
+			*parked = append(*parked, rec)
+			*persisted = *next + 1
+			makeRoom(&pfull, &full)
+		}
+		if err != nil {
+			t.Fatalf("step %d: Park: %v", step, err)
+		}
+		*next++
+		if want := dropIfAny(pfull, full); fmt.Sprint(counted(t, got)) != fmt.Sprint(counts(want)) {
+			t.Fatalf("step %d: Park dropped %v, model %v", step, got, want)
+		}
+		return "park"
+	case r < 109:
+		var after uint64
+		if len(*parked) > 0 && rng.IntN(2) == 0 {
+			after = (*parked)[rng.IntN(len(*parked))].seq
+		}
+		maxSamples := rng.IntN(80)
+		minT := int64(math.MinInt64)
+		if rng.IntN(2) == 0 {
+			minT = now.UnixMilli() - int64(rng.IntN(3_600_000))
+		}
+		recs, err := s.PeekParked(after, maxSamples, minT)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		var want []modelRec
+		total := 0
+		for _, m := range *parked {
+			if m.seq <= after || m.h.MaxT < minT {
+				continue
+			}
+			if len(want) > 0 && total+len(m.b.Samples) > maxSamples {
+				break
+			}
+			want = append(want, m)
+			total += len(m.b.Samples)
+		}
+		if len(recs) != len(want) {
+			t.Fatalf("step %d: PeekParked(%d, %d, %d) returned %d records, model %d", step, after, maxSamples, minT, len(recs), len(want))
+		}
+		for i := range recs {
+			if recs[i].Seq != want[i].seq {
+				t.Fatalf("step %d: PeekParked seq %d, model %d", step, recs[i].Seq, want[i].seq)
+			}
+			batchtest.RequireEqual(t, want[i].b, recs[i].Batch)
+		}
+		return "peek parked"
+	default:
+		keys := []uint64{*next + 5} // never used: ignored
+		kept := (*parked)[:0:0]
+		for _, m := range *parked {
+			if rng.IntN(3) == 0 {
+				keys = append(keys, m.seq)
+			} else {
+				kept = append(kept, m)
+			}
+		}
+		if err := s.DeleteParked(keys); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		*parked = kept
+		return "delete parked"
+	}
+}
+
+// parkedStats is what Parked must say of the model's parked records.
+func parkedStats(parked []modelRec) ParkedStats {
+	var st ParkedStats
+	for i, m := range parked {
+		if i == 0 {
+			st.MinT, st.MaxT = m.h.MinT, m.h.MaxT
+		}
+		st.MinT, st.MaxT = min(st.MinT, m.h.MinT), max(st.MaxT, m.h.MaxT)
+		st.Batches++
+		st.Samples += m.h.Samples
+		st.Bytes += m.size
+	}
+	return st
 }
 
 // spanSamples is how many samples spans cover.
@@ -434,12 +566,13 @@ func counted(t *testing.T, ds []Dropped) []dropCount {
 type dropCount struct {
 	Reason           string
 	Samples, Batches int
+	Parked           bool
 }
 
 func counts(ds []Dropped) []dropCount {
 	out := make([]dropCount, len(ds))
 	for i, d := range ds {
-		out[i] = dropCount{d.Reason, d.Samples, d.Batches}
+		out[i] = dropCount{d.Reason, d.Samples, d.Batches, d.Parked}
 	}
 	return out
 }

@@ -34,6 +34,14 @@ const maxKeptRecs = 4 << 20
 // commit of buffer.mode always, groupcommit.go). It succeeds or fails
 // whole. Each non-empty batch consumes a sequence number.
 func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
+	return s.write(bs, false)
+}
+
+// write is appendAll to the FIFO (records), or with parked to the parked
+// area (parked.go), where MaxAge does not apply and nothing is sealed.
+// Over MaxBytes it drops the oldest parked records first, then the
+// FIFO's oldest.
+func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err error) {
 	for _, b := range bs {
 		if uint64(len(b.Samples)) >= codec.SegmentFlag {
 			return nil, fmt.Errorf("buffer store %s: batch of %d samples is too large for one record", s.path, len(b.Samples))
@@ -44,9 +52,16 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 	if s.db == nil {
 		return nil, s.errClosed()
 	}
-	var tooOld, tooBig, full Dropped
-	tooOld.Reason, tooBig.Reason, full.Reason = DropTooOld, DropBufferFull, DropBufferFull
+	tooOld := Dropped{Reason: DropTooOld}
+	tooBig := Dropped{Reason: DropBufferFull, Parked: parked}
+	parkedFull := Dropped{Reason: DropBufferFull, Parked: true}
+	full := Dropped{Reason: DropBufferFull}
 	cutoff, expiring := s.cutoff()
+	expiring = expiring && !parked // parked data is kept for being old
+	bucket := bucketRecords
+	if parked {
+		bucket = bucketParked
+	}
 
 	// Each record to write, with its sequence number, its bytes
 	// s.recs[start:end]. Slices of s.recs are taken once it has stopped
@@ -121,14 +136,16 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 		if len(writes) == 0 {
 			return ht.end()
 		}
-		records := tx.Bucket(bucketRecords)
+		records := tx.Bucket(bucket)
 		records.FillPercent = 1 // keys only ever grow: fill pages instead of splitting them in half
 		for _, w := range writes {
 			rec := s.recs[w.start:w.end]
 			if err := records.Put(seqKey(w.seq), rec); err != nil {
 				return err
 			}
-			if err := ht.counts.add(w.seq, rec, w.h, ht.smallBelow); err != nil {
+			if parked {
+				ht.addParked(w.seq, w.h, int64(len(rec)))
+			} else if err := ht.counts.add(w.seq, rec, w.h, ht.smallBelow); err != nil {
 				return err
 			}
 		}
@@ -136,10 +153,16 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 			return err
 		}
 		if s.opts.MaxBytes > 0 {
-			// The last new record fits on its own (checked above), so
-			// this stops before reaching it; earlier ones of the same
-			// call may go, oldest first, like any other.
-			if err := ht.drop(&full, func(uint64, codec.Header) bool { return ht.counts.bytes > s.opts.MaxBytes }); err != nil {
+			over := func() bool { return ht.counts.bytes+ht.counts.parked.bytes > s.opts.MaxBytes }
+			// Parked records go first, new ones of a Park too, last.
+			if err := ht.dropParked(&parkedFull, over); err != nil {
+				return err
+			}
+			// Then the FIFO's. The last new record fits on its own
+			// (checked above), and nothing is parked any more, so this
+			// stops before reaching it; earlier ones of the same call
+			// may go, oldest first, like any other.
+			if err := ht.drop(&full, func(uint64, codec.Header) bool { return over() }); err != nil {
 				return err
 			}
 		}
@@ -153,8 +176,10 @@ func (s *Store) appendAll(bs []sample.Batch) (dropped []Dropped, err error) {
 	if cap(s.recs) > maxKeptRecs {
 		s.recs = nil // a large group's: not worth keeping for the next
 	}
-	s.compress()
-	return dropIfAny(tooOld, tooBig, full), nil
+	if !parked {
+		s.compress()
+	}
+	return dropIfAny(tooOld, tooBig, parkedFull, full), nil
 }
 
 // Peek returns the oldest records in order, whole records only, as many as

@@ -80,6 +80,7 @@ func (s *Store) open() error {
 	exists := err == nil && fi.Size() > 0
 	var (
 		counts storeCounts
+		parked []parkedEntry
 		next   uint64 = 1
 		txid   int
 	)
@@ -99,7 +100,7 @@ func (s *Store) open() error {
 					return err
 				}
 				var err error
-				counts, next, err = scanFile(tx, s.path, s.smallBelow())
+				counts, parked, next, err = scanFile(tx, s.path, s.smallBelow())
 				txid = tx.ID()
 				return err
 			})
@@ -118,7 +119,7 @@ func (s *Store) open() error {
 	if err != nil {
 		return err
 	}
-	buckets := [][]byte{bucketRecords, bucketQuarantine, bucketMeta}
+	buckets := [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta}
 	err = protect(func() error {
 		missing := false
 		if err := db.View(func(tx *bolt.Tx) error {
@@ -131,7 +132,7 @@ func (s *Store) open() error {
 			// Written between the two opens (another process got in):
 			// what was scanned is stale.
 			var err error
-			counts, next, err = scanFile(tx, s.path, s.smallBelow())
+			counts, parked, next, err = scanFile(tx, s.path, s.smallBelow())
 			return err
 		}); err != nil || !missing {
 			return err
@@ -152,7 +153,7 @@ func (s *Store) open() error {
 		}
 		return &corruptError{err}
 	}
-	s.db, s.counts, s.next = db, counts, next
+	s.db, s.counts, s.parked, s.next = db, counts, parked, next
 	return nil
 }
 
@@ -214,10 +215,22 @@ func isEnvError(err error) bool {
 	return errors.As(err, &errno)
 }
 
-// scanFile reads every record header (not the payloads) and returns the
-// counts, the next sequence number, and the first sign that the file is
-// not one this store wrote.
-func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next uint64, err error) {
+// scanFile reads every record header (not the payloads), parked ones
+// included, and returns the counts, the index of parked records, the next
+// sequence number, and the first sign that the file is not one this store
+// wrote.
+func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, parked []parkedEntry, next uint64, err error) {
+	c, next, err = scanBuckets(tx, path, smallBelow)
+	if err != nil {
+		return c, nil, 0, err
+	}
+	c.parked, parked, err = scanParked(tx)
+	return c, parked, next, err
+}
+
+// scanBuckets is scanFile but for the parked area's counts and index: it
+// checks every bucket's keys and headers, and counts the FIFO.
+func scanBuckets(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next uint64, err error) {
 	next = 1
 	if size := fileSize(path); int64(tx.Size()) > size {
 		return c, 0, fmt.Errorf("file is shorter (%d bytes) than its meta page says (%d): truncated", size, tx.Size())
@@ -236,7 +249,7 @@ func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next u
 			c.consumed = binary.BigEndian.Uint64(v)
 		}
 	}
-	for _, name := range [][]byte{bucketQuarantine, bucketRecords} {
+	for _, name := range [][]byte{bucketQuarantine, bucketParked, bucketRecords} {
 		b := tx.Bucket(name)
 		if b == nil {
 			continue
@@ -255,12 +268,18 @@ func scanFile(tx *bolt.Tx, path string, smallBelow int64) (c storeCounts, next u
 				return fmt.Errorf("bucket %s: sequence number %d leaves no room for another", name, seq)
 			}
 			next = max(next, seq+1)
-			if !bytes.Equal(name, bucketRecords) {
+			if bytes.Equal(name, bucketQuarantine) {
 				return nil
 			}
 			h, err := codec.ParseHeader(v)
+			if err != nil && bytes.Equal(name, bucketParked) {
+				return fmt.Errorf("parked record %d: %w", seq, err)
+			}
 			if err != nil {
 				return fmt.Errorf("record %d: %w", seq, err)
+			}
+			if bytes.Equal(name, bucketParked) {
+				return nil // counted by scanParked
 			}
 			// A segment table that does not parse counts as nothing:
 			// like a bad payload, Peek quarantines it.

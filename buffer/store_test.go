@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,12 +61,18 @@ func checkInvariants(t testing.TB, s *Store) {
 		return
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c, next, err := scanFile(tx, s.path, s.smallBelow())
+		c, parked, next, err := scanFile(tx, s.path, s.smallBelow())
 		if err != nil {
 			return err
 		}
 		if c.normal() != s.counts.normal() {
 			return fmt.Errorf("counts in memory %+v, rescan %+v", s.counts, c)
+		}
+		if !slices.Equal(parked, s.parked) {
+			return fmt.Errorf("parked index in memory %+v, rescan %+v", s.parked, parked)
+		}
+		if p := s.counts.parked; s.opts.MaxBytes > 0 && c.bytes+p.bytes > s.opts.MaxBytes {
+			return fmt.Errorf("%d record bytes and %d parked over MaxBytes %d", c.bytes, p.bytes, s.opts.MaxBytes)
 		}
 		if next > s.next {
 			return fmt.Errorf("file needs next sequence number >= %d, store has %d", next, s.next)
@@ -266,12 +273,12 @@ func TestStoreMaxBytes(t *testing.T) {
 		t.Fatalf("Bytes = %d, want %d", st.Bytes, 3*size)
 	}
 	d := mustAppend(t, s, batch(3, 3))
-	if fmt.Sprint(counted(t, d)) != "[{buffer_full 3 1}]" {
+	if fmt.Sprint(counted(t, d)) != "[{buffer_full 3 1 false}]" {
 		t.Fatalf("Dropped = %v, want one batch of 3 samples", d)
 	}
 	// A record of more than one but at most two records' size evicts two.
 	d = mustAppend(t, s, double)
-	if fmt.Sprint(counted(t, d)) != "[{buffer_full 6 2}]" {
+	if fmt.Sprint(counted(t, d)) != "[{buffer_full 6 2 false}]" {
 		t.Fatalf("Dropped = %v, want two batches of 3 samples", d)
 	}
 	if got := fmt.Sprint(seqs(peekAll(t, s))); got != "[4 5]" {
@@ -280,7 +287,7 @@ func TestStoreMaxBytes(t *testing.T) {
 	// A batch that alone exceeds the cap is dropped at once, evicting
 	// nothing, and still takes a sequence number.
 	d = mustAppend(t, s, batchtest.Small(9, 40, t0))
-	if fmt.Sprint(counted(t, d)) != "[{buffer_full 40 1}]" {
+	if fmt.Sprint(counted(t, d)) != "[{buffer_full 40 1 false}]" {
 		t.Fatalf("Dropped = %v for an oversized batch", d)
 	}
 	if got := fmt.Sprint(seqs(peekAll(t, s))); got != "[4 5]" || s.LastSeq() != 6 {
@@ -317,12 +324,12 @@ func TestStoreMaxAge(t *testing.T) {
 	// Append expires too, in the same transaction.
 	now = now.Add(time.Hour)
 	ds := mustAppend(t, s, batchtest.Small(5, 1, now.UnixMilli()))
-	if fmt.Sprint(counted(t, ds)) != "[{too_old 2 1}]" {
+	if fmt.Sprint(counted(t, ds)) != "[{too_old 2 1 false}]" {
 		t.Fatalf("Append dropped %v, want record 3", ds)
 	}
 	// A batch already too old is not stored.
 	ds = mustAppend(t, s, batchtest.Small(6, 3, now.Add(-2*time.Hour).UnixMilli()))
-	if fmt.Sprint(counted(t, ds)) != "[{too_old 3 1}]" {
+	if fmt.Sprint(counted(t, ds)) != "[{too_old 3 1 false}]" {
 		t.Fatalf("Append of an old batch dropped %v", ds)
 	}
 	if got := fmt.Sprint(seqs(peekAll(t, s))); got != "[4]" {

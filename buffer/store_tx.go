@@ -27,15 +27,20 @@ type headTx struct {
 	pins        []uint64 // the store's, when the transaction began
 	leased      []leasedDrop
 	dec         codec.BatchDecoder // reads dropped records for their spans
+	// parked is the store's index of parked records as the transaction
+	// leaves it. Invariant: no write to it changes an element s.parked
+	// sees, so a transaction that fails leaves s.parked as it was.
+	parked []parkedEntry
 }
 
 func (s *Store) headTx() *headTx {
-	return &headTx{counts: s.counts, smallBelow: s.smallBelow(), pins: slices.Clone(s.pins)}
+	return &headTx{counts: s.counts, smallBelow: s.smallBelow(), pins: slices.Clone(s.pins), parked: s.parked}
 }
 
 // commit adopts the state of a committed transaction; mu must be held.
 func (s *Store) commit(ht *headTx) {
 	s.counts = ht.counts
+	s.parked = ht.parked
 	s.quarantined += ht.quarantined
 	s.leased = append(s.leased, ht.leased...)
 }
@@ -227,8 +232,16 @@ func (ht *headTx) quarantineHead(k, v []byte) error {
 	}
 	ht.quarantined++
 	// What it once added to the counts is unknown: recount.
+	return ht.recount()
+}
+
+// recount recounts the FIFO from the file, keeping the parked area's
+// counts, which only its own writes change.
+func (ht *headTx) recount() error {
+	p := ht.counts.parked
 	var err error
 	ht.counts, err = scanCounts(ht.tx, ht.smallBelow)
+	ht.counts.parked = p
 	return err
 }
 
@@ -259,7 +272,7 @@ func dropIfAny(ds ...Dropped) []Dropped {
 		if d.Batches == 0 {
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1].Reason == d.Reason {
+		if n := len(out); n > 0 && out[n-1].Reason == d.Reason && out[n-1].Parked == d.Parked {
 			out[n-1].Samples += d.Samples
 			out[n-1].Batches += d.Batches
 			continue
@@ -283,6 +296,7 @@ func (s *Store) cutoff() (int64, bool) {
 func (s *Store) quarantine(seqs []uint64) error {
 	ht := s.headTx()
 	err := s.update(func(tx *bolt.Tx) error {
+		ht.begin(tx)
 		records, q := tx.Bucket(bucketRecords), tx.Bucket(bucketQuarantine)
 		for _, seq := range seqs {
 			k := seqKey(seq)
@@ -298,9 +312,7 @@ func (s *Store) quarantine(seqs []uint64) error {
 			}
 			ht.quarantined++
 		}
-		var err error
-		ht.counts, err = scanCounts(tx, ht.smallBelow)
-		return err
+		return ht.recount()
 	})
 	if err != nil {
 		return err
@@ -310,7 +322,8 @@ func (s *Store) quarantine(seqs []uint64) error {
 }
 
 // scanCounts recomputes storeCounts from the records' headers and the
-// consumed mark. A record whose header or table does not parse counts as
+// consumed mark, all but the parked area's (scanParked; headTx.recount
+// keeps it). A record whose header or table does not parse counts as
 // nothing; Peek quarantines it when it gets there.
 func scanCounts(tx *bolt.Tx, smallBelow int64) (storeCounts, error) {
 	var c storeCounts
