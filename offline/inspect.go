@@ -51,13 +51,31 @@ type StoreInspection struct {
 	Corrupt int64 `json:"corrupt"`
 	// Gaps are the lost ranges the agent recorded, newest first.
 	Gaps []buffer.Gap `json:"gaps"`
+	// Parked is the parked area: samples the receiver refused for their
+	// age, kept for a later send or `redwire backfill`. None of the
+	// fields above count it.
+	Parked ParkedInspection `json:"parked"`
+}
+
+// ParkedInspection is what a buffer file's parked area holds.
+type ParkedInspection struct {
+	Batches int64 `json:"batches"`
+	Samples int64 `json:"samples"`
+	Bytes   int64 `json:"bytes"` // counted against max_bytes with the FIFO's
+	// OldestT and NewestT are the earliest and latest sample times (ms);
+	// 0 when empty.
+	OldestT int64 `json:"oldest_ms"`
+	NewestT int64 `json:"newest_ms"`
 }
 
 // InspectStore reads the buffer file f without changing it, safely even
-// while an agent runs on it (then Mode is ReadSnapshot).
+// while an agent runs on it (then Mode is ReadSnapshot): its FIFO record
+// by record, and its parked area's counts from the headers.
 func InspectStore(f buffer.StoreFile, opts buffer.ReadOptions) (StoreInspection, error) {
 	in := StoreInspection{Name: f.Name, Path: f.Path, FileBytes: fileSize(f.Path), Gaps: []buffer.Gap{}}
 	opts.Gaps = &in.Gaps
+	var parked buffer.ParkedStats
+	opts.ParkedStats, opts.Parked = &parked, false
 	series := make(map[uint64]struct{})
 	snapshot, quarantined, err := buffer.ReadStore(f.Path, opts, func(r buffer.FileRecord) error {
 		if r.Err != nil {
@@ -81,6 +99,8 @@ func InspectStore(f buffer.StoreFile, opts buffer.ReadOptions) (StoreInspection,
 		return nil
 	})
 	in.Mode, in.Quarantined, in.Series = readMode(snapshot), quarantined, len(series)
+	in.Parked = ParkedInspection{Batches: parked.Batches, Samples: parked.Samples, Bytes: parked.Bytes,
+		OldestT: parked.MinT, NewestT: parked.MaxT}
 	if err != nil {
 		return in, fmt.Errorf("buffer file %s: %w", f.Path, err)
 	}

@@ -12,6 +12,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/redwire/redwire/buffer"
+	"github.com/redwire/redwire/internal/batchtest"
+	"github.com/redwire/redwire/sample"
 )
 
 // TestInspectWhileAgentRuns: a Store holds the exclusive lock as the
@@ -82,5 +84,62 @@ func TestInspectCountsQuarantineAndCorrupt(t *testing.T) {
 	in, err = InspectStore(sf, buffer.ReadOptions{})
 	if err != nil || in.Batches != 2 || in.Corrupt != 0 || in.Quarantined != 1 {
 		t.Fatalf("%+v %v", in, err)
+	}
+}
+
+// TestInspectShowsTheParkedArea: inspect reports the parked area apart
+// from the FIFO, under the lock and from a snapshot; ReadStore with Parked
+// reads the parked batches back and Store.DeleteParked removes them, the
+// way `redwire backfill --delete` does.
+func TestInspectShowsTheParkedArea(t *testing.T) {
+	sf := exportStore(t, t.TempDir(), "ep", 3)
+	s := openT(t, sf.Path, testOptions())
+	old := []sample.Batch{batchtest.Small(100, 4, t0-7_200_000), batchtest.Small(101, 6, t0-3_600_000)}
+	for _, b := range old {
+		if _, err := s.Park(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := ParkedInspection{Batches: 2, Samples: 10, Bytes: s.Parked().Bytes, OldestT: t0 - 7_200_000, NewestT: t0 - 3_600_000 + 5}
+	live, err := InspectStore(sf, buffer.ReadOptions{TempDir: t.TempDir()})
+	if err != nil || live.Mode != ReadSnapshot || live.Parked != want || live.Batches != 3 || live.Samples != 30 {
+		t.Fatalf("running agent: %+v %v, want parked %+v", live, err, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in, err := InspectStore(sf, buffer.ReadOptions{})
+	if err != nil || in.Mode != ReadLocked || in.Parked != want || in.Batches != 3 || in.OldestT != t0 {
+		t.Fatalf("stopped agent: %+v %v, want parked %+v", in, err, want)
+	}
+
+	var keys []uint64
+	var got []sample.Batch
+	_, _, err = buffer.ReadStore(sf.Path, buffer.ReadOptions{Parked: true}, func(r buffer.FileRecord) error {
+		if r.Err != nil {
+			return r.Err
+		}
+		keys = append(keys, r.Key)
+		for _, b := range r.Batches {
+			got = append(got, b.Batch)
+		}
+		return nil
+	})
+	if err != nil || len(got) != len(old) {
+		t.Fatalf("ReadStore of the parked area: %d batches, %v", len(got), err)
+	}
+	for i := range old {
+		batchtest.RequireEqual(t, old[i], got[i])
+	}
+	s = openT(t, sf.Path, testOptions())
+	if err := s.DeleteParked(keys); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in, err = InspectStore(sf, buffer.ReadOptions{})
+	if err != nil || in.Parked != (ParkedInspection{}) || in.Batches != 3 {
+		t.Fatalf("after DeleteParked: %+v %v", in, err)
 	}
 }
