@@ -233,11 +233,11 @@ func randomOps(t *testing.T, seed uint64, steps int) {
 
 	var (
 		model     []modelRec
-		parked    []modelRec // the parked area, in key order
 		next      uint64 = 1 // what LastSeq+1 must be
 		persisted uint64 = 1 // next_seq as last written to the file
 		batchID   int
 	)
+	var parked []modelRec // the parked area, in key order
 	cutoff := func() int64 { return now.Add(-opts.MaxAge).UnixMilli() }
 	modelBytes := func() (n int64) {
 		for _, r := range model {
