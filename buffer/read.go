@@ -115,6 +115,19 @@ func (s *Store) Read(fn func(FileRecord) error) error {
 	})
 }
 
+// ReadParked is Read of the store's parked area: what a backfill that
+// deletes what it wrote uses, as Read is for an export.
+func (s *Store) ReadParked(fn func(FileRecord) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return s.errClosed()
+	}
+	return protect(func() error {
+		return s.db.View(func(tx *bolt.Tx) error { return readRecords(tx, bucketParked, fn) })
+	})
+}
+
 // readRecords calls fn with each record of the bucket name (records or
 // parked) in tx, decoding the batches that the consumed mark does not
 // hide; it hides no parked ones.

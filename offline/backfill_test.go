@@ -83,7 +83,8 @@ func newBacklog(base int64) backlog {
 	return bl
 }
 
-// store writes the backlog into a new buffer file.
+// store parks the backlog in a new buffer file, as an agent whose
+// receiver refused it for its age does.
 func (bl backlog) store(t *testing.T, dir, name string) buffer.StoreFile {
 	t.Helper()
 	sf := buffer.EndpointFile(dir, name)
@@ -92,7 +93,9 @@ func (bl backlog) store(t *testing.T, dir, name string) buffer.StoreFile {
 		t.Fatal(err)
 	}
 	for _, b := range bl.batches {
-		mustAppend(t, s, b)
+		if _, err := s.Park(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -268,7 +271,7 @@ func TestBackfillExportFilesWriteTheSameBlocks(t *testing.T) {
 	bl := newBacklog(daysAgo())
 	sf := bl.store(t, t.TempDir(), "a")
 	exp := filepath.Join(t.TempDir(), "a.rwx")
-	if _, err := Export(context.Background(), exp, []buffer.StoreFile{sf}, ExportOptions{}); err != nil {
+	if _, err := Export(context.Background(), exp, []buffer.StoreFile{sf}, ExportOptions{Parked: true}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(exp)
@@ -289,7 +292,7 @@ func TestBackfillExportFilesWriteTheSameBlocks(t *testing.T) {
 func storeBatches(t *testing.T, sf buffer.StoreFile) []sample.Batch {
 	t.Helper()
 	var out []sample.Batch
-	if _, _, err := buffer.ReadStore(sf.Path, buffer.ReadOptions{}, func(r buffer.FileRecord) error {
+	if _, _, err := buffer.ReadStore(sf.Path, buffer.ReadOptions{Parked: true}, func(r buffer.FileRecord) error {
 		for _, b := range r.Batches {
 			out = append(out, b.Batch)
 		}
@@ -344,6 +347,53 @@ func TestBackfillDeleteRemovesExactlyWhatItWrote(t *testing.T) {
 	}
 	for i := range got {
 		batchtest.RequireEqual(t, bl.batches[i], got[i])
+	}
+}
+
+// TestBackfillTakesParkedByDefaultAndAllWithAll: a buffer file holding
+// a backlog still to send (pending) and one the receiver refused
+// (parked): a backfill takes only the parked one unless --all, and
+// --delete removes only what it wrote.
+func TestBackfillTakesParkedByDefaultAndAllWithAll(t *testing.T) {
+	parked, pending := newBacklog(daysAgo()), newBacklog(daysAgo()+int64(10*time.Hour/time.Millisecond))
+	sf := buffer.EndpointFile(t.TempDir(), "mixed")
+	s, _, err := buffer.OpenStore(sf.Path, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range parked.batches {
+		if _, err := s.Park(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range pending.batches {
+		mustAppend(t, s, b)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	sum := backfillT(t, BackfillOptions{Output: t.TempDir(), Stores: []buffer.StoreFile{sf}})
+	if sum.Samples != parked.samples-parked.dups {
+		t.Errorf("default backfill wrote %d samples, want the parked %d", sum.Samples, parked.samples-parked.dups)
+	}
+	sum = backfillT(t, BackfillOptions{Output: t.TempDir(), Stores: []buffer.StoreFile{sf}, All: true})
+	if want := parked.samples - parked.dups + pending.samples - pending.dups; sum.Samples != want {
+		t.Errorf("--all wrote %d samples, want %d", sum.Samples, want)
+	}
+	backfillT(t, BackfillOptions{Output: t.TempDir(), Stores: []buffer.StoreFile{sf}, Delete: true})
+	if got := storeBatches(t, sf); len(got) != 0 {
+		t.Errorf("%d parked batches left after --delete", len(got))
+	}
+	var left int
+	if _, _, err := buffer.ReadStore(sf.Path, buffer.ReadOptions{}, func(r buffer.FileRecord) error {
+		left += len(r.Batches)
+		return r.Err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if left != len(pending.batches) {
+		t.Errorf("--delete of the parked area left %d pending batches of %d", left, len(pending.batches))
 	}
 }
 

@@ -161,6 +161,10 @@ type ExportOptions struct {
 	// exclusive lock, so it fails with buffer.ErrLocked while an agent
 	// runs.
 	Delete bool
+	// Parked exports the parked area (samples the receiver refused for
+	// their age) instead of the backlog: to backfill them elsewhere, or
+	// to replay them into a receiver that takes them.
+	Parked bool
 	// Source and RedwireVersion go into the header.
 	Source, RedwireVersion string
 	Read                   buffer.ReadOptions
@@ -236,11 +240,17 @@ func Export(ctx context.Context, out string, files []buffer.StoreFile, opts Expo
 			if err == nil {
 				stores = append(stores, s)
 				ex.Mode = ReadExclusive
-				err = s.Read(sel.record)
+				if opts.Parked {
+					err = s.ReadParked(sel.record)
+				} else {
+					err = s.Read(sel.record)
+				}
 			}
 		} else {
 			var snapshot bool
-			snapshot, _, err = buffer.ReadStore(f.Path, opts.Read, sel.record)
+			ro := opts.Read
+			ro.Parked = opts.Parked
+			snapshot, _, err = buffer.ReadStore(f.Path, ro, sel.record)
 			ex.Mode = readMode(snapshot)
 		}
 		if err != nil {
@@ -266,7 +276,11 @@ func Export(ctx context.Context, out string, files []buffer.StoreFile, opts Expo
 		return res, fmt.Errorf("export file %s written, but fsync of %s failed, so nothing was deleted: %w", out, dir, err)
 	}
 	for i, s := range stores {
-		if err := s.DeleteRecords(keys[i]); err != nil {
+		del := s.DeleteRecords
+		if opts.Parked {
+			del = s.DeleteParked
+		}
+		if err := del(keys[i]); err != nil {
 			return res, fmt.Errorf("export file %s is complete, but deleting the exported batches from %s failed (they are still there): %w",
 				out, files[i].Path, err)
 		}

@@ -22,7 +22,8 @@ func TestBackfillCLI(t *testing.T) {
 		t.Fatalf("backfill --delete under a running agent: exit %d: %s", code, errOut)
 	}
 	running.Close()
-	code, stdout, errOut := runCLI(t, "backfill", "--buffer.path="+dir, "-o", out, "--endpoint=local", "--delete")
+	// The buffer holds a backlog, not parked samples: --all takes it.
+	code, stdout, errOut := runCLI(t, "backfill", "--buffer.path="+dir, "-o", out, "--endpoint=local", "--all", "--delete")
 	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d series, %d samples", perScrape, scrapes*perScrape)) ||
 		!strings.Contains(stdout, "BLOCK") || !strings.Contains(stdout, "--storage.tsdb.path") || !strings.Contains(stdout, "6 deleted") {
 		t.Fatalf("backfill: exit %d\n%s\n%s", code, stdout, errOut)

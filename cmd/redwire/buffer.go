@@ -47,6 +47,7 @@ func addTools(app *kingpin.Application, configFile *string, flags *overrides, lo
 	export.Flag("from", "Only batches with a sample at or after this time (RFC 3339 or Unix seconds).").StringVar(&e.from)
 	export.Flag("to", "Only batches with a sample before this time (RFC 3339 or Unix seconds).").StringVar(&e.to)
 	export.Flag("delete", "Remove the exported batches from the buffer once the file is safely on disk. Needs the agent stopped.").BoolVar(&e.del)
+	export.Flag("parked", "Export the parked area (samples the receiver refused for their age) instead of the backlog.").BoolVar(&e.parked)
 	t.run[export.FullCommand()] = func(ctx context.Context, cfg *agent.Config, stdout, stderr io.Writer) int {
 		return exportCmd(ctx, cfg, e, stdout, stderr)
 	}
@@ -103,8 +104,31 @@ func inspectCmd(cfg *agent.Config, asJSON bool, stdout, stderr io.Writer) int {
 			fmtMs(in.OldestT, in.Batches), fmtMs(in.NewestT, in.Batches), in.Quarantined, in.Corrupt, in.Mode)
 	}
 	_ = tw.Flush()
+	printParked(stdout, out)
 	printGaps(stdout, out)
 	return code
+}
+
+// printParked lists the parked areas: samples the receiver refused for
+// their age, kept for a declared out-of-order window or redwire backfill.
+func printParked(stdout io.Writer, ins []offline.StoreInspection) {
+	var parked bool
+	for _, in := range ins {
+		parked = parked || in.Parked.Batches > 0
+	}
+	if !parked {
+		fmt.Fprintln(stdout, "\nnothing parked")
+		return
+	}
+	fmt.Fprintln(stdout, "\nparked (refused by the receiver for their age; `redwire backfill` writes them into TSDB blocks):")
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENDPOINT\tBATCHES\tSAMPLES\tBYTES\tOLDEST\tNEWEST")
+	for _, in := range ins {
+		if p := in.Parked; p.Batches > 0 {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", in.Name, p.Batches, p.Samples, p.Bytes, fmtMs(p.OldestT, p.Batches), fmtMs(p.NewestT, p.Batches))
+		}
+	}
+	_ = tw.Flush()
 }
 
 // printGaps lists the lost ranges of every buffer file, newest first.
@@ -138,11 +162,11 @@ func fmtMs(ms, n int64) string {
 
 type exportArgs struct {
 	out, endpoint, from, to string
-	del                     bool
+	del, parked             bool
 }
 
 func exportCmd(ctx context.Context, cfg *agent.Config, e exportArgs, stdout, stderr io.Writer) int {
-	opts := offline.ExportOptions{Delete: e.del, Source: cfg.Buffer.Path, RedwireVersion: version.Version}
+	opts := offline.ExportOptions{Delete: e.del, Parked: e.parked, Source: cfg.Buffer.Path, RedwireVersion: version.Version}
 	var err error
 	if opts.FromMs, err = parseTime("--from", e.from); err == nil {
 		opts.ToMs, err = parseTime("--to", e.to)
