@@ -297,7 +297,8 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 	return &sender{
 		name: name, cfg: ec, client: c, buf: buf,
 		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff),
-			Protocol: remotewrite.NewProtocol(ec.ProtobufMessage).WithNativeHistograms(ec.NativeHistograms)},
+			Protocol: remotewrite.NewProtocol(ec.ProtobufMessage).WithNativeHistograms(ec.NativeHistograms),
+			Window:   time.Duration(ec.OutOfOrderTimeWindow)},
 		threshold:   cfg.Degraded.FailureThreshold,
 		replayRate:  cfg.Replay.MaxSamplesPerSecond,
 		replayBatch: cfg.Replay.MaxSamplesPerSend,

@@ -91,6 +91,17 @@ type endpointStatus struct {
 	TimeToFull *float64 `json:"time_to_full_seconds,omitempty"`
 	// LastSend is when the receiver last took samples; absent before.
 	LastSend time.Time `json:"last_successful_send,omitzero"`
+	// Parked is what the receiver refused for its age and the buffer
+	// file keeps (parked.go); absent when nothing is parked.
+	Parked *parkedStatus `json:"parked,omitempty"`
+}
+
+// parkedStatus is an endpoint's parked area in GET /api/v1/status.
+type parkedStatus struct {
+	Samples int64     `json:"samples"`
+	Bytes   int64     `json:"bytes"`
+	Oldest  time.Time `json:"oldest"`
+	Newest  time.Time `json:"newest"`
 }
 
 // status is GET /api/v1/status.
@@ -123,6 +134,10 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 		}
 		if s.Store.OldestT > 0 {
 			es.Oldest = time.UnixMilli(s.Store.OldestT).UTC()
+		}
+		if pk := o.buf.Parked(); pk.Samples > 0 {
+			es.Parked = &parkedStatus{Samples: pk.Samples, Bytes: pk.Bytes,
+				Oldest: time.UnixMilli(pk.MinT).UTC(), Newest: time.UnixMilli(pk.MaxT).UTC()}
 		}
 		if p := a.m.buffers.progressOf(o.name); p != nil {
 			now := time.Now()

@@ -35,6 +35,9 @@ type metrics struct {
 	circuitState        *prometheus.GaugeVec   // endpoint
 	paused              *prometheus.GaugeVec   // endpoint, reason
 	rwProtocol          *prometheus.GaugeVec   // endpoint, message
+	rwRefused           *prometheus.CounterVec // endpoint, cause
+	samplesParked       *prometheus.CounterVec // endpoint
+	samplesUnparked     *prometheus.CounterVec // endpoint
 	corruptions         *prometheus.CounterVec // endpoint
 	buffers             *bufferCollector
 	reloadSuccess       prometheus.Gauge
@@ -75,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		circuitState:    gauge("redwire_circuit_state", "Circuit breaker of the endpoint: 0 closed, 1 open, 2 half-open (probe in flight).", "endpoint"),
 		paused:          gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
 		rwProtocol:      gauge("redwire_remote_write_protocol", "1 for the protobuf message the endpoint is sent now: io.prometheus.write.v2.Request, or prometheus.WriteRequest (configured, or fallen back to when the receiver did not take 2.0).", "endpoint", "message"),
+		rwRefused:       counter("redwire_remote_write_refused_samples_total", "Samples the receiver refused for good, by cause: age (older than its window: parked, not dropped), duplicate (another value at the same time), limits (a tenant limit), malformed, unknown.", "endpoint", "cause"),
+		samplesParked:   counter("redwire_samples_parked_total", "Samples the receiver refused for their age, moved to the parked area of the endpoint's buffer file (redwire_buffer_parked_samples holds them now).", "endpoint"),
+		samplesUnparked: counter("redwire_samples_unparked_total", "Parked samples delivered after all, within the receiver's declared out_of_order_time_window.", "endpoint"),
 		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
 		buffers:         &bufferCollector{},
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_successful",
@@ -85,7 +91,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
 		m.samplesDropped, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused, m.rwProtocol,
-		m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
+		m.rwRefused, m.samplesParked, m.samplesUnparked, m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
 }
 
@@ -100,6 +106,8 @@ func (m *metrics) initEndpoint(name string) {
 	m.degraded.WithLabelValues(name)
 	m.circuitState.WithLabelValues(name)
 	m.corruptions.WithLabelValues(name)
+	m.samplesParked.WithLabelValues(name)
+	m.samplesUnparked.WithLabelValues(name)
 	for _, r := range dropReasons {
 		m.samplesDropped.WithLabelValues(name, r)
 	}
@@ -118,14 +126,18 @@ type bufferCollector struct {
 }
 
 var (
-	bufBytesDesc   = prometheus.NewDesc("redwire_buffer_bytes", "Bytes of samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
-	bufFileDesc    = prometheus.NewDesc("redwire_buffer_file_bytes", "Size of the endpoint's buffer file on disk.", []string{"endpoint"}, nil)
-	bufBatchesDesc = prometheus.NewDesc("redwire_buffer_batches", "Batches held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
-	bufSamplesDesc = prometheus.NewDesc("redwire_buffer_samples", "Samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
-	bufOldestDesc  = prometheus.NewDesc("redwire_buffer_oldest_timestamp_seconds", "Timestamp of the oldest sample in the endpoint's disk buffer; 0 when empty.", []string{"endpoint"}, nil)
-	quarantineDesc = prometheus.NewDesc("redwire_buffer_quarantined_records_total", "Buffered records whose checksum failed, moved to the file's quarantine bucket (kept, never sent) since start.", []string{"endpoint"}, nil)
-	timeToFullDesc = prometheus.NewDesc("redwire_buffer_time_to_full_seconds", "At the pace the endpoint's disk buffer has grown lately, how long until it reaches buffer.max_bytes or the disk's buffer.min_free_bytes; absent while it is not growing.", []string{"endpoint"}, nil)
-	memSamplesDesc = prometheus.NewDesc("redwire_queue_samples", "Samples waiting in the endpoint's memory queue, including a batch in flight.", []string{"endpoint"}, nil)
+	bufBytesDesc     = prometheus.NewDesc("redwire_buffer_bytes", "Bytes of samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufFileDesc      = prometheus.NewDesc("redwire_buffer_file_bytes", "Size of the endpoint's buffer file on disk.", []string{"endpoint"}, nil)
+	bufBatchesDesc   = prometheus.NewDesc("redwire_buffer_batches", "Batches held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufSamplesDesc   = prometheus.NewDesc("redwire_buffer_samples", "Samples held in the endpoint's disk buffer.", []string{"endpoint"}, nil)
+	bufOldestDesc    = prometheus.NewDesc("redwire_buffer_oldest_timestamp_seconds", "Timestamp of the oldest sample in the endpoint's disk buffer; 0 when empty.", []string{"endpoint"}, nil)
+	quarantineDesc   = prometheus.NewDesc("redwire_buffer_quarantined_records_total", "Buffered records whose checksum failed, moved to the file's quarantine bucket (kept, never sent) since start.", []string{"endpoint"}, nil)
+	timeToFullDesc   = prometheus.NewDesc("redwire_buffer_time_to_full_seconds", "At the pace the endpoint's disk buffer has grown lately, how long until it reaches buffer.max_bytes or the disk's buffer.min_free_bytes; absent while it is not growing.", []string{"endpoint"}, nil)
+	parkedDesc       = prometheus.NewDesc("redwire_buffer_parked_samples", "Samples the receiver refused for their age, parked in the endpoint's buffer file: sent again within a declared out_of_order_time_window, or written into TSDB blocks by redwire backfill. Part of taken = sent + dropped + pending + parked.", []string{"endpoint"}, nil)
+	parkedBytesDesc  = prometheus.NewDesc("redwire_buffer_parked_bytes", "Bytes of the parked samples in the endpoint's buffer file (counted in buffer.max_bytes).", []string{"endpoint"}, nil)
+	parkedOldestDesc = prometheus.NewDesc("redwire_buffer_parked_oldest_timestamp_seconds", "Timestamp of the oldest parked sample; 0 when none.", []string{"endpoint"}, nil)
+	parkedNewestDesc = prometheus.NewDesc("redwire_buffer_parked_newest_timestamp_seconds", "Timestamp of the newest parked sample; 0 when none.", []string{"endpoint"}, nil)
+	memSamplesDesc   = prometheus.NewDesc("redwire_queue_samples", "Samples waiting in the endpoint's memory queue, including a batch in flight.", []string{"endpoint"}, nil)
 )
 
 // add is called before the collector is first gathered.
@@ -185,7 +197,7 @@ func (c *bufferCollector) remove(name string) {
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, memSamplesDesc, lagDesc, drainDesc, timeToFullDesc} {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, parkedDesc, parkedBytesDesc, parkedOldestDesc, parkedNewestDesc, memSamplesDesc, lagDesc, drainDesc, timeToFullDesc} {
 		ch <- d
 	}
 }
@@ -202,6 +214,11 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bufOldestDesc, prometheus.GaugeValue, float64(st.Store.OldestT)/1000, n)
 		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.CounterValue, float64(b.Quarantined()), n)
 		ch <- prometheus.MustNewConstMetric(memSamplesDesc, prometheus.GaugeValue, float64(st.MemorySamples), n)
+		pk := b.Parked()
+		ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(pk.Samples), n)
+		ch <- prometheus.MustNewConstMetric(parkedBytesDesc, prometheus.GaugeValue, float64(pk.Bytes), n)
+		ch <- prometheus.MustNewConstMetric(parkedOldestDesc, prometheus.GaugeValue, float64(pk.MinT)/1000, n)
+		ch <- prometheus.MustNewConstMetric(parkedNewestDesc, prometheus.GaugeValue, float64(pk.MaxT)/1000, n)
 		if ttf, ok := c.fills[i].timeToFull(b.Room()); ok {
 			ch <- prometheus.MustNewConstMetric(timeToFullDesc, prometheus.GaugeValue, ttf, n)
 		}

@@ -23,6 +23,18 @@ type progress struct {
 	// and how many samples from the store were taken since.
 	replayFrom time.Time
 	replayed   int64
+	// parked: samples were parked this run, and the log said so.
+	parked bool
+}
+
+// firstPark reports whether this is the run's first park of the
+// endpoint, which the log explains once; reloads keep the answer.
+func (p *progress) firstPark() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := !p.parked
+	p.parked = true
+	return first
 }
 
 // taken records a part of a batch the receiver took.

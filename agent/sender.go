@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,6 +108,13 @@ type outgoing struct {
 // shutdown).
 func (s *sender) run(ctx context.Context) {
 	defer s.waitAcks()
+	if s.cfg.OutOfOrderTimeWindow > 0 {
+		var unparking sync.WaitGroup
+		defer unparking.Wait()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		unparking.Go(func() { s.unpark(ctx) })
+	}
 	// Show a state that a reload handed over before any answer moves it.
 	s.report(s.state, nil)
 	s.showProtocol(s.policy.Protocol.Message())
@@ -386,8 +394,15 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 		s.buf.Unsent(t.l)
 	}
 	s.buf.Taken(t.l, n)
+	if err != nil && remotewrite.CauseOf(err) == remotewrite.CauseAge {
+		// Refused for its age: kept, not dropped (parked.go).
+		s.handle(evRefused, err)
+		s.park(part, err)
+		return
+	}
 	if err != nil {
 		refused := remotewrite.Refused(n, err)
+		s.m.rwRefused.WithLabelValues(s.name, remotewrite.CauseOf(err).String()).Add(float64(refused))
 		if s.handle(evRefused, err)&warnRefused != 0 {
 			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", refused, "written", n-refused)...)
 		}
