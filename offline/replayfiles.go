@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/pause"
 	"github.com/redwire/redwire/remotewrite"
 	"github.com/redwire/redwire/sample"
@@ -39,7 +40,15 @@ type ReplayOptions struct {
 	// Progress is called after every answered request, from the
 	// replaying goroutine.
 	Progress func(ReplayProgress)
+	// ParkedDir is where samples the receiver refuses for their age are
+	// kept, as the agent keeps them: the parked area of a buffer file
+	// (ParkedFile), for `redwire backfill --buffer.path=ParkedDir` or a
+	// later replay. Default: "parked" beside the first file.
+	ParkedDir string
 }
+
+// ParkedFile names the buffer file of ReplayOptions.ParkedDir.
+const ParkedFile = "replay"
 
 // ReplayProgress is where a replay stands.
 type ReplayProgress struct {
@@ -59,7 +68,11 @@ type ReplaySummary struct {
 	// Dropped counts samples given up on in this run, by reason:
 	// http_<status> (the receiver rejected them), too_large (one sample
 	// over the receiver's limit).
-	Dropped        map[string]int64
+	Dropped map[string]int64
+	// Parked were refused by the receiver for their age in this run and
+	// kept in ParkedPath's parked area, not dropped.
+	Parked         int64
+	ParkedPath     string
 	CorruptRecords int // skipped damaged stretches (SkipCorrupt)
 	Requests       int
 	Retries        int
@@ -89,6 +102,7 @@ type ReplayState struct {
 	Offset      int64            `json:"offset"`
 	Records     int64            `json:"records_done"`
 	SamplesSent int64            `json:"samples_sent"`
+	Parked      int64            `json:"samples_parked,omitempty"`
 	Dropped     map[string]int64 `json:"samples_dropped,omitempty"`
 	Done        bool             `json:"done"`
 	Updated     time.Time        `json:"updated"`
@@ -164,9 +178,14 @@ func ReplayFiles(ctx context.Context, paths []string, opts ReplayOptions) (Repla
 		d := remotewrite.DefaultQueueConfig
 		r.policy = remotewrite.Policy{MinBackoff: time.Duration(d.MinBackoff), MaxBackoff: time.Duration(d.MaxBackoff)}
 	}
+	r.policy.Window = time.Duration(opts.Endpoint.OutOfOrderTimeWindow)
+	if r.parkedDir = opts.ParkedDir; r.parkedDir == "" {
+		r.parkedDir = filepath.Join(filepath.Dir(paths[0]), "parked")
+	}
+	defer r.closeParked()
 	for _, rf := range files {
 		r.prog.SamplesTotal += rf.check.Samples
-		done := rf.state.SamplesSent
+		done := rf.state.SamplesSent + rf.state.Parked
 		for _, n := range rf.state.Dropped {
 			done += n
 		}
@@ -245,12 +264,17 @@ type replayer struct {
 	sum     *ReplaySummary
 	prog    ReplayProgress
 	log     *slog.Logger
+	// parkedDir holds the store refused-for-age samples are parked in,
+	// opened at the first one.
+	parkedDir string
+	parked    *buffer.Store
 }
 
 // tally is one group's outcome, adopted only once the receiver has
 // answered for all of it: progress is saved per group.
 type tally struct {
 	sent    int64
+	parked  int64
 	dropped map[string]int64
 }
 
@@ -282,8 +306,10 @@ func (r *replayer) file(ctx context.Context, rf *replayFile) error {
 		}
 		st := &rf.state
 		st.Offset, st.Records, st.SamplesSent = end, st.Records+records, st.SamplesSent+t.sent
+		st.Parked += t.parked
 		r.sum.SamplesSent += t.sent
-		r.prog.SamplesDone += t.sent
+		r.sum.Parked += t.parked
+		r.prog.SamplesDone += t.sent + t.parked
 		r.prog.SamplesSent += t.sent
 		for k, n := range t.dropped {
 			if st.Dropped == nil {
@@ -345,7 +371,43 @@ func (r *replayer) sendGroup(ctx context.Context, b *sample.Batch) (tally, error
 		}
 		return tally{}, err
 	}
+	if len(h.park) > 0 {
+		// Kept before the progress says the group is done: a failure
+		// here replays the group again, nothing is lost.
+		if err := r.park(sample.Batch{Samples: h.park}); err != nil {
+			return tally{}, err
+		}
+		h.t.parked += int64(len(h.park))
+	}
 	return h.t, nil
+}
+
+// park keeps samples the receiver refused for their age in the parked
+// area of the replay's buffer file, committed and fsynced.
+func (r *replayer) park(b sample.Batch) error {
+	if r.parked == nil {
+		if err := os.MkdirAll(r.parkedDir, 0o700); err != nil {
+			return fmt.Errorf("parked samples: %w", err)
+		}
+		path := buffer.EndpointFile(r.parkedDir, ParkedFile).Path
+		s, _, err := buffer.OpenStore(path, buffer.StoreOptions{})
+		if err != nil {
+			return fmt.Errorf("parked samples: %w", err)
+		}
+		r.parked, r.sum.ParkedPath = s, path
+		r.log.Warn("receiver refused samples for their age: parking them, not dropping them; give the receiver an out-of-order window (and declare it as out_of_order_time_window), or run redwire backfill",
+			"parked", path, "backfill", "redwire backfill --buffer.path="+r.parkedDir+" -o DIR")
+	}
+	if _, err := r.parked.Park(b); err != nil {
+		return fmt.Errorf("parking samples in %s: %w", r.sum.ParkedPath, err)
+	}
+	return nil
+}
+
+func (r *replayer) closeParked() {
+	if r.parked != nil {
+		_ = r.parked.Close()
+	}
 }
 
 // replayHandler counts what the receiver did with one group of records.
@@ -354,6 +416,7 @@ type replayHandler struct {
 	ctx   context.Context
 	t     tally
 	tries int
+	park  []sample.Sample // refused for their age
 }
 
 func (h *replayHandler) Request(int, time.Duration, error) { h.r.sum.Requests++ }
@@ -361,6 +424,10 @@ func (h *replayHandler) Request(int, time.Duration, error) { h.r.sum.Requests++ 
 func (h *replayHandler) Answered(part *sample.Batch, err error) {
 	if err == nil {
 		h.t.sent += int64(part.Len())
+		return
+	}
+	if remotewrite.CauseOf(err) == remotewrite.CauseAge {
+		h.park = append(h.park, part.Samples...)
 		return
 	}
 	var re *remotewrite.Error

@@ -270,3 +270,50 @@ func TestReplayFiles413ThenFailureSendsOnlyTheRest(t *testing.T) {
 	}
 	requireArrived(t, prom, "split", scrapes, perScrape)
 }
+
+// TestReplayFilesParksWhatIsRefusedForItsAge: another site moved a real
+// Prometheus' head an hour and ten minutes past now, so it refuses every
+// sample of the export file as out of bounds. The replay parks them all
+// (none dropped), and redwire backfill finds every one in the parked
+// area.
+func TestReplayFilesParksWhatIsRefusedForItsAge(t *testing.T) {
+	const scrapes, perScrape = 12, 10
+	prom := harness.StartPrometheus(t)
+	ahead := sample.NewScrape(time.Now().Add(time.Hour+10*time.Minute), labels.FromStrings("site", "b"))
+	ahead.Gauge("other_site_up", "up", 1)
+	var enc remotewrite.Encoder
+	b := ahead.Batch()
+	body, err := enc.Encode(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := replayOpts(t, prom.WriteURL(), 50)
+	client, err := remotewrite.NewClient(opts.Endpoint, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(context.Background(), body); err != nil {
+		t.Fatalf("the other site's sample: %v", err)
+	}
+
+	files, _ := exportFixture(t, "parked", scrapes, perScrape, 0)
+	opts.ParkedDir = t.TempDir()
+	sum, err := ReplayFiles(context.Background(), files, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Dropped) != 0 || sum.SamplesSent != 0 || sum.Parked != scrapes*perScrape {
+		t.Fatalf("replay: sent %d, parked %d, dropped %v; want all %d parked", sum.SamplesSent, sum.Parked, sum.Dropped, scrapes*perScrape)
+	}
+	if sum.Requests > 2*scrapes*perScrape/50+2 {
+		t.Errorf("%d requests to find that %d samples are all too old", sum.Requests, scrapes*perScrape)
+	}
+	bf, err := Backfill(context.Background(), BackfillOptions{Output: t.TempDir(),
+		Stores: []buffer.StoreFile{buffer.EndpointFile(opts.ParkedDir, ParkedFile)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bf.Samples != scrapes*perScrape {
+		t.Errorf("backfill of the parked area wrote %d samples, want %d", bf.Samples, scrapes*perScrape)
+	}
+}

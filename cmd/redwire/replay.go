@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ import (
 type replayArgs struct {
 	files                        []string
 	progressFile, endpoint       string
+	parkedDir                    string
 	skipCorrupt                  bool
 	headers                      []string
 	user, passwordFile, bearer   string
@@ -48,6 +50,7 @@ func (t *tools) addReplay(app *kingpin.Application) {
 	c.Flag("remote-write.tls.key-file", "Client key.").StringVar(&a.keyFile)
 	c.Flag("remote-write.tls.server-name", "Server name to verify.").StringVar(&a.serverName)
 	c.Flag("remote-write.tls.insecure-skip-verify", "Do not verify the receiver's certificate.").BoolVar(&a.insecureSkipVerify)
+	c.Flag("parked-dir", "Where samples the receiver refuses for their age are kept (a buffer file's parked area, for redwire backfill --buffer.path); default: parked/ beside the first FILE.").StringVar(&a.parkedDir)
 	c.Flag("no-progress", "No progress bar even on a terminal.").BoolVar(&a.noStatus)
 	t.run[c.FullCommand()] = func(ctx context.Context, cfg *agent.Config, stdout, stderr io.Writer) int {
 		return replayCmd(ctx, cfg, a, t.logCfg, stdout, stderr)
@@ -119,7 +122,8 @@ func replayCmd(ctx context.Context, cfg *agent.Config, a replayArgs, logCfg *pro
 		return 2
 	}
 	opts := offline.ReplayOptions{Endpoint: ec, Version: version.Version, ProgressFile: a.progressFile,
-		SkipCorrupt: a.skipCorrupt, MaxSamplesPerSecond: cfg.Replay.MaxSamplesPerSecond, Logger: promslog.New(logCfg)}
+		SkipCorrupt: a.skipCorrupt, MaxSamplesPerSecond: cfg.Replay.MaxSamplesPerSecond, Logger: promslog.New(logCfg),
+		ParkedDir: a.parkedDir}
 	bar := newProgressBar(stderr, !a.noStatus)
 	opts.Progress = bar.update
 	sum, err := offline.ReplayFiles(ctx, a.files, opts)
@@ -146,6 +150,10 @@ func printSummary(w io.Writer, s offline.ReplaySummary) {
 	sort.Strings(reasons)
 	for _, r := range reasons {
 		fmt.Fprintf(w, "dropped %d samples: %s\n", s.Dropped[r], r)
+	}
+	if s.Parked > 0 {
+		fmt.Fprintf(w, "parked %d samples the receiver refused for their age in %s (not dropped: redwire backfill --buffer.path=%s writes them into TSDB blocks)\n",
+			s.Parked, s.ParkedPath, filepath.Dir(s.ParkedPath))
 	}
 	if s.CorruptRecords > 0 {
 		fmt.Fprintf(w, "skipped %d damaged part(s) of export files\n", s.CorruptRecords)
