@@ -94,37 +94,57 @@ func assertParkedAccounted(t *testing.T, a *testAgent, ep map[string]string) {
 	}
 }
 
-// TestParkedWhenAnotherSiteMovesTheHead: a Prometheus 2.42 (no
-// out-of-order window) refuses the agent's first scrapes as out of
-// bounds. None is dropped: each scrape is in the receiver or parked in
-// the buffer file, and live data reaches the receiver once its head
-// allows it.
+// TestParkedWhenAnotherSiteMovesTheHead: a receiver without an
+// out-of-order window refuses the agent's first scrapes as out of bounds
+// (Prometheus 2.42 rolls the whole request back with 400, Thanos Receive
+// keeps the rest and answers 409). None is dropped: each scrape is in the
+// receiver or parked in the buffer file, and live data reaches the
+// receiver once its head allows it. VictoriaMetrics takes samples of any
+// age: nothing is parked.
 func TestParkedWhenAnotherSiteMovesTheHead(t *testing.T) {
 	t.Parallel()
+	t.Run("prometheus-2.42", func(t *testing.T) {
+		t.Parallel()
+		testParkedMovedHead(t, harness.StartPrometheus(t), true)
+	})
+	t.Run("thanos-receive", func(t *testing.T) {
+		t.Parallel()
+		testParkedMovedHead(t, harness.StartThanosReceive(t), true)
+	})
+	t.Run("victoriametrics", func(t *testing.T) {
+		t.Parallel()
+		testParkedMovedHead(t, harness.StartVictoriaMetrics(t), false)
+	})
+}
+
+// testParkedMovedHead runs the agent against recv after moving its head
+// ahead; refuses says whether recv refuses what is older than its head.
+func testParkedMovedHead(t *testing.T, recv harness.Receiver, refuses bool) {
 	r := harness.StartRedis(t)
-	prom := harness.StartPrometheus(t)
-	moveHeadAhead(t, prom.WriteURL(), headLead)
-	cfg := outageConfig(t, prom.WriteURL(), r)
+	moveHeadAhead(t, recv.WriteURL(), headLead)
+	cfg := outageConfig(t, recv.WriteURL(), r)
 	a := runAgent(t, cfg)
 	ep := map[string]string{"endpoint": cfg.RemoteWrite[0].Label()}
 	target := map[string]string{"target": r.Addr()}
 
-	harness.WaitFor(t, time.Minute, "samples parked", func() (bool, error) {
-		return gathered(t, a.reg, "redwire_buffer_parked_samples", ep) > 0, nil
-	})
+	if refuses {
+		harness.WaitFor(t, time.Minute, "samples parked", func() (bool, error) {
+			return gathered(t, a.reg, "redwire_buffer_parked_samples", ep) > 0, nil
+		})
+	}
 	harness.WaitFor(t, 2*headLead+time.Minute, "live data delivered once the head allows it", func() (bool, error) {
-		return delivered(t, prom, r.Addr()) > 0, nil
+		return delivered(t, recv, r.Addr()) > 0, nil
 	})
 	a.stop()
 
 	assertParkedAccounted(t, a, ep)
 	taken := int(gathered(t, a.reg, "redwire_target_scrapes_total", target))
-	got, parked := delivered(t, prom, r.Addr()), parkedOf(t, cfg.Buffer.Path, cfg.RemoteWrite[0].Label(), "redis_up")
-	if got+parked != taken || parked == 0 {
-		t.Errorf("%d scrapes taken: %d redis_up in the receiver + %d parked; want all of them, some parked", taken, got, parked)
+	got, parked := delivered(t, recv, r.Addr()), parkedOf(t, cfg.Buffer.Path, cfg.RemoteWrite[0].Label(), "redis_up")
+	if got+parked != taken || (parked == 0) == refuses {
+		t.Errorf("%d scrapes taken: %d redis_up in the receiver + %d parked; want all of them, parked only if the receiver refuses", taken, got, parked)
 	}
-	if v := gathered(t, a.reg, "redwire_remote_write_refused_samples_total", map[string]string{"cause": "age"}); v == 0 {
-		t.Error("redwire_remote_write_refused_samples_total{cause=age} = 0")
+	if v := gathered(t, a.reg, "redwire_remote_write_refused_samples_total", map[string]string{"cause": "age"}); (v == 0) == refuses {
+		t.Errorf("redwire_remote_write_refused_samples_total{cause=age} = %v", v)
 	}
 }
 
