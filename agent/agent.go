@@ -327,6 +327,7 @@ func (a *agentRun) addOutput(name string, buf *buffer.Buffer) {
 	g := a.cfg.Global
 	a.m.buffers.add(name, buf, prog, newGapLog(time.Duration(g.ScrapeInterval), time.Duration(a.cfg.Degraded.Interval), saved))
 	a.m.initEndpoint(name)
+	a.m.countDropped(name, buf.RecoveryDrops())
 }
 
 // openBuffer opens an endpoint's store, moving a corrupt file aside.

@@ -82,6 +82,9 @@ type Buffer struct {
 	// group commits the appends of Always, nil otherwise; set by New,
 	// stopped by Close.
 	group *groupCommit
+	// recoveryDrops is what storing the journal's samples at New
+	// dropped, until RecoveryDrops hands it out.
+	recoveryDrops []Dropped
 }
 
 // Lease is a batch handed to the sender. It stays the buffer's head until

@@ -474,7 +474,9 @@ func (b *Buffer) openJournal() {
 	}
 	for len(held) > 0 {
 		n := min(len(held), max(b.opts.MaxBatch, 1))
-		if _, err := b.store.Append(sample.Batch{Samples: held[:n]}); err != nil {
+		dropped, err := b.store.Append(sample.Batch{Samples: held[:n]})
+		b.recoveryDrops = append(b.recoveryDrops, dropped...)
+		if err != nil {
 			// The disk cannot take them now: memory keeps them, and the
 			// journal keeps them as memory's.
 			b.mem.push(held)
@@ -499,6 +501,18 @@ func (b *Buffer) Journal() (recovered int, err error) {
 		return b.recovered, fmt.Errorf("crash journal %s: %w", b.journal.path, b.journal.err)
 	}
 	return b.recovered, b.journalErr
+}
+
+// RecoveryDrops returns, once, what the store dropped to make room (or
+// for age) while New stored what the journal gave back: the journal's
+// samples are the newest, so storing them under max_bytes may push out
+// the oldest of the backlog, and the caller counts that as any drop.
+func (b *Buffer) RecoveryDrops() []Dropped {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ds := b.recoveryDrops
+	b.recoveryDrops = nil
+	return ds
 }
 
 // journaled reports whether memory's samples are safe in a working

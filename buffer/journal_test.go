@@ -516,3 +516,49 @@ func TestJournalCrashMidSpillStoresNothingTwice(t *testing.T) {
 		})
 	}
 }
+
+// TestJournalRecoveryCountsWhatMaxBytesDrops: the journal gives back
+// memory's samples at the start, and storing them under max_bytes pushes
+// out the oldest of the backlog: that drop is reported (RecoveryDrops,
+// once), not silent.
+func TestJournalRecoveryCountsWhatMaxBytesDrops(t *testing.T) {
+	r := newJournalRig(t, Options{Capacity: 1000, MaxBatch: 8, Deadline: time.Hour})
+	r.append(40) // in memory and in the journal
+	r.crash()
+
+	// The file already holds a backlog near its cap when the agent
+	// starts again with a smaller max_bytes.
+	store, _, err := OpenStore(r.path, StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		b := sample.Batch{Samples: []sample.Sample{rigSample(int64(-1000 + i))}}
+		if _, err := store.Append(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog := store.Stats()
+	store.Close()
+	store, _, err = OpenStore(r.path, StoreOptions{NoSync: true, MaxBytes: backlog.Bytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.b = New(store, r.opts)
+	ds := r.b.RecoveryDrops()
+	var dropped int
+	for _, d := range ds {
+		if d.Reason != DropBufferFull {
+			t.Errorf("recovery dropped %d samples as %s, want %s", d.Samples, d.Reason, DropBufferFull)
+		}
+		dropped += d.Samples
+	}
+	st := r.b.Stats().Store
+	if dropped == 0 || int64(dropped)+st.Samples != backlog.Samples+40 {
+		t.Fatalf("recovery reported %d dropped, the store holds %d: want the %d of backlog and journal less exactly what was reported",
+			dropped, st.Samples, backlog.Samples+40)
+	}
+	if again := r.b.RecoveryDrops(); len(again) != 0 {
+		t.Errorf("RecoveryDrops reported again: %v", again)
+	}
+}
