@@ -364,3 +364,14 @@ func TestStoreLocked(t *testing.T) {
 		t.Fatalf("after the lock was released: %+v", st)
 	}
 }
+
+// TestDropIfAnyKeepsEverySpan: two drops of one reason merged into one
+// count keep both drops' lost ranges, each its own.
+func TestDropIfAnyKeepsEverySpan(t *testing.T) {
+	a := Dropped{Reason: DropBufferFull, Samples: 2, Batches: 1, Spans: []sample.Span{{Target: "x", From: 1, To: 2, Samples: 2}}}
+	b := Dropped{Reason: DropBufferFull, Samples: 3, Batches: 1, Spans: []sample.Span{{Target: "x", From: 10, To: 12, Samples: 3}}}
+	got := dropIfAny(a, b)
+	if len(got) != 1 || got[0].Samples != 5 || len(got[0].Spans) != 2 || got[0].Spans[1] != b.Spans[0] {
+		t.Fatalf("dropIfAny(%v, %v) = %v; want one drop of 5 samples with both spans", a, b, got)
+	}
+}

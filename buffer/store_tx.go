@@ -275,6 +275,7 @@ func dropIfAny(ds ...Dropped) []Dropped {
 		if n := len(out); n > 0 && out[n-1].Reason == d.Reason && out[n-1].Parked == d.Parked {
 			out[n-1].Samples += d.Samples
 			out[n-1].Batches += d.Batches
+			out[n-1].Spans = append(out[n-1].Spans, d.Spans...) // each its own range
 			continue
 		}
 		out = append(out, d)
