@@ -142,6 +142,16 @@ func (c *Client) SendMessage(ctx context.Context, m Message, body []byte) (Writt
 // probes a down receiver with it instead of resending a large batch.
 var ProbeBody = snappy.Encode(nil, nil)
 
+// DecodedLen is the length of the protobuf a request body compresses:
+// what it would cost uncompressed. 0 if body is not a snappy block.
+func DecodedLen(body []byte) int {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // Class says what to do with a batch a receiver did not accept.
 type Class int
 

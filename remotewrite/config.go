@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/units"
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
@@ -57,6 +58,13 @@ type EndpointConfig struct {
 	// redwire parked are sent again once they fall within it, and
 	// backlog samples older than it are parked without being sent.
 	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window,omitempty"`
+	// MaxBytesPerSecond and MaxBytesPerDay are the link budget of a
+	// metered link: request bodies as sent (compressed) at most this
+	// many bytes a second and a UTC day; 0, the default: no limit. The
+	// backlog is held back first, live data last, and nothing is dropped
+	// for it: what waits stays in the buffer (see Budget).
+	MaxBytesPerSecond units.Base2Bytes `yaml:"max_bytes_per_second,omitempty"`
+	MaxBytesPerDay    units.Base2Bytes `yaml:"max_bytes_per_day,omitempty"`
 
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
@@ -143,6 +151,12 @@ func (c *EndpointConfig) Validate() error {
 	if c.OutOfOrderTimeWindow < 0 {
 		return errors.New("out_of_order_time_window: must not be negative")
 	}
+	if c.MaxBytesPerSecond < 0 {
+		return errors.New("max_bytes_per_second: must not be negative")
+	}
+	if c.MaxBytesPerDay < 0 {
+		return errors.New("max_bytes_per_day: must not be negative")
+	}
 	if c.ProtobufMessage != "" {
 		if err := c.ProtobufMessage.validate(); err != nil {
 			return err
@@ -177,6 +191,11 @@ func (c *EndpointConfig) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// Budget is the endpoint's link budget, fresh.
+func (c *EndpointConfig) Budget() Budget {
+	return Budget{Rate: float64(c.MaxBytesPerSecond), PerDay: int64(c.MaxBytesPerDay)}
 }
 
 // SetDirectory makes relative file paths relative to the config file.

@@ -88,6 +88,13 @@ type Waiter interface {
 	Wait(ctx context.Context, d time.Duration, err error) bool
 }
 
+// Pacer is a Handler that holds a request back before it is sent: the
+// agent's link budget (Budget). Pace returns once body may go, or ctx's
+// error if ctx ended first; the time it waits is not the request's.
+type Pacer interface {
+	Pace(ctx context.Context, body []byte) error
+}
+
 // Deliver sends b until the receiver has answered for all of it. body is
 // b's encoding by enc if it was prepared ahead, nil otherwise; it is used
 // only if enc wrote it in the message the endpoint speaks now. It returns
@@ -203,6 +210,12 @@ func (p Policy) post(ctx context.Context, s Sender, enc *Encoder, b *sample.Batc
 	if body == nil {
 		if body, err = enc.Encode(b); err != nil {
 			return false, &Error{Class: Reject, Err: err}
+		}
+	}
+	if pc, ok := h.(Pacer); ok {
+		if err := pc.Pace(ctx, body); err != nil {
+			// Not sent; Deliver returns ctx's error.
+			return true, &Error{Class: Retry, Err: err}
 		}
 	}
 	start := time.Now()
