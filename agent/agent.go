@@ -294,8 +294,12 @@ func (a *agentRun) newSender(cfg *Config, ec remotewrite.EndpointConfig, c *remo
 	name, q := ec.Label(), ec.QueueConfig
 	liveFirst := cfg.Replay.orderOf(ec) == ReplayLiveFirst
 	buf.SetLiveFirst(liveFirst)
+	budget := a.m.buffers.budgetOf(name)
+	if budget != nil {
+		budget.setLimits(ec)
+	}
 	return &sender{
-		name: name, cfg: ec, client: c, buf: buf,
+		name: name, cfg: ec, client: meteredSender{next: c, name: name, m: a.m}, buf: buf, budget: budget,
 		policy: remotewrite.Policy{MinBackoff: time.Duration(q.MinBackoff), MaxBackoff: time.Duration(q.MaxBackoff),
 			Protocol: remotewrite.NewProtocol(ec.ProtobufMessage).WithNativeHistograms(ec.NativeHistograms),
 			Window:   time.Duration(ec.OutOfOrderTimeWindow)},

@@ -94,6 +94,9 @@ type endpointStatus struct {
 	// Parked is what the receiver refused for its age and the buffer
 	// file keeps (parked.go); absent when nothing is parked.
 	Parked *parkedStatus `json:"parked,omitempty"`
+	// Budget is the link budget and what it held back (budget.go);
+	// absent without max_bytes_per_second or max_bytes_per_day.
+	Budget *budgetStatus `json:"link_budget,omitempty"`
 }
 
 // parkedStatus is an endpoint's parked area in GET /api/v1/status.
@@ -154,6 +157,7 @@ func (a *agentRun) status(v *targetView, started time.Time) status {
 				es.LastSend = t.UTC()
 			}
 		}
+		es.Budget = a.m.buffers.budgetOf(o.name).status()
 		if ttf, ok := a.m.buffers.fillOf(o.name).timeToFull(o.buf.Room()); ok {
 			es.TimeToFull = &ttf
 		}

@@ -36,6 +36,11 @@ type metrics struct {
 	paused              *prometheus.GaugeVec   // endpoint, reason
 	rwProtocol          *prometheus.GaugeVec   // endpoint, message
 	rwRefused           *prometheus.CounterVec // endpoint, cause
+	rwBytes             *prometheus.CounterVec // endpoint
+	rwUncompressed      *prometheus.CounterVec // endpoint
+	budgetHeldRequests  *prometheus.CounterVec // endpoint, stream
+	budgetHeldBytes     *prometheus.CounterVec // endpoint, stream
+	budgetWait          *prometheus.CounterVec // endpoint, stream
 	samplesParked       *prometheus.CounterVec // endpoint
 	samplesUnparked     *prometheus.CounterVec // endpoint
 	corruptions         *prometheus.CounterVec // endpoint
@@ -72,17 +77,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Duration of remote-write requests, whatever their result.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"endpoint"}),
-		lastSendSuccess: gauge("redwire_last_successful_send_timestamp_seconds", "Unix time of the last remote-write request the endpoint accepted.", "endpoint"),
-		replaySamples:   counter("redwire_replay_samples_total", "Samples delivered from the disk backlog.", "endpoint"),
-		degraded:        gauge("redwire_degraded", "1 while the endpoint is down and the agent buffers to disk and samples less.", "endpoint"),
-		circuitState:    gauge("redwire_circuit_state", "Circuit breaker of the endpoint: 0 closed, 1 open, 2 half-open (probe in flight).", "endpoint"),
-		paused:          gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
-		rwProtocol:      gauge("redwire_remote_write_protocol", "1 for the protobuf message the endpoint is sent now: io.prometheus.write.v2.Request, or prometheus.WriteRequest (configured, or fallen back to when the receiver did not take 2.0).", "endpoint", "message"),
-		rwRefused:       counter("redwire_remote_write_refused_samples_total", "Samples the receiver refused for good, by cause: age (older than its window: parked, not dropped), duplicate (another value at the same time), limits (a tenant limit), malformed, unknown.", "endpoint", "cause"),
-		samplesParked:   counter("redwire_samples_parked_total", "Samples the receiver refused for their age, moved to the parked area of the endpoint's buffer file (redwire_buffer_parked_samples holds them now).", "endpoint"),
-		samplesUnparked: counter("redwire_samples_unparked_total", "Parked samples delivered after all, within the receiver's declared out_of_order_time_window.", "endpoint"),
-		corruptions:     counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
-		buffers:         &bufferCollector{},
+		lastSendSuccess:    gauge("redwire_last_successful_send_timestamp_seconds", "Unix time of the last remote-write request the endpoint accepted.", "endpoint"),
+		replaySamples:      counter("redwire_replay_samples_total", "Samples delivered from the disk backlog.", "endpoint"),
+		degraded:           gauge("redwire_degraded", "1 while the endpoint is down and the agent buffers to disk and samples less.", "endpoint"),
+		circuitState:       gauge("redwire_circuit_state", "Circuit breaker of the endpoint: 0 closed, 1 open, 2 half-open (probe in flight).", "endpoint"),
+		paused:             gauge("redwire_remote_write_paused", "1 while sending is paused because the receiver refuses credentials or URL (401, 403, 404); data is kept.", "endpoint", "reason"),
+		rwProtocol:         gauge("redwire_remote_write_protocol", "1 for the protobuf message the endpoint is sent now: io.prometheus.write.v2.Request, or prometheus.WriteRequest (configured, or fallen back to when the receiver did not take 2.0).", "endpoint", "message"),
+		rwRefused:          counter("redwire_remote_write_refused_samples_total", "Samples the receiver refused for good, by cause: age (older than its window: parked, not dropped), duplicate (another value at the same time), limits (a tenant limit), malformed, unknown.", "endpoint", "cause"),
+		rwBytes:            counter("redwire_remote_write_bytes_total", "Bytes of remote-write request bodies as sent (compressed), every request counted: data, retries, probes and the out-of-order check. HTTP headers are not counted.", "endpoint"),
+		rwUncompressed:     counter("redwire_remote_write_uncompressed_bytes_total", "Bytes of the protobuf those request bodies compress: redwire_remote_write_bytes_total over it is the compression ratio.", "endpoint"),
+		budgetHeldRequests: counter("redwire_remote_write_budget_held_requests_total", "Requests the endpoint's link budget (max_bytes_per_second, max_bytes_per_day) held back, by stream: backlog (from the disk buffer) or live.", "endpoint", "stream"),
+		budgetHeldBytes:    counter("redwire_remote_write_budget_held_bytes_total", "Bytes of the requests the link budget held back, by stream.", "endpoint", "stream"),
+		budgetWait:         counter("redwire_remote_write_budget_wait_seconds_total", "Seconds requests waited for the link budget, by stream; the data waited in the buffer meanwhile.", "endpoint", "stream"),
+		samplesParked:      counter("redwire_samples_parked_total", "Samples the receiver refused for their age, moved to the parked area of the endpoint's buffer file (redwire_buffer_parked_samples holds them now).", "endpoint"),
+		samplesUnparked:    counter("redwire_samples_unparked_total", "Parked samples delivered after all, within the receiver's declared out_of_order_time_window.", "endpoint"),
+		corruptions:        counter("redwire_buffer_corruptions_total", "Buffer files found unreadable and moved aside, plus records quarantined for a bad checksum.", "endpoint"),
+		buffers:            &bufferCollector{},
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt succeeded."}),
 		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redwire_config_last_reload_success_timestamp_seconds",
@@ -91,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
 		m.samplesDropped, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused, m.rwProtocol,
-		m.rwRefused, m.samplesParked, m.samplesUnparked, m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
+		m.rwRefused, m.rwBytes, m.rwUncompressed, m.budgetHeldRequests, m.budgetHeldBytes, m.budgetWait, m.samplesParked, m.samplesUnparked, m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
 }
 
@@ -108,6 +118,8 @@ func (m *metrics) initEndpoint(name string) {
 	m.corruptions.WithLabelValues(name)
 	m.samplesParked.WithLabelValues(name)
 	m.samplesUnparked.WithLabelValues(name)
+	m.rwBytes.WithLabelValues(name)
+	m.rwUncompressed.WithLabelValues(name)
 	for _, r := range dropReasons {
 		m.samplesDropped.WithLabelValues(name, r)
 	}
@@ -120,9 +132,12 @@ type bufferCollector struct {
 	names []string
 	bufs  []*buffer.Buffer
 	progs []*progress // nil for the buffer-only mode's buffer
-	gaps  []*gapLog
-	fills []*fillRate
-	now   func() time.Time
+	// budgets are the endpoints' link budgets (nil for the local
+	// buffer): here, so that a reload's new sender keeps its endpoint's.
+	budgets []*linkBudget
+	gaps    []*gapLog
+	fills   []*fillRate
+	now     func() time.Time
 }
 
 var (
@@ -147,6 +162,11 @@ func (c *bufferCollector) add(name string, b *buffer.Buffer, p *progress, g *gap
 	c.names = append(c.names, name)
 	c.bufs = append(c.bufs, b)
 	c.progs = append(c.progs, p)
+	var lb *linkBudget
+	if p != nil {
+		lb = newLinkBudget()
+	}
+	c.budgets = append(c.budgets, lb)
 	c.gaps = append(c.gaps, g)
 	c.fills = append(c.fills, &fillRate{})
 }
@@ -172,6 +192,17 @@ func (c *bufferCollector) gapsOf(name string) *gapLog {
 	return nil
 }
 
+// budgetOf is the link budget of the named endpoint; nil if it has
+// none.
+func (c *bufferCollector) budgetOf(name string) *linkBudget {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.names, name); i >= 0 {
+		return c.budgets[i]
+	}
+	return nil
+}
+
 // progressOf is the delivery progress of the named endpoint; nil if it
 // has none.
 func (c *bufferCollector) progressOf(name string) *progress {
@@ -191,13 +222,14 @@ func (c *bufferCollector) remove(name string) {
 		c.names = slices.Delete(c.names, i, i+1)
 		c.bufs = slices.Delete(c.bufs, i, i+1)
 		c.progs = slices.Delete(c.progs, i, i+1)
+		c.budgets = slices.Delete(c.budgets, i, i+1)
 		c.gaps = slices.Delete(c.gaps, i, i+1)
 		c.fills = slices.Delete(c.fills, i, i+1)
 	}
 }
 
 func (c *bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, parkedDesc, parkedBytesDesc, parkedOldestDesc, parkedNewestDesc, memSamplesDesc, lagDesc, drainDesc, timeToFullDesc} {
+	for _, d := range []*prometheus.Desc{bufBytesDesc, bufFileDesc, bufBatchesDesc, bufSamplesDesc, bufOldestDesc, quarantineDesc, parkedDesc, parkedBytesDesc, parkedOldestDesc, parkedNewestDesc, memSamplesDesc, lagDesc, drainDesc, timeToFullDesc, budgetDayBytesDesc, budgetDayResetDesc, budgetDaySpentDesc} {
 		ch <- d
 	}
 }
@@ -221,6 +253,9 @@ func (c *bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(parkedNewestDesc, prometheus.GaugeValue, float64(pk.MaxT)/1000, n)
 		if ttf, ok := c.fills[i].timeToFull(b.Room()); ok {
 			ch <- prometheus.MustNewConstMetric(timeToFullDesc, prometheus.GaugeValue, ttf, n)
+		}
+		if lb := c.budgets[i]; lb != nil {
+			lb.collect(ch, n)
 		}
 		if p := c.progs[i]; p != nil {
 			now := time.Now()

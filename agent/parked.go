@@ -172,5 +172,14 @@ func (u *unparkTry) Answered(part *sample.Batch, err error) {
 	}
 }
 
+// Pace holds parked samples back as backlog under the link budget.
+func (u *unparkTry) Pace(ctx context.Context, body []byte) error {
+	s := u.s
+	if s.budget == nil {
+		return nil
+	}
+	return s.budget.pace(ctx, len(body), streamBacklog, pause.For, s.m, s.name)
+}
+
 // Failed ends the pass: the records stay parked for the next one.
 func (u *unparkTry) Failed(error, time.Duration) bool { return false }

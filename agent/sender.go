@@ -59,6 +59,8 @@ type sender struct {
 	// external labels, job and instance.
 	identity   labels.Labels
 	probeEvery time.Duration // degraded.probe_interval; 0: no probes
+	// budget is the endpoint's link budget (budget.go); nil: none.
+	budget *linkBudget
 	prog       *progress     // what the receiver has taken; nil in tests that do not look
 	modes      *modes
 	m          *metrics
@@ -127,6 +129,10 @@ func (s *sender) run(ctx context.Context) {
 	var ahead chan outgoing // the next batch of a backlog, being prepared
 	for {
 		var o outgoing
+		if s.liveFirst && s.budget != nil {
+			// The link budget holds the backlog back first.
+			s.storeDue = later(s.storeDue, s.budget.backlogDue())
+		}
 		if s.liveFirst {
 			// A fresh batch due before the backlog's turn goes first,
 			// the next batch of the backlog staying prepared meanwhile.
@@ -344,6 +350,20 @@ func (t *leaseTry) SendMessage(ctx context.Context, m remotewrite.Message, body 
 		return ms.SendMessage(ctx, m, body)
 	}
 	return remotewrite.Written{}, t.s.client.Send(ctx, body)
+}
+
+// Pace holds a request back for the endpoint's link budget (budget.go):
+// a batch from the store as backlog, any other as live data.
+func (t *leaseTry) Pace(ctx context.Context, body []byte) error {
+	s := t.s
+	if s.budget == nil {
+		return nil
+	}
+	st := streamLive
+	if t.l.FromStore {
+		st = streamBacklog
+	}
+	return s.budget.pace(ctx, len(body), st, s.pauseFor, s.m, s.name)
 }
 
 func (t *leaseTry) halfOpen() {

@@ -21,7 +21,7 @@ import (
 // request goes while the day's count plus it stays within PerDay (and the
 // first request of a day always goes, however large). A backlog request
 // goes only while the count plus it stays within the share of PerDay that
-// the day has used up so far: the backlog is spread over the day, and
+// the day has used up so far (one larger than PerDay goes first in a day): the backlog is spread over the day, and
 // live data, if it alone fits in PerDay, always finds room for the rest
 // of the day. When even live data does not fit, it waits for midnight in
 // the buffer, which keeps it (on disk once memory is full) as it does
@@ -152,12 +152,16 @@ func (b *Budget) dayDelay(now time.Time, n int, backlog bool) time.Duration {
 		}
 		return resets.Sub(now)
 	}
-	if after > b.PerDay {
+	switch {
+	case used == 0 && after > b.PerDay:
+		return 0 // larger than a whole day: it goes first in one, as live data does
+	case after > b.PerDay:
 		return resets.Sub(now)
 	}
 	// The backlog may have spent the day's share so far: after bytes are
 	// the share at dayStart + after/PerDay of the day.
-	due := resets.Add(-Day).Add(time.Duration(float64(after) / float64(b.PerDay) * float64(Day)))
+	// (rounded up, so as not to go a nanosecond early).
+	due := resets.Add(-Day).Add(time.Duration(math.Ceil(float64(after) / float64(b.PerDay) * float64(Day))))
 	return max(0, due.Sub(now))
 }
 

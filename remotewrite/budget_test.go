@@ -141,7 +141,9 @@ func TestBudgetDay(t *testing.T) {
 		t.Errorf("after midnight the day's count is %d", used)
 	}
 	// A live request larger than the whole budget goes as a day's first.
-	if d := b.Delay(midnight, 2*perDay, false); d != 0 {
-		t.Errorf("a day's first request waits %v for a budget it can never fit", d)
+	for _, backlog := range []bool{false, true} {
+		if d := b.Delay(midnight, 2*perDay, backlog); d != 0 {
+			t.Errorf("a day's first request (backlog %v) waits %v for a budget it can never fit", backlog, d)
+		}
 	}
 }

@@ -155,6 +155,19 @@ func addRemoteWriteFlags(app *kingpin.Application, o *overrides) {
 		func(c *agent.Config, d model.Duration) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.OutOfOrderTimeWindow = d })(c)
 		})
+	var bpsSet, bpdSet bool
+	bps := app.Flag("remote-write.max-bytes-per-second", "Link budget: request bytes (as sent, compressed) per second at most, e.g. 4KiB; the backlog waits first, live data last, nothing is dropped. Default 0: no limit.").
+		IsSetByUser(&bpsSet).Bytes()
+	o.when(&bpsSet, func(c *agent.Config) error {
+		eachEndpoint(func(e *remotewrite.EndpointConfig) { e.MaxBytesPerSecond = *bps })(c)
+		return nil
+	})
+	bpd := app.Flag("remote-write.max-bytes-per-day", "Link budget: request bytes per UTC day at most, e.g. 20MiB; once spent the backlog waits, then live data, in the buffer, until midnight UTC. Default 0: no limit.").
+		IsSetByUser(&bpdSet).Bytes()
+	o.when(&bpdSet, func(c *agent.Config) error {
+		eachEndpoint(func(e *remotewrite.EndpointConfig) { e.MaxBytesPerDay = *bpd })(c)
+		return nil
+	})
 	o.int(app.Flag("remote-write.queue-config.capacity", "Samples held in memory per endpoint (default 10000)."),
 		func(c *agent.Config, n int) {
 			eachEndpoint(func(e *remotewrite.EndpointConfig) { e.QueueConfig.Capacity = n })(c)
