@@ -121,9 +121,10 @@ func TestLinkBudgetDaySpreadsTheBacklog(t *testing.T) {
 			days++
 		}
 		dayUsed += n
-		share := float64(perDay) * now.Sub(day).Seconds() / 86400
-		if dayUsed > perDay || float64(dayUsed) > share {
-			t.Errorf("%v: %d bytes of backlog sent today, over the day's %d or its share so far %.0f", now, dayUsed, perDay, share)
+		// In whole numbers: dayUsed/perDay ≤ elapsed/day.
+		if dayUsed > perDay || int64(dayUsed)*int64(24*time.Hour) > perDay*int64(now.Sub(day)) {
+			t.Errorf("%v: %d bytes of backlog sent today, over the day's %d or its share so far %.1f", now, dayUsed, perDay,
+				float64(perDay)*now.Sub(day).Hours()/24)
 		}
 	})
 	if days < 3 {
