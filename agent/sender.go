@@ -61,10 +61,10 @@ type sender struct {
 	probeEvery time.Duration // degraded.probe_interval; 0: no probes
 	// budget is the endpoint's link budget (budget.go); nil: none.
 	budget *linkBudget
-	prog       *progress     // what the receiver has taken; nil in tests that do not look
-	modes      *modes
-	m          *metrics
-	log        *slog.Logger
+	prog   *progress // what the receiver has taken; nil in tests that do not look
+	modes  *modes
+	m      *metrics
+	log    *slog.Logger
 
 	state delivery
 	// aimd paces the replay to what the receiver takes, under replayRate
