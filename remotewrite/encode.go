@@ -38,6 +38,7 @@ type Encoder struct {
 	native bool
 	v2     encoderV2
 	nh     nativeState
+	st     startState // start timestamps, 2.0 only (starttime.go)
 	series []encSeries
 	// By index into series: the next series with the same label hash (-1:
 	// none), and the series that followed it in the batch. Scrapes repeat

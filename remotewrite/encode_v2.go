@@ -19,7 +19,8 @@ import (
 //	            timeseries = 5
 //	TimeSeries  labels_refs = 1 (packed uint32: name, value, name, ...),
 //	            samples = 2, histograms = 3 (nativehist.go), metadata = 5
-//	Sample      value = 1 (fixed64), timestamp = 2 (varint)
+//	Sample      value = 1 (fixed64), timestamp = 2 (varint),
+//	            start_timestamp = 3 (varint; starttime.go)
 //	Metadata    type = 1, help_ref = 3 (varints); no unit_ref, as
 //	            sample.Metadata has no unit
 //
@@ -41,6 +42,7 @@ const (
 	tagMetadataV2  = 5<<3 | 2 // TimeSeries.metadata
 	tagMetaTypeV2  = 1 << 3   // Metadata.type, varint
 	tagMetaHelpRef = 3 << 3   // Metadata.help_ref, varint
+	tagSampleST    = 3 << 3   // Sample.start_timestamp, varint
 	symbolEmptyRef = 0        // symbols[0] is "" by the spec
 )
 
@@ -172,6 +174,7 @@ func (v *encoderV2) familyOf(name string) (int, bool) {
 // compressing whole blocks as they fill.
 func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 	e.symbolize(md)
+	e.findStarts()
 	v := &e.v2
 	for _, s := range v.syms {
 		dst = e.flush(dst, false)
@@ -192,10 +195,11 @@ func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 			size += lenField(refsLen)
 		}
 		for _, p := range e.series[i].points {
-			size += lenField(pointSize(p))
+			size += lenField(pointSizeV2(p, e.start(i, p.t, p.v)))
 		}
 		for j := range e.series[i].hists {
-			size += lenField(histSize(&e.series[i].hists[j]))
+			h := &e.series[i].hists[j]
+			size += lenField(histSize(h, e.start(i, h.t, h.sum)))
 		}
 		if metaLen > 0 {
 			size += lenField(metaLen)
@@ -208,19 +212,13 @@ func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 			}
 		}
 		for _, p := range e.series[i].points {
-			dst = appendTagLen(dst, tagSampleV2, pointSize(p))
-			if p.v != 0 {
-				dst = append(dst, tagSampleV)
-				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(p.v))
-			}
-			if p.t != 0 {
-				dst = append(dst, tagSampleT)
-				dst = binary.AppendUvarint(dst, uint64(p.t))
-			}
+			st := e.start(i, p.t, p.v)
+			dst = appendSampleV2(appendTagLen(dst, tagSampleV2, pointSizeV2(p, st)), p, st)
 		}
 		for j := range e.series[i].hists {
 			h := &e.series[i].hists[j]
-			dst = appendHist(appendTagLen(dst, tagHistogramV2, histSize(h)), h)
+			st := e.start(i, h.t, h.sum)
+			dst = appendHist(appendTagLen(dst, tagHistogramV2, histSize(h, st)), h, st)
 		}
 		if metaLen > 0 {
 			dst = appendTagLen(dst, tagMetadataV2, metaLen)
@@ -233,6 +231,34 @@ func (e *Encoder) marshalV2(dst []byte, md []sample.Metadata) []byte {
 				dst = binary.AppendUvarint(dst, uint64(m.help))
 			}
 		}
+	}
+	return dst
+}
+
+// pointSizeV2 is the encoded size of a 2.0 Sample's fields, with start
+// timestamp st (0: none).
+func pointSizeV2(p point, st int64) int {
+	n := pointSize(p)
+	if st != 0 {
+		n += 1 + uvarintLen(uint64(st))
+	}
+	return n
+}
+
+// appendSampleV2 appends a 2.0 Sample's fields, in field order, with
+// start timestamp st (0: none).
+func appendSampleV2(dst []byte, p point, st int64) []byte {
+	if p.v != 0 {
+		dst = append(dst, tagSampleV)
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(p.v))
+	}
+	if p.t != 0 {
+		dst = append(dst, tagSampleT)
+		dst = binary.AppendUvarint(dst, uint64(p.t))
+	}
+	if st != 0 {
+		dst = append(dst, tagSampleST)
+		dst = binary.AppendUvarint(dst, uint64(st))
 	}
 	return dst
 }

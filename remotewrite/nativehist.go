@@ -459,14 +459,16 @@ const (
 	tagHistPosSpans     = 11<<3 | 2 // positive_spans
 	tagHistPosDeltas    = 12<<3 | 2 // positive_deltas, packed sint64
 	tagHistTimestamp    = 15 << 3   // timestamp, varint
+	tagHistST           = 17 << 3   // start_timestamp, varint (a two-byte tag)
 	tagSpanOffset       = 1 << 3    // BucketSpan.offset, sint32
 	tagSpanLength       = 2 << 3    // BucketSpan.length, varint
 )
 
 func zigzag(x int64) uint64 { return uint64(x<<1) ^ uint64(x>>63) }
 
-// histSize is the encoded size of a Histogram's fields.
-func histSize(h *nativeHist) int {
+// histSize is the encoded size of a Histogram's fields, with start
+// timestamp st (0: none; starttime.go).
+func histSize(h *nativeHist, st int64) int {
 	n := 1 + uvarintLen(h.count) + 1 + 1 // count_int, zero_count_int 0
 	if h.sum != 0 {
 		n += 1 + 8
@@ -479,6 +481,9 @@ func histSize(h *nativeHist) int {
 	}
 	if h.t != 0 {
 		n += 1 + uvarintLen(uint64(h.t))
+	}
+	if st != 0 {
+		n += uvarintLen(tagHistST) + uvarintLen(uint64(st))
 	}
 	return n
 }
@@ -502,8 +507,9 @@ func deltasSize(ds []int64) int {
 	return n
 }
 
-// appendHist appends a Histogram's fields, in field order.
-func appendHist(dst []byte, h *nativeHist) []byte {
+// appendHist appends a Histogram's fields, in field order, with start
+// timestamp st (0: none).
+func appendHist(dst []byte, h *nativeHist, st int64) []byte {
 	dst = binary.AppendUvarint(append(dst, tagHistCountInt), h.count)
 	if h.sum != 0 {
 		dst = binary.LittleEndian.AppendUint64(append(dst, tagHistSum), math.Float64bits(h.sum))
@@ -526,6 +532,9 @@ func appendHist(dst []byte, h *nativeHist) []byte {
 	}
 	if h.t != 0 {
 		dst = binary.AppendUvarint(append(dst, tagHistTimestamp), uint64(h.t))
+	}
+	if st != 0 {
+		dst = binary.AppendUvarint(binary.AppendUvarint(dst, tagHistST), uint64(st))
 	}
 	return dst
 }

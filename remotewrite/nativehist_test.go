@@ -178,17 +178,20 @@ func TestNativeHistogramConversion(t *testing.T) {
 			if wh.Timestamp != 1000 || !got.Equals(tc.want) {
 				t.Errorf("got %s at %d, want %s at 1000", got, wh.Timestamp, tc.want)
 			}
-			// Byte for byte what prompb writes for the same histogram.
-			var buf []byte
+			// Byte for byte what prompb writes for the same histogram,
+			// without a start timestamp and with one.
 			nh := &enc.series[len(enc.series)-1].hists[0]
-			buf = appendHist(buf, nh)
-			oracle := writev2.FromIntHistogram(0, 1000, tc.want)
-			want, err := oracle.Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(buf, want) || len(buf) != histSize(nh) {
-				t.Errorf("histogram bytes\n%x (size %d)\nwant prompb's\n%x", buf, histSize(nh), want)
+			for _, st := range []int64{0, 1_700_000_000_000} {
+				buf := appendHist(nil, nh, st)
+				oracle := writev2.FromIntHistogram(0, 1000, tc.want)
+				oracle.StartTimestamp = st
+				want, err := oracle.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(buf, want) || len(buf) != histSize(nh, st) {
+					t.Errorf("start %d: histogram bytes\n%x (size %d)\nwant prompb's\n%x", st, buf, histSize(nh, st), want)
+				}
 			}
 		})
 	}
