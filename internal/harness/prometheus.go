@@ -35,6 +35,8 @@ type PrometheusOptions struct {
 	// CPUs, if set, holds the server to these CPUs, as taskset -c takes
 	// them (e.g. "1"); see StartPrometheusOn.
 	CPUs string
+	// Features are --enable-feature names (prometheus_features.go).
+	Features []string
 }
 
 // config is the server's config file. It scrapes nothing (Prometheus
@@ -90,7 +92,7 @@ func StartPrometheusWith(t testing.TB, opts PrometheusOptions) *Prometheus {
 		if opts.Version3 {
 			args = append(args, prometheus3Args...)
 		}
-		return args
+		return append(args, opts.featureArgs()...)
 	}
 	p.srv.probe = p.probe
 	p.srv.start(FreePort(t))
