@@ -74,6 +74,9 @@ type ReplaySummary struct {
 	Parked         int64
 	ParkedPath     string
 	CorruptRecords int // skipped damaged stretches (SkipCorrupt)
+	// Message is what the receiver was sent last: the endpoint's
+	// protobuf_message, or 1.0 if the receiver showed it takes 1.0 only.
+	Message remotewrite.Message
 	Requests       int
 	Retries        int
 	Duration       time.Duration
@@ -179,6 +182,9 @@ func ReplayFiles(ctx context.Context, paths []string, opts ReplayOptions) (Repla
 		r.policy = remotewrite.Policy{MinBackoff: time.Duration(d.MinBackoff), MaxBackoff: time.Duration(d.MaxBackoff)}
 	}
 	r.policy.Window = time.Duration(opts.Endpoint.OutOfOrderTimeWindow)
+	// The endpoint's protobuf_message, as the agent's sender speaks it
+	// (agent/agent.go newSender), with the same fall back to 1.0.
+	r.policy.Protocol = remotewrite.NewProtocol(opts.Endpoint.ProtobufMessage).WithNativeHistograms(opts.Endpoint.NativeHistograms)
 	if r.parkedDir = opts.ParkedDir; r.parkedDir == "" {
 		r.parkedDir = filepath.Join(filepath.Dir(paths[0]), "parked")
 	}
@@ -204,6 +210,7 @@ func ReplayFiles(ctx context.Context, paths []string, opts ReplayOptions) (Repla
 		}
 	}
 	sum.Duration = time.Since(start)
+	sum.Message = r.policy.Protocol.Message()
 	return sum, nil
 }
 
@@ -443,6 +450,11 @@ func (h *replayHandler) Answered(part *sample.Batch, err error) {
 		h.r.log.Warn("receiver rejected samples; dropping them", "err", err, "samples", part.Len())
 	}
 	h.t.drop(reason, part.Len())
+}
+
+// FellBack tells once that the receiver takes 1.0 only.
+func (h *replayHandler) FellBack(from, to remotewrite.Message, err error) {
+	h.r.log.Warn("receiver does not take "+string(from)+"; sending "+string(to)+" from now on", "err", err)
 }
 
 func (h *replayHandler) Failed(err error, wait time.Duration) bool {

@@ -139,6 +139,9 @@ func replayCmd(ctx context.Context, cfg *agent.Config, a replayArgs, logCfg *pro
 func printSummary(w io.Writer, s offline.ReplaySummary) {
 	fmt.Fprintf(w, "replayed %d file(s) in %s: %d samples sent in %d requests (%d retries)", len(s.Files),
 		s.Duration.Round(time.Millisecond), s.SamplesSent, s.Requests, s.Retries)
+	if s.Message != "" {
+		fmt.Fprintf(w, " as %s", s.Message)
+	}
 	if s.SamplesAlreadyDone > 0 {
 		fmt.Fprintf(w, "; %d samples were done by an earlier run", s.SamplesAlreadyDone)
 	}
