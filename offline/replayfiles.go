@@ -76,10 +76,10 @@ type ReplaySummary struct {
 	CorruptRecords int // skipped damaged stretches (SkipCorrupt)
 	// Message is what the receiver was sent last: the endpoint's
 	// protobuf_message, or 1.0 if the receiver showed it takes 1.0 only.
-	Message remotewrite.Message
-	Requests       int
-	Retries        int
-	Duration       time.Duration
+	Message  remotewrite.Message
+	Requests int
+	Retries  int
+	Duration time.Duration
 }
 
 // ReplayFileSummary is one file's part of a replay.
