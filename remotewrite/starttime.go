@@ -1,7 +1,9 @@
 package remotewrite
 
 import (
+	"cmp"
 	"math"
+	"slices"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/value"
@@ -119,52 +121,49 @@ var processCounters = map[string]bool{
 	nativeFamily:             true,
 }
 
-// targetTime is one scrape of one target.
-type targetTime struct {
-	instance string
-	t        int64
-}
+// scrapeStart is a scrape's time and its target's start, ms.
+type scrapeStart struct{ t, start int64 }
 
 // startState is what the start derivation keeps between requests, for
 // reuse.
 type startState struct {
-	starts map[targetTime]int64 // scrape -> its target's start, ms
-	// instance by series: its target, "" if it does not count from the
-	// process start (or the batch has no uptime).
-	instance []string
+	byTarget map[string][]scrapeStart // instance -> its scrapes, in time order
+	// by series: its target's scrapes, nil if it does not count from the
+	// process start. One lookup per series, not per sample.
+	series [][]scrapeStart
 }
 
 // findStarts finds the targets' starts in the built series' uptime
 // samples, and which series count from them.
 func (e *Encoder) findStarts() {
 	st := &e.st
-	if st.starts == nil {
-		st.starts = map[targetTime]int64{}
+	if st.byTarget == nil {
+		st.byTarget = map[string][]scrapeStart{}
 	}
-	clear(st.starts)
-	clear(st.instance) // strings of past requests are not kept alive
-	st.instance = st.instance[:0]
+	clear(st.byTarget)
+	clear(st.series)
+	st.series = st.series[:0]
 	for i := range e.series {
 		ls := e.series[i].ls
 		if ls.Get(model.MetricNameLabel) != uptimeSeries {
 			continue
 		}
 		inst := ls.Get(model.InstanceLabel)
-		for _, p := range e.series[i].points {
+		for _, p := range e.series[i].points { // in time order (build)
 			if start := startOf(p); start > 0 {
-				st.starts[targetTime{inst, p.t}] = start
+				st.byTarget[inst] = append(st.byTarget[inst], scrapeStart{p.t, start})
 			}
 		}
 	}
-	if len(st.starts) == 0 {
+	if len(st.byTarget) == 0 {
 		return
 	}
 	for i := range e.series {
-		var inst string
+		var ss []scrapeStart
 		if ls := e.series[i].ls; processCounters[ls.Get(model.MetricNameLabel)] {
-			inst = ls.Get(model.InstanceLabel)
+			ss = st.byTarget[ls.Get(model.InstanceLabel)]
 		}
-		st.instance = append(st.instance, inst)
+		st.series = append(st.series, ss)
 	}
 }
 
@@ -179,8 +178,13 @@ func startOf(p point) int64 {
 // start is the start of series i's sample at t, in ms; 0: unknown.
 func (e *Encoder) start(i int, t int64, v float64) int64 {
 	st := &e.st
-	if i >= len(st.instance) || st.instance[i] == "" || value.IsStaleNaN(v) {
+	if i >= len(st.series) || len(st.series[i]) == 0 || value.IsStaleNaN(v) {
 		return 0
 	}
-	return st.starts[targetTime{st.instance[i], t}]
+	ss := st.series[i]
+	k, ok := slices.BinarySearchFunc(ss, t, func(s scrapeStart, t int64) int { return cmp.Compare(s.t, t) })
+	if !ok {
+		return 0
+	}
+	return ss[k].start
 }
