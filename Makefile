@@ -67,6 +67,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'ScrapeEncode' -benchmem -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ReplayDrain' -benchtime 1x -count 6 ./agent | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'DrainVsFirehose' -benchtime 1x -count 3 ./agent | tee -a bench.out
+	for o in live_first fifo; do REDWIRE_REPLAY_ORDER=$$o REDWIRE_REPLAY_RATE=50000 $(GO) test -run '^$$' -bench 'LiveFirstFreshAfterBacklog' -benchtime 1x -count 3 -timeout 40m ./agent | tee -a bench.out; done
 	if [ $(LAST_CPU) -gt 0 ]; then REDWIRE_RECEIVER_CPUS=$(LAST_CPU) taskset -c 0-$$(($(LAST_CPU)-1)) \
 		$(GO) test -run '^$$' -bench 'DrainVsFirehose' -benchtime 1x -count 3 ./agent | tee -a bench.out; fi
 	$(GO) test -run '^$$' -bench 'PeerSteadyState' -benchtime 1x -count 3 -timeout 30m ./agent | tee -a bench.out
