@@ -174,18 +174,18 @@ func (s *sender) run(ctx context.Context) {
 			}
 			continue
 		}
-		if o.l.FromStore && !s.waitStoreDue(ctx) {
+		if o.l.FromStore() && !s.waitStoreDue(ctx) {
 			s.m.countDropped(s.name, s.buf.Release(o.l))
 			return
 		}
-		if o.l.FromStore && ahead == nil {
+		if o.l.FromStore() && ahead == nil {
 			other := &s.encs[0]
 			if o.enc == other {
 				other = &s.encs[1]
 			}
 			ahead = s.prepare(o.l, other)
 		}
-		s.send(ctx, o, o.l.FromStore && ahead != nil)
+		s.send(ctx, o, o.l.FromStore() && ahead != nil)
 		if ctx.Err() != nil {
 			// Stopped mid-delivery (shutdown, or a reload replacing this
 			// sender): the batch stays the head for whoever sends next.
@@ -194,7 +194,7 @@ func (s *sender) run(ctx context.Context) {
 				// any metadata it carried is still to be sent.
 				if p := <-ahead; p.l != nil {
 					s.buf.Unsent(p.l)
-					if !o.l.FromStore {
+					if !o.l.FromStore() {
 						// A fresh batch was in flight (live_first): the
 						// backlog's prepared lease is given back here.
 						s.m.countDropped(s.name, s.buf.Release(p.l))
@@ -239,7 +239,7 @@ func (s *sender) send(ctx context.Context, o outgoing, ackLater bool) {
 	} else {
 		s.ack(o.l)
 	}
-	if o.l.FromStore && t.taken > 0 {
+	if o.l.FromStore() && t.taken > 0 {
 		s.paceReplay(ctx, t.taken, t.took)
 	}
 	if !ackLater {
@@ -360,7 +360,7 @@ func (t *leaseTry) Pace(ctx context.Context, body []byte) error {
 		return nil
 	}
 	st := streamLive
-	if t.l.FromStore {
+	if t.l.FromStore() {
 		st = streamBacklog
 	}
 	return s.budget.pace(ctx, len(body), st, s.pauseFor, s.m, s.name)
@@ -433,9 +433,9 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 	}
 	t.taken += n
 	if s.prog != nil {
-		s.prog.taken(part, t.l.FromStore, time.Now())
+		s.prog.taken(part, t.l.FromStore(), time.Now())
 	}
-	if t.l.FromStore {
+	if t.l.FromStore() {
 		s.m.replaySamples.WithLabelValues(s.name).Add(float64(n))
 		s.handle(evSentStored, nil)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redwire/redwire/sample"
@@ -91,11 +92,17 @@ type Buffer struct {
 // Ack, so a batch that fails is retried before anything newer.
 type Lease struct {
 	Batch sample.Batch
-	// FromStore is true if the batch is (also) held in the store, i.e.
-	// it survives a crash.
-	FromStore bool
+	// fromStore is FromStore's answer. An atomic: a spill moves the
+	// lease in flight to the store (Buffer.Spill, or an Append that
+	// fills memory) while its sender reads it.
+	fromStore atomic.Bool
 	upTo      uint64 // last store sequence number covered, if FromStore
 }
+
+// FromStore reports whether the batch is (also) held in the store, i.e.
+// survives a crash: leased from the backlog, or moved there by a spill
+// while in flight.
+func (l *Lease) FromStore() bool { return l.fromStore.Load() }
 
 // New returns a buffer in front of store, which it owns from now on:
 // Close closes the store. With a crash journal, what the journal says
@@ -216,7 +223,8 @@ func (b *Buffer) spillMemory() ([]Dropped, error) {
 			return nil, err
 		}
 		dropped = append(dropped, b.settle(d)...)
-		l.FromStore, l.upTo = true, b.store.LastSeq()
+		l.upTo = b.store.LastSeq()
+		l.fromStore.Store(true)
 		b.store.pin(l.upTo) // still in flight
 		b.inflight, b.released = nil, false
 		b.journalFront(l.Batch.Len())
@@ -389,7 +397,8 @@ func (b *Buffer) leaseFromStore() (*Lease, error) {
 
 // storeLease makes a lease of recs, without metadata.
 func storeLease(recs []Record) *Lease {
-	l := &Lease{FromStore: true, upTo: recs[len(recs)-1].Seq}
+	l := &Lease{upTo: recs[len(recs)-1].Seq}
+	l.fromStore.Store(true)
 	n := 0
 	for _, r := range recs {
 		n += len(r.Batch.Samples)
@@ -409,7 +418,7 @@ func storeLease(recs []Record) *Lease {
 // from the store are views, so one that is never sent costs nothing.
 // They must be acked in order.
 func (b *Buffer) Following(l *Lease) (*Lease, error) {
-	if !l.FromStore {
+	if !l.FromStore() {
 		return nil, nil
 	}
 	// The store locks itself; mu, which scrapes' appends wait for, is
@@ -436,7 +445,7 @@ func (b *Buffer) Ack(l *Lease) error {
 		b.inflight, b.released = nil, false
 		b.journalFront(l.Batch.Len())
 	}
-	if l.FromStore {
+	if l.FromStore() {
 		// Delivered, or counted by the caller: what the store dropped of
 		// it is not a drop.
 		b.leasedDrops = slices.DeleteFunc(b.leasedDrops, func(ld leasedDrop) bool { return ld.upTo <= l.upTo })
@@ -463,7 +472,7 @@ func (b *Buffer) Release(l *Lease) []Dropped {
 		b.released = true
 	}
 	b.signal()
-	if l.FromStore {
+	if l.FromStore() {
 		return b.givenUp()
 	}
 	return nil

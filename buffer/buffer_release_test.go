@@ -73,8 +73,8 @@ func TestBacklogLeasesTakeStoreBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.FromStore || l.Batch.Len() != 1800 {
-		t.Fatalf("lease from the store of %d samples (from store %v), want 6 whole batches, 1800", l.Batch.Len(), l.FromStore)
+	if !l.FromStore() || l.Batch.Len() != 1800 {
+		t.Fatalf("lease from the store of %d samples (from store %v), want 6 whole batches, 1800", l.Batch.Len(), l.FromStore())
 	}
 }
 

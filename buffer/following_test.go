@@ -52,7 +52,7 @@ func TestFollowingChainsTheBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for leases := 0; l != nil; leases++ {
-		if !l.FromStore {
+		if !l.FromStore() {
 			t.Fatalf("lease %d is not from the store", leases)
 		}
 		following, err := b.Following(l)
@@ -115,7 +115,7 @@ func TestFollowingNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.FromStore {
+	if l.FromStore() {
 		t.Fatal("lease from the store, want memory")
 	}
 	if f, err := b.Following(l); f != nil || err != nil {

@@ -149,8 +149,8 @@ func TestJournalRecoversWhatMemoryHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.FromStore || l.Batch.Len() != 8 {
-		t.Fatalf("lease of %d samples from the store %v; want 8 from memory", l.Batch.Len(), l.FromStore)
+	if l.FromStore() || l.Batch.Len() != 8 {
+		t.Fatalf("lease of %d samples from the store %v; want 8 from memory", l.Batch.Len(), l.FromStore())
 	}
 	r.b.Taken(l, 3) // the receiver took the first 3 of a split batch
 	r.checkInvariant()
@@ -274,7 +274,7 @@ func TestJournalRandomCrashes(t *testing.T) {
 				r.b.mu.Unlock()
 			case op == 6 && l != nil && l.Batch.Len() > 1:
 				n := 1 + rng.IntN(l.Batch.Len()-1)
-				if l.FromStore {
+				if l.FromStore() {
 					takenStored += n
 				} else {
 					want = removeTaken(t, want, l.Batch.Samples[:n])

@@ -41,7 +41,7 @@ func TestDropOfALeasedBatchIsNotCountedTwice(t *testing.T) {
 			}
 			add(0)
 			probe, err := b.Next(context.Background())
-			if err != nil || !probe.FromStore {
+			if err != nil || !probe.FromStore() {
 				t.Fatalf("probe lease: %+v %v", probe, err)
 			}
 			for i := 1; b.store.Stats().Batches > 0 && dropped == 0 && len(b.leasedDrops) == 0 && i < 1000; i++ {

@@ -44,11 +44,11 @@ func TestLiveFirstTwoStreams(t *testing.T) {
 		t.Fatalf("after an append behind a backlog: %+v; want it in memory", st)
 	}
 	stored, err := b.Next(ctx) // the backlog's head, in flight
-	if err != nil || !stored.FromStore {
+	if err != nil || !stored.FromStore() {
 		t.Fatalf("Next: %v %v; want the backlog's head", stored, err)
 	}
 	fresh, err := b.NextLive(ctx) // beside it
-	if err != nil || fresh.FromStore || fresh.Batch.Samples[0].T != 100 {
+	if err != nil || fresh.FromStore() || fresh.Batch.Samples[0].T != 100 {
 		t.Fatalf("NextLive: %+v %v; want the fresh batch", fresh, err)
 	}
 	take(stored, &backlog)
