@@ -60,7 +60,7 @@ func (b *segmentBuilder) add(r Record) error {
 }
 
 // replace writes the segment record in place of the records it was built
-// from, under the first one's key, and recounts.
+// from, under its first batch's seq, and recounts.
 func (s *Store) replace(ht *headTx, b *segmentBuilder) error {
 	records := ht.tx.Bucket(bucketRecords)
 	records.FillPercent = 1
@@ -69,8 +69,13 @@ func (s *Store) replace(ht *headTx, b *segmentBuilder) error {
 		if err := records.Delete(seqKey(k)); err != nil {
 			return err
 		}
+		if err := forgetLevel(ht.tx, k); err != nil {
+			return err
+		}
 	}
-	if err := records.Put(seqKey(b.keys[0]), rec); err != nil {
+	// Under its first batch's seq: the first of the records replaced,
+	// unless thinning emptied that batch.
+	if err := records.Put(seqKey(b.seqs[0]), rec); err != nil {
 		return err
 	}
 	if err := ht.recount(); err != nil {
@@ -115,6 +120,14 @@ func (s *Store) merge() error {
 			seq := binary.BigEndian.Uint64(k)
 			if head != nil && seq == binary.BigEndian.Uint64(head) {
 				continue
+			}
+			if levelOf(tx, seq).Floor != 0 {
+				// Thinned: its resolution is its own. The small
+				// segments after it merge without it.
+				if len(b.keys) == 0 {
+					continue
+				}
+				break
 			}
 			h, err := codec.ParseHeader(v)
 			if err != nil || !h.Segment || h.Samples >= s.smallBelow() || int64(b.seg.Samples())+h.Samples > sealMaxSamples {

@@ -64,8 +64,10 @@ const (
 type StoreOptions struct {
 	// MaxBytes caps the stored record bytes (headers and encoded batches;
 	// bbolt's page overhead comes on top), parked records included. Over
-	// it the oldest parked records are dropped first, then the oldest
-	// records (reason buffer_full). 0 means no cap.
+	// it the oldest parked records are dropped first, then old sealed
+	// segments are thinned by age down to ThinFloor (thin.go), and only
+	// then are the oldest records dropped (reason buffer_full). 0 means
+	// no cap.
 	MaxBytes int64
 	// MaxAge drops records whose newest sample is older than now-MaxAge
 	// (reason too_old). 0 means no limit. It does not apply to parked
@@ -79,6 +81,11 @@ type StoreOptions struct {
 	// disables the check (ENOSPC from the filesystem still maps to
 	// ErrNoSpace).
 	MinFreeBytes int64
+	// ThinFloor is the coarsest resolution thinning goes to before
+	// MaxBytes drops anything: one scrape per target every ThinFloor
+	// (thin.go). Default 5 minutes; negative turns thinning off, and
+	// MaxBytes then drops the oldest records at once.
+	ThinFloor time.Duration
 	// Now is the clock for MaxAge and corrupt-file names. Default time.Now.
 	Now func() time.Time
 	// NoSync skips fsync: a crash may then lose or corrupt the file. For
@@ -92,6 +99,9 @@ func (o StoreOptions) withDefaults() StoreOptions {
 	}
 	if o.MinFreeBytes == 0 {
 		o.MinFreeBytes = defaultMinFreeBytes
+	}
+	if o.ThinFloor == 0 {
+		o.ThinFloor = defaultThinFloor
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -113,6 +123,10 @@ type Dropped struct {
 	// the agent reports them as lost ranges. A record whose body no
 	// longer decodes is counted without them.
 	Spans []sample.Span
+	// KeptEvery is, for ReasonThinned, the resolution the Spans were
+	// thinned to: one scrape per target every KeptEvery. Those samples
+	// are not lost: the range is there at a coarser resolution.
+	KeptEvery time.Duration
 }
 
 // leasedDrop is the part of a drop that fell on the records of the lease
@@ -177,6 +191,10 @@ type Store struct {
 	sealAt    int64 // sealSamples, lowered in tests
 	mergeAt   int   // mergeSegments, lowered in tests
 	segCache  segmentCache
+	// thinHook, if set, runs after each segment thinStore rewrites,
+	// inside the transaction: an error rolls it back, as a crash would.
+	// For tests.
+	thinHook func() error
 	defrags   int // rebuilds of a file holding a backlog, for tests
 	// commits counts the write transactions committed since OpenStore,
 	// each one bbolt commit and its fsyncs (unless NoSync); under mu,

@@ -106,7 +106,7 @@ func (s *Store) rebuild(records bool) error {
 	err = protect(func() error {
 		return s.db.View(func(old *bolt.Tx) error {
 			err := fresh.Update(func(tx *bolt.Tx) error {
-				for _, name := range [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta} {
+				for _, name := range [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta, bucketThinned} {
 					if _, err := tx.CreateBucket(name); err != nil {
 						return err
 					}
@@ -132,6 +132,9 @@ func (s *Store) rebuild(records bool) error {
 			}
 			// Parked records are kept whatever happens to the FIFO.
 			if err := copyBucket(old, fresh, bucketParked); err != nil || !records {
+				return err
+			}
+			if err := copyBucket(old, fresh, bucketThinned); err != nil {
 				return err
 			}
 			return copyBucket(old, fresh, bucketRecords)

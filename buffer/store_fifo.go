@@ -56,6 +56,7 @@ func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err er
 	tooBig := Dropped{Reason: DropBufferFull, Parked: parked}
 	parkedFull := Dropped{Reason: DropBufferFull, Parked: true}
 	full := Dropped{Reason: DropBufferFull}
+	var thinned []Dropped // by resolution
 	cutoff, expiring := s.cutoff()
 	expiring = expiring && !parked // parked data is kept for being old
 	bucket := bucketRecords
@@ -128,6 +129,7 @@ func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err er
 	ht := s.headTx()
 	err = s.update(func(tx *bolt.Tx) error {
 		ht.begin(tx)
+		thinned = nil // a transaction bbolt retries starts over
 		if expiring {
 			if err := ht.drop(&tooOld, func(_ uint64, h codec.Header) bool { return h.MaxT < cutoff }); err != nil {
 				return err
@@ -158,6 +160,10 @@ func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err er
 			if err := ht.dropParked(&parkedFull, over); err != nil {
 				return err
 			}
+			// Then old segments are thinned, down to the floor.
+			if err := s.thinStore(ht, &thinned, over); err != nil {
+				return err
+			}
 			// Then the FIFO's. The last new record fits on its own
 			// (checked above), and nothing is parked any more, so this
 			// stops before reaching it; earlier ones of the same call
@@ -179,7 +185,7 @@ func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err er
 	if !parked {
 		s.compress()
 	}
-	return dropIfAny(tooOld, tooBig, parkedFull, full), nil
+	return append(thinned, dropIfAny(tooOld, tooBig, parkedFull, full)...), nil
 }
 
 // Peek returns the oldest records in order, whole records only, as many as

@@ -119,7 +119,7 @@ func (s *Store) open() error {
 	if err != nil {
 		return err
 	}
-	buckets := [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta}
+	buckets := [][]byte{bucketRecords, bucketParked, bucketQuarantine, bucketMeta, bucketThinned}
 	err = protect(func() error {
 		missing := false
 		if err := db.View(func(tx *bolt.Tx) error {

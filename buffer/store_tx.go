@@ -212,6 +212,9 @@ func (ht *headTx) deleteHead(cur *bolt.Cursor, seq uint64, h codec.Header, size,
 		}
 		return nil
 	}
+	if err := forgetLevel(ht.tx, seq); err != nil {
+		return err
+	}
 	if c.smallSegs > 0 && seq == c.smallSeq {
 		c.smallSegs--
 		if next != nil {
