@@ -195,7 +195,7 @@ type Store struct {
 	// inside the transaction: an error rolls it back, as a crash would.
 	// For tests.
 	thinHook func() error
-	defrags   int // rebuilds of a file holding a backlog, for tests
+	defrags  int // rebuilds of a file holding a backlog, for tests
 	// commits counts the write transactions committed since OpenStore,
 	// each one bbolt commit and its fsyncs (unless NoSync); under mu,
 	// for the tests and benchmarks of the group commit.
