@@ -341,6 +341,7 @@ func (a *agentRun) openBuffer(name string, opts buffer.Options) (*buffer.Buffer,
 		MaxBytes:     int64(a.cfg.Buffer.MaxBytes),
 		MaxAge:       time.Duration(a.cfg.Buffer.MaxAge),
 		MinFreeBytes: a.cfg.Buffer.StoreMinFree(),
+		ThinFloor:    a.cfg.Buffer.StoreThinFloor(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer of endpoint %s: %w", name, err)
@@ -556,7 +557,7 @@ func (a *agentRun) noteFill(o output) {
 	ttf, known := f.timeToFull(o.buf.Room())
 	down := a.modes.isDown(o.name) || o.name == localBuffer
 	if warn, lasted := f.outage(now, down, ttf, known); warn {
-		a.log.Warn("the buffer will be full before long: at the current pace it reaches buffer.max_bytes or the disk's buffer.min_free_bytes sooner than the outage has lasted so far; the oldest data will then be dropped",
+		a.log.Warn("the buffer will be full before long: at the current pace it reaches buffer.max_bytes or the disk's buffer.min_free_bytes sooner than the outage has lasted so far; the oldest data will then be thinned (down to buffer.thin_floor), and dropped once even that does not fit",
 			"endpoint", o.name, "time_to_full", (time.Duration(ttf) * time.Second).Round(time.Second), "outage_so_far", lasted.Round(time.Second))
 	}
 }

@@ -77,6 +77,20 @@ func (g *gapLog) thinned(target string, t int64, every time.Duration) {
 	g.add(buffer.Gap{Target: target, From: at, To: at, Reason: buffer.GapThinned, KeptEverySeconds: every.Seconds()}, 0)
 }
 
+// storeThinned records ranges the buffer thinned to one scrape per
+// target every every: listed, never counted as lost.
+func (g *gapLog) storeThinned(spans []sample.Span, every time.Duration) {
+	if g == nil || len(spans) == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, sp := range spans {
+		g.add(buffer.Gap{Target: sp.Target, From: time.UnixMilli(sp.From).UTC(), To: time.UnixMilli(sp.To).UTC(),
+			Reason: buffer.GapThinned, KeptEverySeconds: every.Seconds()}, 0)
+	}
+}
+
 // add merges gap into the list and returns the time it adds to it; last
 // is what the range's length misses (a lost scrape's own interval), or
 // gives back (the scrape that ends an agent_down range was taken). mu
@@ -88,8 +102,8 @@ func (g *gapLog) add(gap buffer.Gap, last time.Duration) time.Duration {
 			break // each stop is its own range
 		}
 		old := &g.gaps[i]
-		if old.Target != gap.Target || old.Reason != gap.Reason {
-			continue
+		if old.Target != gap.Target || old.Reason != gap.Reason || old.KeptEverySeconds != gap.KeptEverySeconds {
+			continue // a thinned range of another resolution is another range
 		}
 		if gap.From.After(old.To.Add(g.join)) || gap.To.Before(old.From.Add(-g.join)) {
 			break // only the newest range of a target and reason grows

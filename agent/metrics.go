@@ -23,6 +23,7 @@ type metrics struct {
 	scrapesSkipped      *prometheus.CounterVec // target
 	samplesQueued       *prometheus.CounterVec // endpoint
 	samplesDropped      *prometheus.CounterVec // endpoint, reason
+	samplesThinned      *prometheus.CounterVec // endpoint
 	lostSeconds         *prometheus.CounterVec // endpoint, target, reason
 	rwSamples           *prometheus.CounterVec // endpoint, result
 	rwRequests          *prometheus.CounterVec // endpoint, result
@@ -67,6 +68,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		scrapesSkipped:      counter("redwire_target_scrapes_skipped_total", "Scrapes of the target skipped because no slot of global.max_concurrent_scrapes was free before the next one was due.", "target"),
 		samplesQueued:       counter("redwire_samples_queued_total", "Samples handed to each endpoint's buffer.", "endpoint"),
 		samplesDropped:      counter("redwire_samples_dropped_total", "Samples given up on, by reason: rejected (receiver refused the batch for good), buffer_full (buffer.max_bytes), too_old (buffer.max_age), disk_full (no disk space and memory full), shutdown (could not be stored at shutdown), out_of_order (scraped while the wall clock was behind the last sent scrape of the target, never sent).", "endpoint", "reason"),
+		samplesThinned:      counter("redwire_samples_thinned_total", "Samples removed from old data to keep the buffer under buffer.max_bytes: the ranges are kept at a coarser resolution (one scrape per target every kept_every_seconds of GET /api/v1/gaps, down to buffer.thin_floor), nothing of them is lost. Part of taken = sent + dropped + thinned + pending + parked.", "endpoint"),
 		lostSeconds:         counter("redwire_lost_seconds_total", "Seconds of a target's data lost, by reason: the reasons of redwire_samples_dropped_total, and agent_down (the agent was not running; the scrapes due meanwhile). Each lost range counts its length plus one scrape interval; GET /api/v1/gaps lists the ranges.", "endpoint", "target", "reason"),
 		rwSamples:           counter("redwire_remote_write_samples_total", "Samples in remote-write requests, by result: success or the failure class.", "endpoint", "result"),
 		rwRequests:          counter("redwire_remote_write_requests_total", "Remote-write requests, by result: success or the failure class.", "endpoint", "result"),
@@ -99,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Timestamp of the last successful configuration reload (or of the start)."}),
 	}
 	reg.MustRegister(m.samplesScraped, m.scrapes, m.targetUp, m.scrapeErrors, m.lastSuccess, m.consecutiveFailures, m.scrapeDuration, m.scrapesSkipped, m.samplesQueued,
-		m.samplesDropped, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
+		m.samplesDropped, m.samplesThinned, m.lostSeconds, m.rwSamples, m.rwRequests, m.rwRetries, m.rwProbes, m.rwDuration,
 		m.lastSendSuccess, m.replaySamples, m.degraded, m.circuitState, m.paused, m.rwProtocol,
 		m.rwRefused, m.rwBytes, m.rwUncompressed, m.budgetHeldRequests, m.budgetHeldBytes, m.budgetWait, m.samplesParked, m.samplesUnparked, m.corruptions, m.buffers, m.reloadSuccess, m.reloadTime)
 	return m
@@ -117,6 +119,7 @@ func (m *metrics) initEndpoint(name string) {
 	m.circuitState.WithLabelValues(name)
 	m.corruptions.WithLabelValues(name)
 	m.samplesParked.WithLabelValues(name)
+	m.samplesThinned.WithLabelValues(name)
 	m.samplesUnparked.WithLabelValues(name)
 	m.rwBytes.WithLabelValues(name)
 	m.rwUncompressed.WithLabelValues(name)

@@ -86,8 +86,8 @@ func assertParkedAccounted(t *testing.T, a *testAgent, ep map[string]string) {
 	t.Helper()
 	acc := sampleAccount(t, a.reg, ep)
 	parked := gathered(t, a.reg, "redwire_buffer_parked_samples", ep)
-	if acc.taken != acc.sent+acc.dropped+acc.pending+parked {
-		t.Errorf("taken %v != sent %v + dropped %v + pending %v + parked %v", acc.taken, acc.sent, acc.dropped, acc.pending, parked)
+	if acc.taken != acc.sent+acc.dropped+acc.thinned+acc.pending+parked {
+		t.Errorf("taken %v != sent %v + dropped %v + thinned %v + pending %v + parked %v", acc.taken, acc.sent, acc.dropped, acc.thinned, acc.pending, parked)
 	}
 	if acc.dropped != 0 {
 		t.Errorf("dropped %v samples, want none", acc.dropped)

@@ -390,7 +390,7 @@ func TestSlowReceiverDoesNotBlockScraping(t *testing.T) {
 // account is taken = sent + dropped + pending for one endpoint, in
 // samples, read from the agent's registry.
 type account struct {
-	taken, sent, dropped, pending float64
+	taken, sent, dropped, thinned, pending float64
 }
 
 func sampleAccount(t *testing.T, reg prometheus.Gatherer, ep map[string]string) account {
@@ -399,16 +399,19 @@ func sampleAccount(t *testing.T, reg prometheus.Gatherer, ep map[string]string) 
 		taken:   gathered(t, reg, "redwire_samples_scraped_total", nil),
 		sent:    gathered(t, reg, "redwire_remote_write_samples_total", map[string]string{"endpoint": ep["endpoint"], "result": "success"}),
 		dropped: gathered(t, reg, "redwire_samples_dropped_total", ep),
+		thinned: gathered(t, reg, "redwire_samples_thinned_total", ep),
 		pending: gathered(t, reg, "redwire_queue_samples", ep) + gathered(t, reg, "redwire_buffer_samples", ep),
 	}
 }
 
 // balanced: nothing taken is unaccounted for, nothing counted twice.
-func (a account) balanced() bool { return a.taken == a.sent+a.dropped+a.pending }
+// Thinned samples (buffer.max_bytes kept their range at a coarser
+// resolution) are neither sent nor dropped: they have their own term.
+func (a account) balanced() bool { return a.taken == a.sent+a.dropped+a.thinned+a.pending }
 
 // Error makes an account the reason a wait goes on.
 func (a account) Error() string {
-	return fmt.Sprintf("taken %v, sent %v + dropped %v + pending %v = %v", a.taken, a.sent, a.dropped, a.pending, a.sent+a.dropped+a.pending)
+	return fmt.Sprintf("taken %v, sent %v + dropped %v + thinned %v + pending %v = %v", a.taken, a.sent, a.dropped, a.thinned, a.pending, a.sent+a.dropped+a.thinned+a.pending)
 }
 
 // storedSamples counts the samples of selector Prometheus holds.

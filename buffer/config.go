@@ -40,8 +40,9 @@ const (
 type Config struct {
 	// Path is the directory that holds the buffer's files.
 	Path string `yaml:"path,omitempty"`
-	// MaxBytes caps the disk buffer of each endpoint; over it the oldest
-	// data is dropped and counted (reason="buffer_full").
+	// MaxBytes caps the disk buffer of each endpoint; over it old data is
+	// thinned by age down to ThinFloor, and what does not fit even then
+	// is dropped, oldest first, and counted (reason="buffer_full").
 	MaxBytes units.Base2Bytes `yaml:"max_bytes,omitempty"`
 	// MaxAge drops buffered data older than this (reason="too_old").
 	MaxAge model.Duration `yaml:"max_age,omitempty"`
@@ -50,6 +51,11 @@ type Config struct {
 	// write that would leave less is refused as a full disk. Unset means
 	// DefaultMinFreeBytes; 0 keeps nothing back.
 	MinFreeBytes *units.Base2Bytes `yaml:"min_free_bytes,omitempty"`
+	// ThinFloor is the coarsest resolution that thinning (thin.go) keeps
+	// of old data before max_bytes drops any: one scrape per target
+	// every ThinFloor. Unset means DefaultThinFloor; 0 turns thinning
+	// off (max_bytes then drops the oldest data at once).
+	ThinFloor *model.Duration `yaml:"thin_floor,omitempty"`
 	// Mode is "spill" (default) or "always".
 	Mode string `yaml:"mode,omitempty"`
 	// CrashJournal is where spill mode keeps a journal of what memory
@@ -74,6 +80,21 @@ func (c *Config) StoreMinFree() int64 {
 		return -1
 	}
 	return int64(*c.MinFreeBytes)
+}
+
+// DefaultThinFloor is buffer.thin_floor when it is not set.
+const DefaultThinFloor = model.Duration(defaultThinFloor)
+
+// StoreThinFloor is ThinFloor as StoreOptions takes it: 0 for the
+// default, negative for no thinning.
+func (c *Config) StoreThinFloor() time.Duration {
+	switch {
+	case c.ThinFloor == nil:
+		return 0
+	case *c.ThinFloor == 0:
+		return -1
+	}
+	return time.Duration(*c.ThinFloor)
 }
 
 // CrashJournalDir is the directory of the crash journals, "" if there is
@@ -130,6 +151,8 @@ func (c *Config) Validate() error {
 		return errors.New("max_bytes: must not be negative")
 	case c.MaxAge < 0:
 		return errors.New("max_age: must not be negative")
+	case c.ThinFloor != nil && *c.ThinFloor < 0:
+		return errors.New("thin_floor: must not be negative")
 	case c.Mode != ModeSpill && c.Mode != ModeAlways:
 		return fmt.Errorf("mode: %q is not %q or %q", c.Mode, ModeSpill, ModeAlways)
 	case c.CrashJournal != CrashJournalAuto && c.CrashJournal != CrashJournalOff && !filepath.IsAbs(c.CrashJournal):

@@ -226,13 +226,15 @@ func addBufferFlags(app *kingpin.Application, o *overrides) {
 	o.string(app.Flag("buffer.path", "Directory of the local buffer (default ./data)."),
 		func(c *agent.Config, s string) { c.Buffer.Path = s })
 	var maxBytesSet bool
-	maxBytes := app.Flag("buffer.max-bytes", "Disk buffer cap per endpoint, e.g. 512MiB; over it the oldest data is dropped (default 1GiB).").
+	maxBytes := app.Flag("buffer.max-bytes", "Disk buffer cap per endpoint, e.g. 512MiB; over it old data is thinned (buffer.thin-floor), then the oldest dropped (default 1GiB).").
 		IsSetByUser(&maxBytesSet).Bytes()
 	o.when(&maxBytesSet, func(c *agent.Config) error { c.Buffer.MaxBytes = *maxBytes; return nil })
 	var minFreeSet bool
 	minFree := app.Flag("buffer.min-free-bytes", "Free space a buffer write must leave on its filesystem, e.g. 64MiB; 0 keeps none back (default 16MiB).").
 		IsSetByUser(&minFreeSet).Bytes()
 	o.when(&minFreeSet, func(c *agent.Config) error { c.Buffer.MinFreeBytes = minFree; return nil })
+	o.duration(app.Flag("buffer.thin-floor", "Coarsest resolution old data is thinned to before buffer.max-bytes drops any: one scrape per target every this long; 0 turns thinning off (default 5m)."),
+		func(c *agent.Config, d model.Duration) { c.Buffer.ThinFloor = &d })
 	o.duration(app.Flag("buffer.max-age", "Buffered data older than this is dropped (default 7d)."),
 		func(c *agent.Config, d model.Duration) { c.Buffer.MaxAge = d })
 	o.string(app.Flag("buffer.mode", "spill: write to disk when the receiver is down (default); always: commit every batch to disk before sending."),
