@@ -164,6 +164,11 @@ func (s *Store) write(bs []sample.Batch, parked bool) (dropped []Dropped, err er
 			if err := s.thinStore(ht, &thinned, over); err != nil {
 				return err
 			}
+			if s.thinFloor() != 0 {
+				if err := s.trimHead(ht, &full, over); err != nil {
+					return err
+				}
+			}
 			// Then the FIFO's. The last new record fits on its own
 			// (checked above), and nothing is parked any more, so this
 			// stops before reaching it; earlier ones of the same call

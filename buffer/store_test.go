@@ -23,9 +23,10 @@ import (
 const t0 = batchtest.T0
 
 // testOptions are fast options for tests that do not test durability or
-// free space: no fsync, no statfs check.
+// free space: no fsync, no statfs check. Thinning is off: the tests of
+// max_bytes model its drops, oldest first; thin_test.go turns it on.
 func testOptions() StoreOptions {
-	return StoreOptions{NoSync: true, LockTimeout: 100 * time.Millisecond, MinFreeBytes: -1}
+	return StoreOptions{NoSync: true, LockTimeout: 100 * time.Millisecond, MinFreeBytes: -1, ThinFloor: -1}
 }
 
 // openT opens a store that must open cleanly and closes it at cleanup.

@@ -186,7 +186,7 @@ func (s *Store) thinStore(ht *headTx, out *[]Dropped, over func() bool) error {
 // are thinned to the same level and no lease holds either: a thinned
 // segment is small, and each carries its own table of label sets, which
 // at the floor outweighs its samples.
-func (s *Store) coalesce(ht *headTx, key uint64) error {
+func (s *Store) coalesce(ht *headTx, key uint64, out *[]Dropped) error {
 	records := ht.tx.Bucket(bucketRecords)
 	cur := records.Cursor()
 	k, v := cur.Seek(seqKey(key))
@@ -208,7 +208,8 @@ func (s *Store) coalesce(ht *headTx, key uint64) error {
 	}
 	ph, err1 := codec.ParseHeader(pv)
 	h, err2 := codec.ParseHeader(v)
-	if err1 != nil || err2 != nil || !ph.Segment || !h.Segment || ph.Samples+h.Samples > sealMaxSamples {
+	if err1 != nil || err2 != nil || !ph.Segment || !h.Segment || ph.Samples+h.Samples > sealMaxSamples ||
+		int64(len(pv)+len(v)) > s.opts.MaxBytes/2 {
 		return nil
 	}
 	older, err1 := decodeSegmentRecord(prev, pv)
@@ -216,17 +217,21 @@ func (s *Store) coalesce(ht *headTx, key uint64) error {
 	if err1 != nil || err2 != nil {
 		return nil // Peek quarantines them
 	}
+	// Each kept its own last scrapes, which inside the one segment are
+	// no series' end: at the same level, only the bucket's first stay.
+	all := append(older, newer...)
+	scrapes, _ := scrapesOf(all)
 	var b segmentBuilder
 	b.keys = []uint64{prev, key}
-	for _, r := range append(older, newer...) {
-		if err := b.add(r); err != nil {
-			return err
-		}
+	d, err := filterScrapes(&b, all, scrapes, keepAt(scrapes, l), l)
+	if err != nil {
+		return err
 	}
 	if err := s.replace(ht, &b); err != nil {
 		return err
 	}
-	return ht.tx.Bucket(bucketThinned).Put(seqKey(prev), l.encode())
+	addThinned(out, d)
+	return ht.tx.Bucket(bucketThinned).Put(seqKey(b.seqs[0]), l.encode())
 }
 
 // thinPick returns the segment to thin next: the highest age²/resolution,
@@ -306,6 +311,28 @@ func (s *Store) thinSegment(ht *headTx, c thinCandidate, floor int64, out *[]Dro
 	}
 	var b segmentBuilder
 	b.keys = []uint64{c.key}
+	d, err := filterScrapes(&b, recs, scrapes, keep, l)
+	if err != nil {
+		return err
+	}
+	key := c.key
+	if d.Samples > 0 { // else already at least this thin: recorded, not rewritten
+		if err := s.replace(ht, &b); err != nil {
+			return err
+		}
+		key = b.seqs[0]
+		addThinned(out, d)
+	}
+	if err := ht.tx.Bucket(bucketThinned).Put(seqKey(key), l.encode()); err != nil {
+		return err
+	}
+	return s.coalesce(ht, key, out)
+}
+
+// filterScrapes adds to b what recs keep of the scrapes keep at level l
+// (and stale markers, and the samples before counter resets), and
+// returns what went as a thinned report.
+func filterScrapes(b *segmentBuilder, recs []Record, scrapes segmentScrapes, keep map[scrapeKey]bool, l thinLevel) (Dropped, error) {
 	removed := make(map[string]*sample.Span)
 	var kept []sample.Sample
 	batchesGone := 0
@@ -330,7 +357,7 @@ func (s *Store) thinSegment(ht *headTx, c thinCandidate, floor int64, out *[]Dro
 			continue
 		}
 		if err := b.add(Record{Seq: r.Seq, Batch: sample.Batch{Samples: slices.Clone(kept)}}); err != nil {
-			return err
+			return Dropped{}, err
 		}
 	}
 	d := Dropped{Reason: ReasonThinned, KeptEvery: l.every(), Batches: batchesGone}
@@ -341,22 +368,14 @@ func (s *Store) thinSegment(ht *headTx, c thinCandidate, floor int64, out *[]Dro
 		}
 	}
 	slices.SortFunc(d.Spans, func(a, b sample.Span) int { return strings.Compare(a.Target, b.Target) })
-	key := c.key
-	if d.Samples > 0 { // else already at least this thin: recorded, not rewritten
-		if err := s.replace(ht, &b); err != nil {
-			return err
-		}
-		key = b.seqs[0]
-		addThinned(out, d)
-	}
-	if err := ht.tx.Bucket(bucketThinned).Put(seqKey(key), l.encode()); err != nil {
-		return err
-	}
-	return s.coalesce(ht, key)
+	return d, nil
 }
 
 // addThinned merges d into the report of its resolution.
 func addThinned(out *[]Dropped, d Dropped) {
+	if d.Samples == 0 {
+		return
+	}
 	for i := range *out {
 		o := &(*out)[i]
 		if o.KeptEvery == d.KeptEvery {
@@ -456,6 +475,64 @@ func cumulative(ls labels.Labels) bool {
 		}
 	}
 	return false
+}
+
+// trimHead drops the oldest batches of the head record while over says
+// so, if it is a segment: past the floor, a coalesced segment holds much
+// of the backlog, and dropping it whole would drop far more than the
+// room needed. What it drops is counted in d as drop counts it, leased
+// batches held back the same way (spansOf).
+func (s *Store) trimHead(ht *headTx, d *Dropped, over func() bool) error {
+	for over() {
+		records := ht.tx.Bucket(bucketRecords)
+		k, v := records.Cursor().First()
+		if k == nil {
+			return nil
+		}
+		key := binary.BigEndian.Uint64(k)
+		h, err := codec.ParseHeader(v)
+		if err != nil || !h.Segment || key <= ht.counts.consumed {
+			return nil // drop takes it whole, or quarantines it
+		}
+		recs, err := decodeSegmentRecord(key, v)
+		if err != nil || len(recs) < 4 {
+			return nil
+		}
+		// The share of its batches the excess is of its bytes, and a
+		// little more: a segment's table does not shrink with them.
+		excess := ht.counts.bytes + ht.counts.parked.bytes - s.opts.MaxBytes
+		n := int(int64(len(recs))*excess/int64(len(v))) + 1 + len(recs)/32
+		if n >= len(recs)-1 {
+			return nil
+		}
+		var b segmentBuilder
+		for _, r := range recs[n:] {
+			if err := b.add(r); err != nil {
+				return err
+			}
+		}
+		for _, r := range recs[:n] {
+			if held := ht.heldBy(r.Seq, d.Reason); held != nil {
+				held.Samples += r.Batch.Len()
+				held.Spans = sample.AddSpans(held.Spans, r.Batch.Samples)
+			} else {
+				d.Spans = sample.AddSpans(d.Spans, r.Batch.Samples)
+			}
+			d.Samples += r.Batch.Len()
+			d.Batches++
+		}
+		l := levelOf(ht.tx, key)
+		b.keys = []uint64{key}
+		if err := s.replace(ht, &b); err != nil {
+			return err
+		}
+		if l.Floor != 0 {
+			if err := ht.tx.Bucket(bucketThinned).Put(seqKey(b.seqs[0]), l.encode()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // sealIn seals the tail into one segment inside ht's transaction.

@@ -124,6 +124,7 @@ func TestThinKeepsTheWholeOutageAtTheFloor(t *testing.T) {
 		full += int64(b.Len())
 	}
 	opts := testOptions()
+	opts.ThinFloor = 0 // the default: 5 minutes
 	// About 2.3 bytes a sample once sealed: a tenth of the outage.
 	opts.MaxBytes = full * 23 / 100
 	s := thinningStore(t, filepath.Join(t.TempDir(), "ep.bbolt"), opts)
@@ -270,7 +271,7 @@ func batchSamples(bs []sample.Batch) [][]sample.Sample {
 func TestThinDropsOnlyAtTheFloor(t *testing.T) {
 	in := thinOutage(30, 1)
 	opts := testOptions()
-	opts.MaxBytes = 64 << 10
+	opts.MaxBytes = 20 << 10
 	opts.ThinFloor = time.Minute
 	s := thinningStore(t, filepath.Join(t.TempDir(), "ep.bbolt"), opts)
 	drops := 0
@@ -305,6 +306,7 @@ func TestThinCrashMidThinning(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ep.bbolt")
 	opts := testOptions()
+	opts.ThinFloor = 0 // the default: 5 minutes
 	opts.MaxBytes = 400 << 10
 	s := thinningStore(t, path, opts)
 	i := 0
