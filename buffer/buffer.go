@@ -261,10 +261,14 @@ func (b *Buffer) journalMem(n int) {
 // and then sent. mu must be held.
 func (b *Buffer) settle(ds []Dropped) []Dropped {
 	for _, ld := range b.store.takeLeased() {
+		// Thinning reports one Dropped per resolution: the held part
+		// comes off as many of the reason's as it takes.
+		left := ld.d.Samples
 		for i := range ds {
-			if ds[i].Reason == ld.d.Reason && !ds[i].Parked { // leases hold FIFO records only
-				ds[i].Samples -= ld.d.Samples
-				break
+			if ds[i].Reason == ld.d.Reason && !ds[i].Parked && left > 0 { // leases hold FIFO records only
+				take := min(left, ds[i].Samples)
+				ds[i].Samples -= take
+				left -= take
 			}
 		}
 		b.leasedDrops = append(b.leasedDrops, ld)

@@ -23,9 +23,12 @@ package buffer
 //   - Which segment: the one whose resolution is finest for its age
 //     (thinPick: age² / resolution, highest first, the oldest on a tie),
 //     so resolution coarsens with age and the newest data stays whole.
-//     Records a lease holds (pins) or that are partly acknowledged are
-//     left alone, and so is the unsealed tail until nothing else is left
-//     to thin, when it is sealed in the same transaction.
+//     A segment partly acknowledged is left alone, and so is the
+//     unsealed tail until nothing else is left to thin, when it is
+//     sealed in the same transaction. Batches a lease holds are thinned
+//     too (a down endpoint's probe lease may cover much of a small
+//     budget), held back as drops are: counted as thinned only if the
+//     lease does not deliver them whole.
 //   - Nothing thinned twice: a segment's resolution is kept in the
 //     bucket "thinned" under its key (value: F ms, j; 16 bytes), written
 //     in the transaction that rewrites it, so a restart goes on from
@@ -198,12 +201,8 @@ func (s *Store) coalesce(ht *headTx, key uint64, out *[]Dropped) error {
 		return nil
 	}
 	prev := binary.BigEndian.Uint64(pk)
-	var pinned uint64
-	if n := len(ht.pins); n > 0 {
-		pinned = ht.pins[n-1]
-	}
 	l := levelOf(ht.tx, key)
-	if prev <= pinned || prev <= ht.counts.consumed || l.Floor == 0 || levelOf(ht.tx, prev) != l {
+	if prev <= ht.counts.consumed || l.Floor == 0 || levelOf(ht.tx, prev) != l {
 		return nil
 	}
 	ph, err1 := codec.ParseHeader(pv)
@@ -223,7 +222,7 @@ func (s *Store) coalesce(ht *headTx, key uint64, out *[]Dropped) error {
 	scrapes, _ := scrapesOf(all)
 	var b segmentBuilder
 	b.keys = []uint64{prev, key}
-	d, err := filterScrapes(&b, all, scrapes, keepAt(scrapes, l), l)
+	d, err := filterScrapes(ht, &b, all, scrapes, keepAt(scrapes, l), l)
 	if err != nil {
 		return err
 	}
@@ -253,14 +252,10 @@ func (s *Store) thinPick(ht *headTx, floor int64, finest time.Duration) (thinCan
 		return best, false
 	}
 	newest := last.MaxT
-	var pinned uint64
-	if n := len(ht.pins); n > 0 {
-		pinned = ht.pins[n-1]
-	}
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		key := binary.BigEndian.Uint64(k)
-		if key <= pinned || key <= ht.counts.consumed {
-			continue // a lease or the consumed mark holds (part of) it
+		if key <= ht.counts.consumed {
+			continue // partly acknowledged: about to go anyway
 		}
 		h, err := codec.ParseHeader(v)
 		if err != nil || !h.Segment {
@@ -311,7 +306,7 @@ func (s *Store) thinSegment(ht *headTx, c thinCandidate, floor int64, out *[]Dro
 	}
 	var b segmentBuilder
 	b.keys = []uint64{c.key}
-	d, err := filterScrapes(&b, recs, scrapes, keep, l)
+	d, err := filterScrapes(ht, &b, recs, scrapes, keep, l)
 	if err != nil {
 		return err
 	}
@@ -331,8 +326,11 @@ func (s *Store) thinSegment(ht *headTx, c thinCandidate, floor int64, out *[]Dro
 
 // filterScrapes adds to b what recs keep of the scrapes keep at level l
 // (and stale markers, and the samples before counter resets), and
-// returns what went as a thinned report.
-func filterScrapes(b *segmentBuilder, recs []Record, scrapes segmentScrapes, keep map[scrapeKey]bool, l thinLevel) (Dropped, error) {
+// returns what went as a thinned report. Samples of a batch a lease
+// holds are also held back for that lease, as drops are (spansOf): the
+// lease may still deliver them whole, and then they were sent, not
+// thinned (Buffer.settle).
+func filterScrapes(ht *headTx, b *segmentBuilder, recs []Record, scrapes segmentScrapes, keep map[scrapeKey]bool, l thinLevel) (Dropped, error) {
 	removed := make(map[string]*sample.Span)
 	var kept []sample.Sample
 	batchesGone := 0
@@ -351,6 +349,11 @@ func filterScrapes(b *segmentBuilder, recs []Record, scrapes segmentScrapes, kee
 				continue
 			}
 			sp.Samples++
+			if held := ht.heldBy(r.Seq, ReasonThinned); held != nil {
+				held.Samples++
+				held.KeptEvery = l.every()
+				held.Spans = sample.AddSpans(held.Spans, []sample.Sample{smp})
+			}
 		}
 		if len(kept) == 0 {
 			batchesGone++
