@@ -68,10 +68,11 @@ func segmentBytesPerScrape(b *testing.B, scrape func(int, time.Duration) sample.
 // bytes of a scrape in merged segments; the floor the budget over those
 // of a scrape in a day's segment at the floor, times 5 minutes (a long
 // outage's backlog is nearly all at the floor). The simulated rows
-// append an outage scrape by scrape to a real Store until the first
-// buffer_full drop, in transactions of a minute of scrapes.
+// append an outage scrape by scrape to a real Store of 256 KiB (1 MiB
+// at the floor takes an hour to simulate) until the first buffer_full
+// drop, in transactions of a minute of scrapes.
 //
-//	go test -run '^$' -bench OutageCoverage -benchtime 1x ./buffer/
+//	go test -run '^$' -bench OutageCoverage -benchtime 1x -timeout 30m ./buffer/
 func BenchmarkOutageCoverage(b *testing.B) {
 	scrape := coverageScrapes(b)
 	floor := defaultThinFloor
@@ -87,14 +88,14 @@ func BenchmarkOutageCoverage(b *testing.B) {
 			}
 		}
 		for _, thin := range []bool{false, true} {
-			covered, kept := simulateOutage(b, scrape, 1<<20, 10*time.Second, thin)
-			b.Logf("simulated: 1 MiB at 10s, thinning %-5v: first drop after %v of outage (%d samples held)", thin, covered.Round(time.Minute), kept)
+			covered, kept := simulateOutage(b, scrape, 256<<10, 10*time.Second, thin)
+			b.Logf("simulated: 256 KiB at 10s, thinning %-5v: first drop after %v of outage (%d samples held)", thin, covered.Round(time.Minute), kept)
 		}
 	}
 }
 
 // simulateOutage appends scrapes every interval to a store capped at
-// maxBytes until it drops one (or a 60-day cap), and returns how long an
+// maxBytes until it drops one (or a 30-day cap), and returns how long an
 // outage it held whole.
 func simulateOutage(b *testing.B, scrape func(int, time.Duration) sample.Batch, maxBytes int64, interval time.Duration, thin bool) (time.Duration, int64) {
 	opts := StoreOptions{NoSync: true, MinFreeBytes: -1, MaxBytes: maxBytes}
@@ -107,7 +108,7 @@ func simulateOutage(b *testing.B, scrape func(int, time.Duration) sample.Batch, 
 	}
 	defer s.Close()
 	group := max(int(time.Minute/interval), 1)
-	limit := int(60 * 24 * time.Hour / interval)
+	limit := int(30 * 24 * time.Hour / interval)
 	for k := 0; k < limit; k += group {
 		bs := make([]sample.Batch, group)
 		for i := range bs {
