@@ -48,6 +48,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	bolt "go.etcd.io/bbolt"
@@ -471,7 +472,7 @@ func keepAt(sc segmentScrapes, l thinLevel) map[scrapeKey]bool {
 // cumulative reports whether a series only grows until it resets: a
 // counter, or a histogram's or summary's count, sum or bucket.
 func cumulative(ls labels.Labels) bool {
-	name := ls.Get(labels.MetricName)
+	name := ls.Get(model.MetricNameLabel)
 	for _, suffix := range []string{"_total", "_count", "_sum", "_bucket"} {
 		if strings.HasSuffix(name, suffix) {
 			return true

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/redwire/redwire/internal/codec"
@@ -36,7 +37,7 @@ func coverageScrapes(b *testing.B) func(k int, interval time.Duration) sample.Ba
 		bt.Metadata = nil
 		for i := range bt.Samples {
 			s := &bt.Samples[i]
-			if strings.HasSuffix(s.Labels.Get(labels.MetricName), "_total") {
+			if strings.HasSuffix(s.Labels.Get(model.MetricNameLabel), "_total") {
 				s.V += float64(k * (i%7 + 1))
 			} else if s.V > 100 {
 				s.V = math.Round(s.V * (1 + 0.01*math.Sin(float64(k+i))))

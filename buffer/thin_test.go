@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	bolt "go.etcd.io/bbolt"
@@ -246,7 +247,7 @@ func checkThinned(t *testing.T, in []sample.Batch, recs []Record, floor time.Dur
 		for _, s := range ss {
 			if value.IsStaleNaN(s.V) {
 				stale++
-				if s.Labels.Get(labels.MetricName) != "redwire_test_gone" {
+				if s.Labels.Get(model.MetricNameLabel) != "redwire_test_gone" {
 					t.Fatalf("stale marker on %s", k)
 				}
 			}
