@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"github.com/redwire/redwire/buffer"
 	"github.com/redwire/redwire/internal/harness"
 	"github.com/redwire/redwire/remotewrite"
-	"github.com/redwire/redwire/sources/redis"
 )
 
 // freshBacklog is a 24-hour backlog of one Redis at the default 10 s
@@ -51,25 +49,7 @@ func BenchmarkLiveFirstFreshAfterBacklog(b *testing.B) {
 	// REDWIRE_REPLAY_RATE is replay.max_samples_per_second (0: none): a
 	// link or a receiver slower than this machine's loopback.
 	rate, _ := strconv.ParseFloat(os.Getenv("REDWIRE_REPLAY_RATE"), 64)
-	raw, err := os.ReadFile("../sources/redis/testdata/info/redis-7.0-master.txt")
-	if err != nil {
-		b.Fatal(err)
-	}
-	info, err := redis.ParseInfo(string(raw))
-	if err != nil {
-		b.Fatal(err)
-	}
-	prom := harness.StartPrometheusWith(b, harness.PrometheusOptions{Version3: true, OutOfOrderWindow: 25 * time.Hour})
-	u, err := url.Parse(prom.WriteURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ec := remotewrite.NewEndpointConfig(u)
-	client, err := remotewrite.NewClient(ec, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &replayBench{info: info, prom: prom, ec: ec, client: client}
+	r := newReplayBenchFor(b, harness.StartPrometheusWith(b, harness.PrometheusOptions{Version3: true, OutOfOrderWindow: 25 * time.Hour}))
 	var fresh, drain []float64
 	iter := 0
 	for b.Loop() {

@@ -66,6 +66,12 @@ type replayBench struct {
 
 func newReplayBench(b *testing.B) *replayBench {
 	b.Helper()
+	return newReplayBenchFor(b, startBenchReceiver(b))
+}
+
+// newReplayBenchFor is newReplayBench with prom as the receiver.
+func newReplayBenchFor(b *testing.B, prom *harness.Prometheus) *replayBench {
+	b.Helper()
 	raw, err := os.ReadFile("../sources/redis/testdata/info/redis-7.0-master.txt")
 	if err != nil {
 		b.Fatal(err)
@@ -74,7 +80,6 @@ func newReplayBench(b *testing.B) *replayBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	prom := startBenchReceiver(b)
 	u, err := url.Parse(prom.WriteURL())
 	if err != nil {
 		b.Fatal(err)
