@@ -145,13 +145,7 @@ type unparkTry struct {
 }
 
 func (u *unparkTry) Request(samples int, took time.Duration, err error) {
-	s := u.s
-	result := "success"
-	if err != nil {
-		result = remotewrite.ClassOf(err).String()
-	}
-	s.m.rwRequests.WithLabelValues(s.name, result).Inc()
-	s.m.rwDuration.WithLabelValues(s.name).Observe(took.Seconds())
+	u.s.countRequest(took, err)
 }
 
 func (u *unparkTry) Answered(part *sample.Batch, err error) {
@@ -164,10 +158,8 @@ func (u *unparkTry) Answered(part *sample.Batch, err error) {
 	case remotewrite.CauseOf(err) == remotewrite.CauseAge:
 		u.again = append(u.again, part.Samples...)
 	default:
-		refused := remotewrite.Refused(n, err)
+		refused := s.dropRefused(part, err)
 		s.m.rwSamples.WithLabelValues(s.name, "success").Add(float64(n - refused))
-		s.m.rwRefused.WithLabelValues(s.name, remotewrite.CauseOf(err).String()).Add(float64(refused))
-		s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: refused, Spans: sample.AddSpans(nil, part.Samples)}})
 		s.log.Error("receiver rejected parked samples; dropping them", append(errAttrs(err), "samples", refused)...)
 	}
 }

@@ -326,6 +326,31 @@ func (s *sender) showProtocol(m remotewrite.Message) {
 // pauseUnauthorized is the reason label of redwire_remote_write_paused.
 const pauseUnauthorized = "unauthorized"
 
+// countRequest records one remote-write request's duration and result,
+// and returns the result label: every request the sender makes, lease or
+// parked record, is counted the same way.
+func (s *sender) countRequest(took time.Duration, err error) string {
+	s.m.rwDuration.WithLabelValues(s.name).Observe(took.Seconds())
+	result := "success"
+	if err != nil {
+		result = remotewrite.ClassOf(err).String()
+	}
+	s.m.rwRequests.WithLabelValues(s.name, result).Inc()
+	return result
+}
+
+// dropRefused counts what the receiver refused of part for good (less
+// what a 2.0 receiver said it wrote) by cause and as dropped, with its
+// time ranges, and returns how many samples that is.
+func (s *sender) dropRefused(part *sample.Batch, err error) int {
+	refused := remotewrite.Refused(part.Len(), err)
+	s.m.rwRefused.WithLabelValues(s.name, remotewrite.CauseOf(err).String()).Add(float64(refused))
+	if refused > 0 {
+		s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: refused, Spans: sample.AddSpans(nil, part.Samples)}})
+	}
+	return refused
+}
+
 // leaseTry is one lease on its way: the policy's Sender (the endpoint's
 // client, with the circuit gauge around it) and its Handler.
 type leaseTry struct {
@@ -383,12 +408,7 @@ func (t *leaseTry) FellBack(from, to remotewrite.Message, err error) {
 // Request records a request's outcome.
 func (t *leaseTry) Request(samples int, took time.Duration, err error) {
 	s := t.s
-	s.m.rwDuration.WithLabelValues(s.name).Observe(took.Seconds())
-	result := "success"
-	if err != nil {
-		result = remotewrite.ClassOf(err).String()
-	}
-	s.m.rwRequests.WithLabelValues(s.name, result).Inc()
+	result := s.countRequest(took, err)
 	if remotewrite.ClassOf(err) == remotewrite.Reject {
 		// What a 2.0 receiver wrote of a refused request was sent: the
 		// rest is what Answered counts dropped.
@@ -421,13 +441,9 @@ func (t *leaseTry) Answered(part *sample.Batch, err error) {
 		return
 	}
 	if err != nil {
-		refused := remotewrite.Refused(n, err)
-		s.m.rwRefused.WithLabelValues(s.name, remotewrite.CauseOf(err).String()).Add(float64(refused))
+		refused := s.dropRefused(part, err)
 		if s.handle(evRefused, err)&warnRefused != 0 {
 			s.log.Error("receiver rejected a batch; dropping it", append(errAttrs(err), "samples", refused, "written", n-refused)...)
-		}
-		if refused > 0 {
-			s.m.countDropped(s.name, []buffer.Dropped{{Reason: buffer.DropRejected, Samples: refused, Spans: sample.AddSpans(nil, part.Samples)}})
 		}
 		return
 	}
