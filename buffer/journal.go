@@ -42,7 +42,8 @@ import (
 // A 'P' body is the samples, each label set written once per file and
 // then referred to by number (journalSeries in journal_series.go gives
 // the layout): a scrape's entry is mostly numbers, about 11 bytes a
-// sample instead of 130. An 'F' body is the count, a 'D' body offset and
+// sample instead of 130. A label set is written as the label library
+// holds it in memory (journalLabels), so writing one is a copy. An 'F' body is the count, a 'D' body offset and
 // count, as uint64s. All numbers are little-endian.
 //
 // While it numbers label sets, the file is emptied (and its series
@@ -55,8 +56,8 @@ import (
 //
 // An entry cut short by the crash, or damaged, ends the replay: it was
 // the last one written. A change here needs the journal file's name to
-// change, so an older journal is never misread; a journal of the
-// previous format (journalExtV1) is still read, once, at the next start.
+// change, so an older journal is never misread; journals of the previous
+// formats (journalLegacy) are still read, once, at the next start.
 type journal struct {
 	path string
 	f    *os.File
@@ -74,9 +75,9 @@ type journal struct {
 	// numbering last stopped.
 	plainBytes int64
 	err        error // the first write error; the journal is off from then on
-	// legacy is a journal of the previous format replayed at open, removed
-	// once what it held is safe (stored, or in this journal).
-	legacy string
+	// legacy are journals of previous formats replayed at open, removed
+	// once what they held is safe (stored, or in this journal).
+	legacy []string
 }
 
 const (
@@ -93,12 +94,21 @@ const (
 	journalMaxEntry = codec.MaxDecodedBatch
 )
 
-// journalExt ends the name of a crash journal file; journalExtV1 that of
-// one written before the series table (labels written out per sample).
-const (
-	journalExt   = ".journal-v2"
-	journalExtV1 = ".journal-v1"
-)
+// journalExt ends the name of a crash journal file.
+const journalExt = ".journal-v3"
+
+// journalLegacy are the previous formats, oldest first, each with the
+// decoder of its 'P' bodies: v1 wrote every label set out per sample, v2
+// numbered them but wrote a set as its label count and labels.
+var journalLegacy = []struct {
+	ext    string
+	decode func(*journalSeries, []byte) ([]sample.Sample, bool)
+}{
+	{".journal-v1", func(_ *journalSeries, body []byte) ([]sample.Sample, bool) { return decodeJournalV1(body) }},
+	{".journal-v2", func(t *journalSeries, body []byte) ([]sample.Sample, bool) {
+		return t.decodePushWith(body, (*journalReader).countedLabels)
+	}},
+}
 
 // journalPath is the crash journal of the store file f under dir. Its name
 // carries a hash of f's absolute path, so that agents with different
@@ -123,22 +133,31 @@ func openJournal(path string) (*journal, []sample.Sample, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("crash journal: %w", err)
 	}
-	// A journal of the previous format holds older samples than this one
+	// A journal of a previous format holds older samples than this one
 	// (the process that wrote it ran before any that wrote this one).
-	legacy := strings.TrimSuffix(path, journalExt) + journalExtV1
-	var held []sample.Sample
-	if lf, err := os.Open(legacy); err == nil {
-		held, err = replayJournal(lf, decodeJournalV1)
+	var (
+		held   []sample.Sample
+		legacy []string
+	)
+	for _, l := range journalLegacy {
+		lpath := strings.TrimSuffix(path, journalExt) + l.ext
+		lf, err := os.Open(lpath)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("crash journal: %w", err)
+		}
+		var series journalSeries
+		older, err := replayJournal(lf, func(body []byte) ([]sample.Sample, bool) { return l.decode(&series, body) })
 		lf.Close()
 		if err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("crash journal %s: %w", legacy, err)
+			return nil, nil, fmt.Errorf("crash journal %s: %w", lpath, err)
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		f.Close()
-		return nil, nil, fmt.Errorf("crash journal: %w", err)
-	} else {
-		legacy = ""
+		held = append(held, older...)
+		legacy = append(legacy, lpath)
 	}
 	var series journalSeries
 	newer, err := replayJournal(f, series.decodePush)
@@ -233,20 +252,15 @@ func decodeJournalV1(body []byte) ([]sample.Sample, bool) {
 	out := make([]sample.Sample, 0, n)
 	var b labels.ScratchBuilder
 	for range n {
-		nl := r.uvarint()
-		if nl > uint64(len(body)) {
+		ls, ok := r.countedLabels(&b)
+		if !ok {
 			return nil, false
-		}
-		b.Reset()
-		for range nl {
-			name := r.bytes()
-			b.Add(string(name), string(r.bytes()))
 		}
 		t, v := r.uint64(), r.uint64()
 		if r.bad {
 			return nil, false
 		}
-		out = append(out, sample.Sample{Labels: b.Labels(), T: int64(t), V: math.Float64frombits(v)})
+		out = append(out, sample.Sample{Labels: ls, T: int64(t), V: math.Float64frombits(v)})
 	}
 	return out, !r.bad && len(r.b) == 0
 }
@@ -440,14 +454,16 @@ func (j *journal) rewrite(held []sample.Sample) {
 	oldF.Close()
 }
 
-// dropLegacy removes the journal of the previous format that openJournal
-// replayed, once what it held is safe.
+// dropLegacy removes the journals of previous formats that openJournal
+// replayed, once what they held is safe.
 func (j *journal) dropLegacy() {
-	if j.legacy != "" && j.err == nil {
-		if err := os.Remove(j.legacy); err == nil || errors.Is(err, fs.ErrNotExist) {
-			j.legacy = ""
-		}
+	if j.err != nil {
+		return
 	}
+	j.legacy = slices.DeleteFunc(j.legacy, func(path string) bool {
+		err := os.Remove(path)
+		return err == nil || errors.Is(err, fs.ErrNotExist)
+	})
 }
 
 // close closes the journal and removes its file if memory holds nothing,

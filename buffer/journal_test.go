@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -320,11 +321,12 @@ func removeTaken(t *testing.T, want []int64, taken []sample.Sample) []int64 {
 	return want[len(taken):]
 }
 
-// TestJournalReadsTheV1Format: a journal left by a process that wrote
-// the previous format (labels written out per sample) is given back at
-// the next start, before what a journal of the current format holds, and
-// removed then.
-func TestJournalReadsTheV1Format(t *testing.T) {
+// TestJournalReadsThePreviousFormats: journals left by processes that
+// wrote the previous formats (v1: labels written out per sample; v2:
+// sets numbered, each defined as its label count and labels) are given
+// back at the next start, oldest format first, before what a journal of
+// the current format holds, and removed then.
+func TestJournalReadsThePreviousFormats(t *testing.T) {
 	r := newJournalRig(t, Options{Capacity: 1000, MaxBatch: 8, Deadline: time.Hour})
 	v2 := slices.Concat(r.append(5), r.append(3))
 	r.crash()
@@ -337,17 +339,73 @@ func TestJournalReadsTheV1Format(t *testing.T) {
 	v1 = append(v1, sealEntry(appendJournalV1([]byte{journalPush, 0, 0, 0, 0}, old[:4]))...)
 	v1 = append(v1, sealEntry(appendJournalV1([]byte{journalPush, 0, 0, 0, 0}, old[4:]))...)
 	v1 = append(v1, sealEntry(binary.LittleEndian.AppendUint64([]byte{journalFront, 0, 0, 0, 0}, 2))...)
-	legacy := strings.TrimSuffix(journalPath(r.jdir, StoreFile{Path: r.path}), journalExt) + journalExtV1
-	if err := os.WriteFile(legacy, v1, 0o600); err != nil {
+	base := strings.TrimSuffix(journalPath(r.jdir, StoreFile{Path: r.path}), journalExt)
+	if err := os.WriteFile(base+".journal-v1", v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A later older process wrote v2 (label sets numbered, each written
+	// as its label count and labels): pushed 7..9, then one was dropped
+	// from the middle.
+	var mid []sample.Sample
+	for ts := int64(-12); ts < -9; ts++ {
+		mid = append(mid, rigSample(ts))
+	}
+	var (
+		v2file []byte
+		w      journalV2
+	)
+	v2file = append(v2file, sealEntry(w.push([]byte{journalPush, 0, 0, 0, 0}, mid))...)
+	v2file = append(v2file, sealEntry(w.push([]byte{journalPush, 0, 0, 0, 0}, mid[2:]))...) // its set referred to by number
+	v2file = append(v2file, sealEntry(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64([]byte{journalDrop, 0, 0, 0, 0}, 1), 1))...)
+	if err := os.WriteFile(base+".journal-v2", v2file, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r.open()
-	if got, want := r.stored(), slices.Concat([]int64{-4, -3, -2, -1}, v2); !slices.Equal(got, want) {
+	if got, want := r.stored(), slices.Concat([]int64{-4, -3, -2, -1}, []int64{-12, -10, -10}, v2); !slices.Equal(got, want) {
 		t.Fatalf("store after the restart holds %v, want %v", got, want)
 	}
-	if _, err := os.Stat(legacy); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the v1 journal is still there once its samples are stored: %v", err)
+	for _, ext := range []string{".journal-v1", ".journal-v2"} {
+		if _, err := os.Stat(base + ext); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the %s journal is still there once its samples are stored: %v", ext, err)
+		}
 	}
+}
+
+// journalV2 writes 'P' bodies of format v2: as the current one, but
+// each label set defined as its label count and labels.
+type journalV2 struct{ refs map[string]uint64 }
+
+func (w *journalV2) push(dst []byte, s []sample.Sample) []byte {
+	if w.refs == nil {
+		w.refs = make(map[string]uint64)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	var prevT int64
+	for i := range s {
+		key := s[i].Labels.String()
+		if ref, ok := w.refs[key]; ok {
+			dst = binary.AppendUvarint(dst, 1+ref)
+		} else {
+			w.refs[key] = uint64(len(w.refs))
+			dst = appendCountedLabels(binary.AppendUvarint(dst, uint64(len(w.refs))), s[i].Labels)
+		}
+		dst = binary.AppendVarint(dst, s[i].T-prevT)
+		prevT = s[i].T
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
+	}
+	return dst
+}
+
+// appendCountedLabels writes a label set as the previous formats did: a
+// uvarint label count, then each label's name and value as uvarint
+// length and bytes.
+func appendCountedLabels(dst []byte, ls labels.Labels) []byte {
+	dst = binary.AppendUvarint(dst, uint64(ls.Len()))
+	ls.Range(func(l labels.Label) {
+		dst = append(binary.AppendUvarint(dst, uint64(len(l.Name))), l.Name...)
+		dst = append(binary.AppendUvarint(dst, uint64(len(l.Value))), l.Value...)
+	})
+	return dst
 }
 
 // appendJournalV1 appends a 'P' body of the previous format, as
@@ -355,7 +413,7 @@ func TestJournalReadsTheV1Format(t *testing.T) {
 func appendJournalV1(dst []byte, s []sample.Sample) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	for i := range s {
-		dst = appendJournalLabels(dst, s[i].Labels)
+		dst = appendCountedLabels(dst, s[i].Labels)
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(s[i].T))
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s[i].V))
 	}
@@ -561,5 +619,36 @@ func TestJournalRecoveryCountsWhatMaxBytesDrops(t *testing.T) {
 	}
 	if again := r.b.RecoveryDrops(); len(again) != 0 {
 		t.Errorf("RecoveryDrops reported again: %v", again)
+	}
+}
+
+// TestJournalLabelLayout: a label set goes into the journal in the
+// layout journal_series.go gives, whether the label library's own bytes
+// are copied (its default build) or the labels are written one by one,
+// and reads back equal, long names and values included; this build
+// copies.
+func TestJournalLabelLayout(t *testing.T) {
+	if !journalLabelsAsInMemory {
+		t.Error("the label library's bytes are not in the journal's layout in this build: every set is written label by label")
+	}
+	long := strings.Repeat("v", 70000)
+	for _, ls := range []labels.Labels{
+		labels.EmptyLabels(),
+		labels.FromStrings("__name__", "redis_up", "instance", "a:6379"),
+		labels.FromStrings("a", "", "k", strings.Repeat("x", 254), "l", strings.Repeat("y", 255), "m", long),
+	} {
+		var ts journalSeries
+		copied := ts.appendLabels(nil, ls)
+		pairs := appendLabelPairs(nil, ls)
+		written := append(binary.LittleEndian.AppendUint32(nil, uint32(len(pairs))), pairs...)
+		if !bytes.Equal(copied, written) {
+			t.Errorf("%.60s: copied % x, written label by label % x", ls, copied[:min(len(copied), 16)], written[:min(len(written), 16)])
+		}
+		var b labels.ScratchBuilder
+		r := journalReader{b: copied}
+		got, ok := r.labels(&b)
+		if !ok || len(r.b) != 0 || !labels.Equal(got, ls) {
+			t.Errorf("%.60s reads back as %.60s (ok %v, %d bytes left)", ls, got, ok, len(r.b))
+		}
 	}
 }
